@@ -1,0 +1,73 @@
+//! `[[routes]]`: how requests are grouped, matched and treated.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use wildmatch::WildMatch;
+
+use super::RetryConfig;
+
+/// One route: a name, the models it claims, and its policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in `/r/{name}/v1/...`, `x-deja-route` and metric labels.
+    pub name: String,
+    /// Globs matched against the request's `model` (`*`, `?`); default `["*"]`.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    /// Retry policy for this route's upstream calls.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Per-attempt upstream timeout for this route; default `[upstream] timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+impl RouteConfig {
+    /// A route with every default and the given name.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            models: all_models(),
+            retry: RetryConfig::default(),
+            timeout: None,
+        }
+    }
+
+    /// Whether one of this route's `models` globs matches `model`.
+    pub fn matches_model(&self, model: &str) -> bool {
+        self.models.iter().any(|g| WildMatch::new(g).matches(model))
+    }
+
+    pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_name {
+            errors.push(format!(
+                "{path}.name must be 1-64 characters of A-Z, a-z, 0-9, `-`, `_`, got `{}`",
+                self.name
+            ));
+        }
+        if self.models.is_empty() {
+            errors.push(format!("{path}.models must list at least one glob"));
+        }
+        for (j, glob) in self.models.iter().enumerate() {
+            if glob.trim().is_empty() {
+                errors.push(format!("{path}.models[{j}] must not be empty"));
+            }
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            errors.push(format!("{path}.timeout must be above 0"));
+        }
+        self.retry.validate(&format!("{path}.retry"), errors);
+    }
+}

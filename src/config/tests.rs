@@ -1,0 +1,176 @@
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_toml_with_env(text, "test.toml", &vars)
+}
+
+#[test]
+fn embedded_defaults_are_valid_and_complete() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.upstream.base_url, "https://api.lingyiwanwu.com/v1");
+    assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "default");
+    assert_eq!(c.routes[0].retry.attempts, 0);
+    assert_eq!(
+        c.routes[0].retry.on_status_codes,
+        vec![429, 500, 502, 503, 504]
+    );
+    assert!(c.upstream.api_key.is_none());
+    assert!(c.redis.url.is_none());
+}
+
+#[test]
+fn the_issue_example_parses() {
+    let c = load(
+        r#"
+        [server]
+        listen = "127.0.0.1:9090"
+        [upstream]
+        base_url = "https://api.lingyiwanwu.com/v1"
+        api_key = "sk-file"
+        timeout = "60s"
+        [[routes]]
+        name = "default"
+        models = ["*"]
+        [routes.retry]
+        attempts = 3
+        on_status_codes = [429, 500, 502, 503, 504]
+        base_delay = "1s"
+        max_delay = "30s"
+        "#,
+        &[("YI_API_KEY", "sk-env")],
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.port(), 9090);
+    assert_eq!(c.routes[0].retry.attempts, 3);
+    assert_eq!(c.routes[0].retry.max_delay, Duration::from_secs(30));
+    assert_eq!(
+        c.upstream.api_key.unwrap().expose_secret(),
+        "sk-file",
+        "file wins over YI_API_KEY"
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = load(
+        "[server]\nlisten = \"127.0.0.1:1\"\n",
+        &[
+            ("DEJA__SERVER__LISTEN", "0.0.0.0:8181"),
+            ("DEJA__SERVER__MAX_BODY_BYTES", "1024"),
+            ("DEJA__UPSTREAM__BASE_URL", "http://127.0.0.1:9/v1"),
+            ("DEJA__UPSTREAM__API_KEY", "sk-override"),
+            ("DEJA__REDIS__URL", "redis://127.0.0.1:6379/0"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8181");
+    assert_eq!(c.server.max_body_bytes, 1024);
+    assert_eq!(c.upstream.base_url, "http://127.0.0.1:9/v1");
+    assert_eq!(c.upstream.api_key.unwrap().expose_secret(), "sk-override");
+    assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+}
+
+#[test]
+fn yi_api_key_fills_a_missing_key() {
+    let c = load("", &[("YI_API_KEY", "sk-yi")]).unwrap();
+    assert_eq!(c.upstream.api_key.unwrap().expose_secret(), "sk-yi");
+}
+
+#[test]
+fn errors_name_the_key_path() {
+    let err = load(
+        "[[routes]]\nname = \"a\"\n[routes.retry]\nattempts = -2\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string().split(':').next(),
+        Some("routes[0].retry.attempts"),
+        "{err}"
+    );
+
+    let err = load("[server]\nlisen = \"x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server") && err.contains("lisen"), "{err}");
+
+    let err = load("[upstream]\ntimeout = \"soon\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("upstream.timeout"), "{err}");
+
+    let err = load("[server]\nlisten = \"nowhere\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("server.listen"), "{err}");
+}
+
+#[test]
+fn validation_reports_every_broken_rule() {
+    let err = load(
+        r#"
+        [server]
+        max_body_bytes = 0
+        [upstream]
+        base_url = "ftp://example.com"
+        [redis]
+        url = "nonsense://"
+        [[routes]]
+        name = "chat bot"
+        models = []
+        [routes.retry]
+        attempts = 11
+        on_status_codes = [42]
+        base_delay = "5s"
+        max_delay = "1s"
+        [[routes]]
+        name = "default"
+        [[routes]]
+        name = "default"
+        "#,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "server.max_body_bytes must be above 0",
+        "upstream.base_url must be an http(s) URL",
+        "redis.url is not a Redis URL",
+        "routes[0].name must be 1-64 characters",
+        "routes[0].models must list at least one glob",
+        "routes[0].retry.attempts must be at most 10, got 11",
+        "routes[0].retry.on_status_codes[0] must be an HTTP status (100-599), got 42",
+        "routes[0].retry.base_delay (5s) must not exceed max_delay (1s)",
+        "routes[2].name `default` is used by an earlier route",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}
+
+#[test]
+fn a_default_route_is_appended_after_named_ones() {
+    let c = load("[[routes]]\nname = \"yi\"\nmodels = [\"yi-*\"]\n", &[]).unwrap();
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["yi", "default"]);
+    assert!(c.routes[0].matches_model("yi-lightning"));
+    assert!(!c.routes[0].matches_model("gpt-4o"));
+}
+
+#[test]
+fn debug_output_never_shows_the_key() {
+    let c = load("", &[("YI_API_KEY", "sk-very-secret")]).unwrap();
+    assert!(!format!("{c:?}").contains("sk-very-secret"));
+}

@@ -1,0 +1,139 @@
+//! `AppError`: every failure that reaches the HTTP edge, with the one status mapping and the
+//! OpenAI-shaped body `{"error":{"message","type","param","code"}}`.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+use crate::portkey::{HEADER_RETRY_COUNT, PortkeyConfigError};
+use crate::upstream::UpstreamError;
+
+/// A request that could not be answered normally.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not JSON.
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    /// A field is missing or has the wrong type.
+    #[error("{message}")]
+    InvalidField {
+        /// Field at fault, such as `messages`.
+        param: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The body is over `server.max_body_bytes`.
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body could not be read from the connection.
+    #[error("Could not read the request body: {0}")]
+    BodyRead(String),
+    /// `x-portkey-config` was refused.
+    #[error(transparent)]
+    Config(#[from] PortkeyConfigError),
+    /// A route named by path or header does not exist.
+    #[error("No route named `{0}` is configured")]
+    UnknownRoute(String),
+    /// No endpoint at this path.
+    #[error("Unknown endpoint: {0}")]
+    NotFound(String),
+    /// The upstream gave no answer after the retries.
+    #[error("{source}")]
+    Upstream {
+        /// Why the last attempt failed.
+        source: UpstreamError,
+        /// Retries made before giving up.
+        retries: u32,
+    },
+    /// A fault inside deja; the message is logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// Short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyRead(_) => "body_read",
+            Self::Config(PortkeyConfigError::UnknownSaved(_)) => "config_not_found",
+            Self::Config(_) => "invalid_config",
+            Self::UnknownRoute(_) => "route_not_found",
+            Self::NotFound(_) => "not_found",
+            Self::Upstream { source, .. } => match source {
+                UpstreamError::Timeout(_) => "upstream_timeout",
+                UpstreamError::Unreachable(_) => "upstream_unreachable",
+                UpstreamError::Client(_) => "upstream_client",
+            },
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status this error answers with; the only such mapping.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_)
+            | Self::InvalidField { .. }
+            | Self::BodyRead(_)
+            | Self::Config(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownRoute(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Upstream {
+                source: UpstreamError::Timeout(_),
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream {
+                source: UpstreamError::Unreachable(_),
+                ..
+            } => StatusCode::BAD_GATEWAY,
+            Self::Upstream {
+                source: UpstreamError::Client(_),
+                ..
+            }
+            | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidField { param, .. } => Some(param),
+            Self::Config(_) => Some(crate::portkey::HEADER_CONFIG),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, kind = self.kind(), "internal error");
+            "The gateway hit an internal error; it has been logged.".to_owned()
+        } else {
+            self.to_string()
+        };
+        let kind = match status.as_u16() {
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        };
+        let body = json!({"error": {
+            "message": message,
+            "type": kind,
+            "param": self.param(),
+            "code": self.kind(),
+        }});
+        let mut response = (status, Json(body)).into_response();
+        if let Self::Upstream { retries, .. } = self {
+            response
+                .headers_mut()
+                .insert(HEADER_RETRY_COUNT, HeaderValue::from(retries));
+        }
+        response
+    }
+}

@@ -1,0 +1,254 @@
+//! The request path, free of HTTP framework types: resolve the route and the per-request config,
+//! (look up the cache: the next seam), forward with retries, then count and log the request.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
+use crate::error::AppError;
+use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
+use crate::request::ChatRequest;
+use crate::state::AppState;
+use crate::upstream::{Answer, UpstreamCall, status_label};
+
+/// What the cache did for a request; sent as `x-portkey-cache-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from the exact tier.
+    Hit,
+    /// Answered from the semantic tier.
+    SemanticHit,
+    /// Looked up, not found, forwarded.
+    Miss,
+    /// Lookup skipped on request; forwarded and stored anew.
+    Refresh,
+    /// The route does not cache.
+    Disabled,
+}
+
+impl CacheStatus {
+    /// Header value, as Portkey spells it.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::SemanticHit => "SEMANTIC HIT",
+            Self::Miss => "MISS",
+            Self::Refresh => "REFRESH",
+            Self::Disabled => "DISABLED",
+        }
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::SemanticHit => "semantic_hit",
+            Self::Miss => "miss",
+            Self::Refresh => "refresh",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// A finished answer, ready for the HTTP edge.
+#[derive(Debug)]
+pub struct GatewayResponse {
+    /// The upstream's (or cached) answer.
+    pub answer: Answer,
+    /// Retries made upstream.
+    pub retries: u32,
+    /// What the cache did; `None` for endpoints that are never cached.
+    pub cache: Option<CacheStatus>,
+}
+
+/// Where the caller asked to go: `/r/{route}/...` and the request headers.
+pub struct Call<'a> {
+    /// Route named in the path, if any.
+    pub path_route: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+#[derive(Default)]
+struct RequestLog {
+    route: Option<String>,
+    model: Option<String>,
+    attempts: u32,
+    stream: bool,
+    cache: Option<CacheStatus>,
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    state: &AppState,
+    call: Call<'_>,
+    body: Result<Bytes, AppError>,
+) -> Result<GatewayResponse, AppError> {
+    let started = Instant::now();
+    let mut log = RequestLog::default();
+    let result = chat_inner(state, &call, body, &mut log).await;
+    finish(state, "chat.completions", &log, &result, started.elapsed());
+    result
+}
+
+async fn chat_inner(
+    state: &AppState,
+    call: &Call<'_>,
+    body: Result<Bytes, AppError>,
+    log: &mut RequestLog,
+) -> Result<GatewayResponse, AppError> {
+    let named = named_route(&state.config, call)?;
+    log.route = named.map(|r| r.name.clone());
+    let request = ChatRequest::parse(body?)?;
+    log.model = Some(request.model.clone());
+    log.stream = request.stream;
+    let route = match named {
+        Some(route) => route,
+        None => route_for_model(&state.config, &request.model),
+    };
+    log.route = Some(route.name.clone());
+    // Seam for the cache tiers: lookup goes here, write-back after a finished 2xx answer.
+    log.cache = Some(CacheStatus::Disabled);
+    forward(
+        state,
+        call,
+        route,
+        "/chat/completions",
+        Some(request.raw),
+        request.stream,
+        log,
+    )
+    .await
+}
+
+/// Sends one call upstream under the route's policy with the request's overrides laid over it.
+async fn forward(
+    state: &AppState,
+    call: &Call<'_>,
+    route: &RouteConfig,
+    path: &'static str,
+    body: Option<Bytes>,
+    stream: bool,
+    log: &mut RequestLog,
+) -> Result<GatewayResponse, AppError> {
+    let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+    let retry = overrides.retry_over(&route.retry)?;
+    let forwarded = state
+        .forwarder
+        .send(UpstreamCall {
+            route: &route.name,
+            path,
+            body,
+            stream,
+            timeout: timeout_for(&state.config, route, &overrides),
+            retry: &retry,
+        })
+        .await;
+    log.attempts = forwarded.retries + 1;
+    let answer = forwarded.result.map_err(|source| AppError::Upstream {
+        source,
+        retries: forwarded.retries,
+    })?;
+    Ok(GatewayResponse {
+        answer,
+        retries: forwarded.retries,
+        cache: log.cache,
+    })
+}
+
+/// `GET /v1/models`, passed through under the route's retry policy.
+pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse, AppError> {
+    let started = Instant::now();
+    let mut log = RequestLog::default();
+    let result = async {
+        let route = match named_route(&state.config, &call)? {
+            Some(route) => route,
+            None => default_route(&state.config),
+        };
+        log.route = Some(route.name.clone());
+        forward(state, &call, route, "/models", None, false, &mut log).await
+    }
+    .await;
+    finish(state, "models", &log, &result, started.elapsed());
+    result
+}
+
+fn named_route<'c>(
+    config: &'c Config,
+    call: &Call<'_>,
+) -> Result<Option<&'c RouteConfig>, AppError> {
+    let Some(name) = call
+        .path_route
+        .or_else(|| header_str(call.headers, HEADER_ROUTE))
+    else {
+        return Ok(None);
+    };
+    config
+        .route(name)
+        .map(Some)
+        .ok_or_else(|| AppError::UnknownRoute(name.to_owned()))
+}
+
+/// First route, in file order, with a `models` glob matching `model`; else `default`.
+pub fn route_for_model<'c>(config: &'c Config, model: &str) -> &'c RouteConfig {
+    config
+        .routes
+        .iter()
+        .find(|r| r.name != DEFAULT_ROUTE && r.matches_model(model))
+        .unwrap_or_else(|| default_route(config))
+}
+
+fn default_route(config: &Config) -> &RouteConfig {
+    // Config::load always appends a `default` route, so the fallback is the last route.
+    config
+        .route(DEFAULT_ROUTE)
+        .or(config.routes.last())
+        .unwrap_or(&FALLBACK_ROUTE)
+}
+
+static FALLBACK_ROUTE: std::sync::LazyLock<RouteConfig> =
+    std::sync::LazyLock::new(|| RouteConfig::named(DEFAULT_ROUTE));
+
+fn timeout_for(config: &Config, route: &RouteConfig, overrides: &RequestConfig) -> Duration {
+    overrides
+        .timeout()
+        .or(route.timeout)
+        .unwrap_or(config.upstream.timeout)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn finish(
+    state: &AppState,
+    endpoint: &'static str,
+    log: &RequestLog,
+    result: &Result<GatewayResponse, AppError>,
+    elapsed: Duration,
+) {
+    let route = log.route.as_deref().unwrap_or("unmatched");
+    let status = match result {
+        Ok(r) => r.answer.status,
+        Err(e) => e.status(),
+    };
+    let cache = log.cache.map_or("none", CacheStatus::label);
+    state
+        .metrics
+        .request(route, status_label(status.as_u16()), cache, elapsed);
+    let error = result.as_ref().err().map(AppError::kind);
+    tracing::info!(
+        endpoint,
+        route,
+        model = log.model.as_deref(),
+        status = status.as_u16(),
+        cache,
+        attempts = log.attempts,
+        stream = log.stream,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        error,
+        "request"
+    );
+}

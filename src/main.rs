@@ -1,0 +1,63 @@
+//! The `deja` binary: parse the command line, load and validate config, start logging, serve.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use deja::cli::{Cli, Command};
+use deja::{Config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, log_format } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init(log_format);
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listen = config.server.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding server.listen {listen}"))?;
+        if config.upstream.api_key.is_none() {
+            tracing::warn!(
+                "no provider key: set upstream.api_key or YI_API_KEY; calls go upstream without one"
+            );
+        }
+        tracing::info!(config = ?config, "effective configuration (secrets redacted)");
+        tracing::info!(%listen, upstream = %config.upstream.base_url, "deja listening");
+        deja::run(config, listener, deja::shutdown_signal()).await?;
+        Ok(())
+    })
+}

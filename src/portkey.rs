@@ -1,0 +1,195 @@
+//! Portkey's request headers and the inline `x-portkey-config` JSON, validated with the same
+//! rules and key paths as the config file.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::RetryConfig;
+
+/// Inline config JSON, or the id of a saved config.
+pub const HEADER_CONFIG: &str = "x-portkey-config";
+/// Retries made before the answer, on every response.
+pub const HEADER_RETRY_COUNT: &str = "x-portkey-retry-attempt-count";
+/// `HIT`, `SEMANTIC HIT`, `MISS`, `REFRESH` or `DISABLED`, on every chat completion.
+pub const HEADER_CACHE_STATUS: &str = "x-portkey-cache-status";
+/// Route chosen by the caller, by name.
+pub const HEADER_ROUTE: &str = "x-deja-route";
+
+/// Why an `x-portkey-config` header was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PortkeyConfigError {
+    /// Not JSON, or not a JSON object.
+    #[error("x-portkey-config is not a JSON object: {0}")]
+    Syntax(String),
+    /// A field has the wrong type or an unknown name.
+    #[error("x-portkey-config: {path}: {message}")]
+    Field {
+        /// Key path inside the config, such as `retry.attempts`.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Values parsed but break a rule.
+    #[error("x-portkey-config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The header names a saved config that does not exist.
+    #[error("x-portkey-config names saved config `{0}`, which does not exist")]
+    UnknownSaved(String),
+}
+
+/// The parts of a Portkey config that deja acts on per request.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+pub struct RequestConfig {
+    /// Replaces fields of the route's retry policy.
+    #[serde(default)]
+    pub retry: Option<RetryPatch>,
+    /// Per-attempt timeout in milliseconds, as Portkey names it.
+    #[serde(default)]
+    pub request_timeout: Option<u64>,
+}
+
+/// Portkey's `retry` object; every field optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPatch {
+    /// Retries after the first try.
+    pub attempts: Option<u32>,
+    /// Statuses that are retried.
+    pub on_status_codes: Option<Vec<u16>>,
+    /// Whether `Retry-After` sets the wait (Portkey's name).
+    pub use_retry_after_headers: Option<bool>,
+    /// Only `exponential` exists; accepted for the tutorial's configs.
+    pub backoff: Option<Backoff>,
+}
+
+/// Backoff shapes a config may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// `base_delay * 2^n` with jitter, the only shape deja uses.
+    Exponential,
+}
+
+impl RequestConfig {
+    /// Parses the header value; `None` or blank means no per-request config.
+    pub fn parse(header: Option<&str>) -> Result<Self, PortkeyConfigError> {
+        let Some(raw) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Ok(Self::default());
+        };
+        if !raw.starts_with('{') {
+            // Saved configs arrive with the control plane; until then every id is unknown.
+            return Err(PortkeyConfigError::UnknownSaved(raw.to_owned()));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| PortkeyConfigError::Syntax(e.to_string()))?;
+        if !value.is_object() {
+            return Err(PortkeyConfigError::Syntax("expected an object".to_owned()));
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| PortkeyConfigError::Field {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+    }
+
+    /// The route's retry policy with this config's fields laid over it, validated.
+    pub fn retry_over(&self, base: &RetryConfig) -> Result<RetryConfig, PortkeyConfigError> {
+        let Some(patch) = &self.retry else {
+            return Ok(base.clone());
+        };
+        let mut merged = base.clone();
+        if let Some(attempts) = patch.attempts {
+            merged.attempts = attempts;
+        }
+        if let Some(codes) = &patch.on_status_codes {
+            merged.on_status_codes = codes.clone();
+        }
+        if let Some(use_header) = patch.use_retry_after_headers {
+            merged.use_retry_after_header = use_header;
+        }
+        let mut errors = Vec::new();
+        merged.validate("retry", &mut errors);
+        if errors.is_empty() {
+            Ok(merged)
+        } else {
+            Err(PortkeyConfigError::Invalid(errors))
+        }
+    }
+
+    /// `request_timeout` as a duration, when set and above zero.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.request_timeout
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tutorial_config_is_accepted() {
+        let cfg = RequestConfig::parse(Some(
+            r#"{"retry":{"attempts":3,"on_status_codes":[429,500,502,503],"backoff":"exponential"}}"#,
+        ))
+        .unwrap();
+        let merged = cfg.retry_over(&RetryConfig::default()).unwrap();
+        assert_eq!(merged.attempts, 3);
+        assert_eq!(merged.on_status_codes, vec![429, 500, 502, 503]);
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_kept_out_of_the_way() {
+        let cfg =
+            RequestConfig::parse(Some(r#"{"cache":{"mode":"semantic"},"retry":{}}"#)).unwrap();
+        assert_eq!(cfg.retry, Some(RetryPatch::default()));
+    }
+
+    #[test]
+    fn negative_attempts_name_the_field() {
+        let err = RequestConfig::parse(Some(r#"{"retry":{"attempts":-1}}"#)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("retry.attempts"), "{msg}");
+        assert!(msg.contains("-1"), "{msg}");
+    }
+
+    #[test]
+    fn too_many_attempts_and_bad_codes_are_refused() {
+        let cfg = RequestConfig::parse(Some(r#"{"retry":{"attempts":50,"on_status_codes":[42]}}"#))
+            .unwrap();
+        let msg = cfg
+            .retry_over(&RetryConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("retry.attempts must be at most 10, got 50"),
+            "{msg}"
+        );
+        assert!(msg.contains("retry.on_status_codes[0]"), "{msg}");
+    }
+
+    #[test]
+    fn bad_json_and_non_objects_are_refused() {
+        assert!(matches!(
+            RequestConfig::parse(Some("{retry")),
+            Err(PortkeyConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            RequestConfig::parse(Some("{}")).map(|c| c.retry),
+            Ok(None)
+        ));
+        assert!(matches!(
+            RequestConfig::parse(Some("pc-01ai-retry-123")),
+            Err(PortkeyConfigError::UnknownSaved(id)) if id == "pc-01ai-retry-123"
+        ));
+    }
+
+    #[test]
+    fn unknown_backoff_and_retry_fields_are_refused() {
+        let err = RequestConfig::parse(Some(r#"{"retry":{"backoff":"linear"}}"#)).unwrap_err();
+        assert!(err.to_string().contains("retry.backoff"), "{err}");
+        let err = RequestConfig::parse(Some(r#"{"retry":{"atempts":2}}"#)).unwrap_err();
+        assert!(err.to_string().contains("atempts"), "{err}");
+    }
+}

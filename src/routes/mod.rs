@@ -1,0 +1,72 @@
+//! The table of paths; handlers are thin: extract, call a service, shape the response.
+
+mod chat;
+mod ops;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::error::AppError;
+use crate::gateway::GatewayResponse;
+use crate::portkey::{HEADER_CACHE_STATUS, HEADER_RETRY_COUNT};
+use crate::state::AppState;
+use crate::upstream::AnswerBody;
+
+/// Every path deja serves.
+pub fn table() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route(
+            "/r/{route}/v1/chat/completions",
+            post(chat::completions_on_route),
+        )
+        .route("/v1/models", get(chat::models))
+        .route("/r/{route}/v1/models", get(chat::models_on_route))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+}
+
+async fn not_found(uri: http::Uri) -> AppError {
+    AppError::NotFound(uri.path().to_owned())
+}
+
+/// Maps axum's body rejection to our error, keeping the limit in the 413 message.
+fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::BodyTooLarge { limit }
+        } else {
+            AppError::BodyRead(rejection.body_text())
+        }
+    })
+}
+
+impl IntoResponse for GatewayResponse {
+    fn into_response(self) -> Response {
+        let body = match self.answer.body {
+            AnswerBody::Full(bytes) => Body::from(bytes),
+            AnswerBody::Stream(stream) => Body::from_stream(stream),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.answer.status;
+        let headers = response.headers_mut();
+        if let Some(content_type) = self.answer.content_type {
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        headers.insert(HEADER_RETRY_COUNT, HeaderValue::from(self.retries));
+        if let Some(cache) = self.cache {
+            headers.insert(
+                HEADER_CACHE_STATUS,
+                HeaderValue::from_static(cache.header_value()),
+            );
+        }
+        response
+    }
+}

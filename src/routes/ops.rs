@@ -1,0 +1,71 @@
+//! Operator endpoints: liveness, readiness and Prometheus metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde_json::json;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// How long `/readyz` waits for Redis before calling it down.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let redis = match &state.redis {
+        None => "not configured".to_owned(),
+        Some(client) => match tokio::time::timeout(READY_CHECK_TIMEOUT, ping(client)).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) => format!("error: {}", e.kind_str()),
+            Err(_) => "error: timed out".to_owned(),
+        },
+    };
+    let ready = matches!(redis.as_str(), "ok" | "not configured");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body =
+        json!({"status": if ready { "ready" } else { "not ready" }, "checks": {"redis": redis}});
+    (status, Json(body)).into_response()
+}
+
+async fn ping(client: &redis::Client) -> Result<(), RedisCheckError> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct RedisCheckError(#[from] redis::RedisError);
+
+impl RedisCheckError {
+    fn kind_str(&self) -> String {
+        // The category, not the message: messages may carry the URL and its password.
+        format!("{:?}", self.0.kind())
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|e| AppError::Internal(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

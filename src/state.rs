@@ -1,0 +1,54 @@
+//! `AppState`: everything a request needs, built once at start and shared by cheap clones.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::upstream::{Forwarder, UpstreamError};
+
+/// Why the gateway could not be assembled from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HTTP client for the provider could not be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The Redis URL was refused by the client.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The listener failed.
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Shared handles to the gateway's parts.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Prometheus registry and metrics.
+    pub metrics: Arc<Metrics>,
+    /// The retrying client for the provider.
+    pub forwarder: Arc<Forwarder>,
+    /// Redis client, when `[redis] url` is set; checked by `/readyz`.
+    pub redis: Option<redis::Client>,
+}
+
+impl AppState {
+    /// Builds every part from `config`; nothing is connected yet.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let forwarder = Arc::new(Forwarder::new(&config.upstream, Arc::clone(&metrics))?);
+        let redis = config
+            .redis
+            .url
+            .as_deref()
+            .map(redis::Client::open)
+            .transpose()?;
+        Ok(Self {
+            config: Arc::new(config),
+            metrics,
+            forwarder,
+            redis,
+        })
+    }
+}
