@@ -1,0 +1,104 @@
+//! Shared test rig: a scriptable upstream stand-in and a real gateway, both on 127.0.0.1:0.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the rig"
+)]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+
+use deja::Config;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use upstream::{Reply, Upstream};
+
+/// A running gateway; dropped or `stop`ped, it shuts down.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Serves `config` with `deja::run` on an ephemeral loopback port.
+    pub async fn spawn(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            deja::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown; the returned handle finishes when the server has stopped.
+    pub fn stop(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A config whose upstream is `upstream_url`, with `extra` TOML appended.
+pub fn config(upstream_url: &str, extra: &str) -> Config {
+    let text = format!(
+        "[upstream]\nbase_url = \"{upstream_url}\"\napi_key = \"sk-provider-test\"\ntimeout = \"5s\"\n{extra}"
+    );
+    Config::from_toml_with_env(&text, "test", &[]).unwrap()
+}
+
+/// A minimal chat completion body.
+pub fn chat_body(content: &str) -> String {
+    serde_json::json!({
+        "model": "yi-lightning",
+        "messages": [{"role": "user", "content": content}],
+    })
+    .to_string()
+}
+
+/// A client that keeps nothing between tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Reads one sample of a Prometheus text exposition: `name{labels} value`, labels in any order.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric_name != name {
+                return None;
+            }
+            let label_text = rest.strip_suffix('}')?;
+            let all = labels.iter().all(|(k, v)| {
+                label_text
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+            all.then(|| value.parse().ok()).flatten()
+        })
+}
