@@ -1,4 +1,9 @@
 //! Forwarding through a real gateway to a real HTTP stand-in: bodies, headers, statuses, streams.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
 
 mod common;
 

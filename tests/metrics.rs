@@ -1,4 +1,9 @@
 //! `/metrics` after real traffic: names, labels and counts an operator relies on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
 
 mod common;
 

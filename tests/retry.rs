@@ -1,4 +1,9 @@
 //! Retries against a scripted stand-in: counts of upstream calls, waits, headers, final answers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Shared test rig: a scriptable upstream stand-in and a real gateway, both on 127.0.0.1:0.
 #![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+#![allow(
     dead_code,
     reason = "each test binary uses a different part of the rig"
 )]
@@ -13,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports, reason = "not every test binary scripts replies")]
 pub use upstream::{Reply, Upstream};
 
 /// A running gateway; dropped or `stop`ped, it shuts down.

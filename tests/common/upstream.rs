@@ -193,10 +193,8 @@ fn async_stream(
         (chunks.into_iter(), gate, true),
         |(mut chunks, gate, first)| async move {
             let chunk = chunks.next()?;
-            if !first {
-                if let Some(g) = &gate {
-                    g.notified().await;
-                }
+            if let (false, Some(g)) = (first, &gate) {
+                g.notified().await;
             }
             Some((Ok(Bytes::from(chunk)), (chunks, gate, false)))
         },

@@ -1,0 +1,144 @@
+//! The `deja` binary itself: `check-config` exit codes, and `serve` on embedded defaults with
+//! environment overrides, JSON log lines and a clean exit on SIGTERM.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Upstream, chat_body, client};
+
+fn deja() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
+    // Never pick up a developer's deja.toml or keys.
+    cmd.current_dir(std::env::temp_dir())
+        .env_remove("YI_API_KEY")
+        .env_remove("DEJA_CONFIG");
+    cmd
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_bad_keys() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deja.example.toml");
+    let out = deja()
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[routes]]\nname = \"a\"\n[routes.retry]\nattempts = 12\non_status_codes = [700]\n",
+    )
+    .unwrap();
+    let out = deja()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes[0].retry.attempts must be at most 10, got 12"),
+        "{err}"
+    );
+    assert!(err.contains("routes[0].retry.on_status_codes[0]"), "{err}");
+
+    let out = deja()
+        .args(["check-config", "--config", "/nonexistent/deja.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+
+    let out = deja()
+        .args(["check-config"])
+        .env("DEJA__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("server.listen"));
+}
+
+#[tokio::test]
+async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
+    let upstream = Upstream::spawn().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = deja()
+        .args(["serve", "--log-format", "json"])
+        .env("DEJA__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("DEJA__UPSTREAM__BASE_URL", &upstream.url)
+        .env("YI_API_KEY", "sk-from-yi-env")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "deja serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = c
+        .post(format!("{url}/v1/chat/completions"))
+        .body(chat_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        upstream.received()[0].headers["authorization"],
+        "Bearer sk-from-yi-env"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().map(|s| (s, child)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+
+    let lines: Vec<serde_json::Value> = BufReader::new(status.1.stdout.unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request")
+        .unwrap_or_else(|| panic!("no JSON request line in {lines:?}"));
+    assert_eq!(request["route"], "default");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["attempts"], 1);
+    assert!(request["latency_ms"].as_f64().unwrap() > 0.0);
+    let all = lines.iter().map(ToString::to_string).collect::<String>();
+    assert!(
+        !all.contains("sk-from-yi-env"),
+        "the provider key was logged"
+    );
+    assert!(all.contains("shutting down"));
+}
