@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Build stage: the toolchain version matches the one the project is developed and tested with.
+FROM rust:1.95.0-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not refetch and rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/forward.rs \
+    && cargo build --release --locked --bin deja \
+    && rm -rf src benches
+COPY src ./src
+COPY benches ./benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin deja
+
+# Runtime stage: glibc, CA roots and curl for the healthcheck; runs as an unprivileged user.
+FROM debian:12.12-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /app deja
+WORKDIR /app
+COPY --from=build /src/target/release/deja /usr/local/bin/deja
+COPY deja.example.toml /app/deja.example.toml
+USER deja
+ENV DEJA__SERVER__LISTEN=0.0.0.0:8080
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+ENTRYPOINT ["deja"]
+CMD ["serve", "--log-format", "json"]
