@@ -3,7 +3,11 @@
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_LOG=info to keep the
 //! per-request log line on, BENCH_GATEWAY_THREADS). Loopback only; it stops by itself.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a bench fails by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench fails by panicking"
+)]
 
 #[path = "../tests/common/upstream.rs"]
 #[allow(dead_code, reason = "the harness uses only the quiet stand-in")]
@@ -43,13 +47,22 @@ impl Report {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn connection_loop(addr: SocketAddr, path: &'static str, until: Instant) -> (usize, Vec<u32>) {
+async fn connection_loop(
+    addr: SocketAddr,
+    path: &'static str,
+    until: Instant,
+) -> (usize, Vec<u32>) {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let mut latencies = Vec::with_capacity(65_536);
     let mut errors = 0;
@@ -82,14 +95,23 @@ async fn connection_loop(addr: SocketAddr, path: &'static str, until: Instant) -
 async fn load(addr: SocketAddr, path: &'static str, conns: usize, duration: Duration) -> Report {
     // Warm up connections and caches, then measure.
     let warm_until = Instant::now() + WARMUP.min(duration);
-    let warm: Vec<_> = (0..conns).map(|_| tokio::spawn(connection_loop(addr, path, warm_until))).collect();
+    let warm: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(connection_loop(addr, path, warm_until)))
+        .collect();
     for w in warm {
         w.await.unwrap();
     }
     let started = Instant::now();
     let until = started + duration;
-    let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(connection_loop(addr, path, until))).collect();
-    let mut report = Report { requests: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(connection_loop(addr, path, until)))
+        .collect();
+    let mut report = Report {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
     for t in tasks {
         let (errors, lat) = t.await.unwrap();
         report.errors += errors;
@@ -102,7 +124,11 @@ async fn load(addr: SocketAddr, path: &'static str, conns: usize, duration: Dura
 }
 
 fn spawn_gateway(upstream: &str) -> (Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
@@ -142,11 +168,18 @@ fn main() {
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
     let duration = Duration::from_secs(secs);
     // The harness (load + stand-in) shares the machine's 2 cores with the gateway process.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let stand_in = upstream::Upstream::spawn_quiet().await;
         let (mut gateway, gw_addr) = spawn_gateway(&stand_in.url);
-        println!("{conns} connections, {secs}s per run, after {}s warm-up", WARMUP.as_secs());
+        println!(
+            "{conns} connections, {secs}s per run, after {}s warm-up",
+            WARMUP.as_secs()
+        );
         let direct = load(stand_in.addr, "/v1/chat/completions", conns, duration).await;
         print("direct to stand-in", &direct);
         let through = load(gw_addr, "/v1/chat/completions", conns, duration).await;
