@@ -163,14 +163,7 @@ async fn every_bad_input_is_refused_before_the_upstream() {
     }
     assert_eq!(upstream.calls(), 0, "no bad request may reach the upstream");
 
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.scrape_metrics().await;
     // A body that cannot be read names no model, so no route: it counts as `unmatched`.
     let unreadable = common::metric(
         &metrics,

@@ -200,14 +200,7 @@ async fn connection_refused_is_retried_then_reported_as_502() {
     assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "3");
     let err: Value = res.json().await.unwrap();
     assert_eq!(err["error"]["code"], "upstream_unreachable");
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.scrape_metrics().await;
     let attempts = common::metric(
         &metrics,
         "deja_upstream_attempts_total",

@@ -50,6 +50,17 @@ impl Gateway {
         }
     }
 
+    /// The gateway's `/metrics` text.
+    pub async fn scrape_metrics(&self) -> String {
+        let res = client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap()
+    }
+
     /// Signals shutdown; the returned handle finishes when the server has stopped.
     pub fn stop(&mut self) -> JoinHandle<()> {
         if let Some(stop) = self.stop.take() {
