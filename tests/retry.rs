@@ -208,3 +208,19 @@ async fn connection_refused_is_retried_then_reported_as_502() {
     );
     assert_eq!(attempts, Some(4.0));
 }
+
+#[tokio::test]
+async fn the_overall_deadline_ends_retrying_early() {
+    let upstream = Upstream::spawn().await;
+    let policy = "[[routes]]\nname = \"default\"\ntimeout = \"5s\"\n[routes.retry]\nattempts = 5\nbase_delay = \"1ms\"\nmax_delay = \"1ms\"\ndeadline = \"300ms\"\n";
+    let gw = Gateway::spawn(config(&upstream.url, policy)).await;
+    // Each try takes 200ms: the second is cut off by the deadline, and no third starts.
+    upstream.script(vec![
+        Reply::status(503).delayed(Duration::from_millis(200));
+        6
+    ]);
+    let res = post(&gw, None).await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "1");
+    assert_eq!(upstream.calls(), 2);
+}

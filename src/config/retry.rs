@@ -31,6 +31,11 @@ pub struct RetryConfig {
     pub jitter: bool,
     /// Whether an upstream `Retry-After` header sets the wait; default true.
     pub use_retry_after_header: bool,
+    /// Overall time for all attempts and waits of one request; unset = no limit beyond
+    /// `attempts` x timeout. No wait starts that would end past it; the last attempt's timeout
+    /// is cut to what is left.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -43,6 +48,7 @@ impl Default for RetryConfig {
             max_retry_after: Duration::from_secs(60),
             jitter: true,
             use_retry_after_header: true,
+            deadline: None,
         }
     }
 }
@@ -62,6 +68,9 @@ impl RetryConfig {
                     "{path}.on_status_codes[{i}] must be an HTTP status (100-599), got {code}"
                 ));
             }
+        }
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            errors.push(format!("{path}.deadline must be above 0"));
         }
         if self.base_delay > self.max_delay {
             errors.push(format!(

@@ -139,7 +139,8 @@ impl Forwarder {
     /// Makes the call, retrying per `call.retry`.
     pub async fn send(&self, call: UpstreamCall<'_>) -> Forwarded {
         let url = format!("{}{}", self.base_url, call.path);
-        let (result, retries) = retry::run(call.retry, |_| self.attempt(&url, &call)).await;
+        let (result, retries) =
+            retry::run(call.retry, |budget| self.attempt(&url, &call, budget)).await;
         if retries > 0 {
             self.metrics.retries(call.route, retries);
         }
@@ -153,10 +154,12 @@ impl Forwarder {
         &self,
         url: &str,
         call: &UpstreamCall<'_>,
+        budget: Option<Duration>,
     ) -> Result<retry::Attempt<Answer>, UpstreamError> {
-        let outcome = tokio::time::timeout(call.timeout, self.exchange(url, call))
+        let timeout = budget.map_or(call.timeout, |b| b.min(call.timeout));
+        let outcome = tokio::time::timeout(timeout, self.exchange(url, call))
             .await
-            .unwrap_or(Err(UpstreamError::Timeout(call.timeout)));
+            .unwrap_or(Err(UpstreamError::Timeout(timeout)));
         let label = match &outcome {
             Ok(a) => status_label(a.status),
             Err(e) => e.kind(),

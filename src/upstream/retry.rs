@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use http::HeaderMap;
 use rand::Rng;
 
@@ -21,28 +23,33 @@ pub struct Attempt<T> {
     pub value: T,
 }
 
-/// Runs `attempt(n)` until it succeeds, fails in a way not retried, or `policy.attempts`
-/// retries are spent. Returns the last outcome and the number of retries made.
+/// Runs `attempt(budget)` until it succeeds, fails in a way not retried, `policy.attempts`
+/// retries are spent, or the next wait would pass `policy.deadline`. `budget` is the time left
+/// before the deadline (`None` without one), so an attempt can shorten its own timeout.
+/// Returns the last outcome and the number of retries made.
 pub async fn run<T, F, Fut>(
     policy: &RetryConfig,
     mut attempt: F,
 ) -> (Result<Attempt<T>, UpstreamError>, u32)
 where
-    F: FnMut(u32) -> Fut,
+    F: FnMut(Option<Duration>) -> Fut,
     Fut: Future<Output = Result<Attempt<T>, UpstreamError>>,
 {
+    let started = Instant::now();
+    let left = || policy.deadline.map(|d| d.saturating_sub(started.elapsed()));
     let mut retries = 0;
     loop {
-        let outcome = attempt(retries).await;
+        let outcome = attempt(left()).await;
         if retries >= policy.attempts {
             return (outcome, retries);
         }
         match wait_before_retry(policy, retries, &outcome) {
-            Some(wait) => {
+            // Waiting past the deadline only to be cut off would waste the caller's time.
+            Some(wait) if left().is_none_or(|l| wait < l) => {
                 tokio::time::sleep(wait).await;
                 retries += 1;
             }
-            None => return (outcome, retries),
+            _ => return (outcome, retries),
         }
     }
 }
@@ -221,5 +228,30 @@ mod tests {
         .await;
         assert_eq!((calls, retries), (3, 2));
         assert_eq!(out.unwrap().status, 503);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_stops_before_a_wait_that_passes_the_deadline() {
+        let p = RetryConfig {
+            deadline: Some(Duration::from_secs(5)),
+            ..policy(5)
+        };
+        let mut budgets = Vec::new();
+        let (out, retries) = run(&p, |budget| {
+            budgets.push(budget);
+            async { answer(429, Some(2)) }
+        })
+        .await;
+        // Waits of 2s at t=0 and t=2; the third (t=4 -> 6) would pass the 5s deadline.
+        assert_eq!(retries, 2);
+        assert_eq!(out.unwrap().status, 429);
+        assert_eq!(
+            budgets,
+            vec![
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(3)),
+                Some(Duration::from_secs(1))
+            ]
+        );
     }
 }
