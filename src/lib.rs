@@ -2,6 +2,7 @@
 //! a two-tier response cache).
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

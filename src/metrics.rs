@@ -17,6 +17,12 @@ pub const REQUEST_DURATION: &str = "deja_request_duration_seconds";
 pub const UPSTREAM_ATTEMPTS: &str = "deja_upstream_attempts";
 /// Retries made after a first upstream try, by route.
 pub const UPSTREAM_RETRIES: &str = "deja_upstream_retries";
+/// Cache lookups, by route, tier (`exact`, `semantic`) and result (`hit`, `miss`, `error`).
+pub const CACHE_LOOKUPS: &str = "deja_cache_lookups";
+/// Cache writes, by route, tier and outcome (`stored`, `refused`, `error`).
+pub const CACHE_WRITES: &str = "deja_cache_writes";
+/// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
+pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
@@ -37,6 +43,19 @@ struct RouteOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteTierResult {
+    route: String,
+    tier: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteTier {
+    route: String,
+    tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOnly {
     route: String,
 }
@@ -50,6 +69,9 @@ pub struct Metrics {
     duration: HistogramFamily<RouteCache>,
     attempts: Family<RouteOutcome, Counter>,
     retries: Family<RouteOnly, Counter>,
+    lookups: Family<RouteTierResult, Counter>,
+    writes: Family<RouteTierResult, Counter>,
+    tokens_saved: Family<RouteTier, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -93,12 +115,33 @@ impl Metrics {
             "Retries after a first upstream try, by route",
             retries.clone(),
         );
+        let lookups = Family::default();
+        registry.register(
+            CACHE_LOOKUPS,
+            "Cache lookups, by route, tier (exact, semantic) and result (hit, miss, error)",
+            lookups.clone(),
+        );
+        let writes = Family::default();
+        registry.register(
+            CACHE_WRITES,
+            "Cache writes, by route, tier and outcome (stored, refused, error)",
+            writes.clone(),
+        );
+        let tokens_saved = Family::default();
+        registry.register(
+            TOKENS_SAVED,
+            "Tokens answered from cache instead of the provider, by route and tier",
+            tokens_saved.clone(),
+        );
         Self {
             registry,
             requests,
             duration,
             attempts,
             retries,
+            lookups,
+            writes,
+            tokens_saved,
         }
     }
 
@@ -141,6 +184,38 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .inc_by(u64::from(retries));
+    }
+
+    /// Counts one cache lookup.
+    pub fn cache_lookup(&self, route: &str, tier: &'static str, result: &'static str) {
+        self.lookups
+            .get_or_create(&RouteTierResult {
+                route: route.to_owned(),
+                tier,
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one cache write by its outcome.
+    pub fn cache_write(&self, route: &str, tier: &'static str, result: &'static str) {
+        self.writes
+            .get_or_create(&RouteTierResult {
+                route: route.to_owned(),
+                tier,
+                result,
+            })
+            .inc();
+    }
+
+    /// Adds the tokens a hit saved.
+    pub fn tokens_saved(&self, route: &str, tier: &'static str, tokens: u64) {
+        self.tokens_saved
+            .get_or_create(&RouteTier {
+                route: route.to_owned(),
+                tier,
+            })
+            .inc_by(tokens);
     }
 
     /// Prometheus text exposition of every metric.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::RetryConfig;
+use crate::config::{CacheMode, RetryConfig, RouteCacheConfig};
 
 /// Inline config JSON, or the id of a saved config.
 pub const HEADER_CONFIG: &str = "x-portkey-config";
@@ -13,6 +13,12 @@ pub const HEADER_CONFIG: &str = "x-portkey-config";
 pub const HEADER_RETRY_COUNT: &str = "x-portkey-retry-attempt-count";
 /// `HIT`, `SEMANTIC HIT`, `MISS`, `REFRESH` or `DISABLED`, on every chat completion.
 pub const HEADER_CACHE_STATUS: &str = "x-portkey-cache-status";
+/// Cache namespace: requests in different namespaces never share entries.
+pub const HEADER_CACHE_NAMESPACE: &str = "x-portkey-cache-namespace";
+/// `true` skips the lookup, calls upstream and overwrites the entry.
+pub const HEADER_FORCE_REFRESH: &str = "x-portkey-cache-force-refresh";
+/// Cosine similarity of a semantic hit, 4 decimals.
+pub const HEADER_SIMILARITY: &str = "x-deja-similarity";
 /// Route chosen by the caller, by name.
 pub const HEADER_ROUTE: &str = "x-deja-route";
 
@@ -44,9 +50,26 @@ pub struct RequestConfig {
     /// Replaces fields of the route's retry policy.
     #[serde(default)]
     pub retry: Option<RetryPatch>,
+    /// Replaces fields of the route's cache settings.
+    #[serde(default)]
+    pub cache: Option<CachePatch>,
     /// Per-attempt timeout in milliseconds, as Portkey names it.
     #[serde(default)]
     pub request_timeout: Option<u64>,
+}
+
+/// Portkey's `cache` object; every field optional.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePatch {
+    /// `simple` or `semantic` (deja also takes `off`).
+    pub mode: Option<CacheMode>,
+    /// Seconds an entry lives (Portkey's name).
+    pub max_age: Option<u64>,
+    /// Seconds an entry lives (the tutorial's name); `max_age` wins when both are given.
+    pub ttl: Option<u64>,
+    /// Lowest cosine similarity for a semantic hit, 0..1.
+    pub similarity_threshold: Option<f32>,
 }
 
 /// Portkey's `retry` object; every field optional.
@@ -116,6 +139,33 @@ impl RequestConfig {
         }
     }
 
+    /// The route's cache settings with this config's fields laid over it, validated.
+    pub fn cache_over(
+        &self,
+        base: &RouteCacheConfig,
+    ) -> Result<RouteCacheConfig, PortkeyConfigError> {
+        let Some(patch) = &self.cache else {
+            return Ok(base.clone());
+        };
+        let mut merged = base.clone();
+        if let Some(mode) = patch.mode {
+            merged.mode = mode;
+        }
+        if let Some(secs) = patch.max_age.or(patch.ttl) {
+            merged.ttl = Duration::from_secs(secs);
+        }
+        if patch.similarity_threshold.is_some() {
+            merged.similarity_threshold = patch.similarity_threshold;
+        }
+        let mut errors = Vec::new();
+        merged.validate("cache", &mut errors);
+        if errors.is_empty() {
+            Ok(merged)
+        } else {
+            Err(PortkeyConfigError::Invalid(errors))
+        }
+    }
+
     /// `request_timeout` as a duration, when set and above zero.
     pub fn timeout(&self) -> Option<Duration> {
         self.request_timeout
@@ -167,6 +217,40 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("retry.on_status_codes[0]"), "{msg}");
+    }
+
+    #[test]
+    fn tutorial_cache_config_is_accepted() {
+        let cfg = RequestConfig::parse(Some(
+            r#"{"cache":{"mode":"semantic","ttl":3600,"similarity_threshold":0.85}}"#,
+        ))
+        .unwrap();
+        let merged = cfg.cache_over(&RouteCacheConfig::default()).unwrap();
+        assert_eq!(merged.mode, CacheMode::Semantic);
+        assert_eq!(merged.ttl, Duration::from_secs(3600));
+        assert_eq!(merged.similarity_threshold, Some(0.85));
+        let portkey =
+            RequestConfig::parse(Some(r#"{"cache":{"mode":"simple","max_age":60}}"#)).unwrap();
+        let merged = portkey.cache_over(&RouteCacheConfig::default()).unwrap();
+        assert_eq!(
+            (merged.mode, merged.ttl),
+            (CacheMode::Simple, Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn bad_cache_configs_name_the_field() {
+        let err = RequestConfig::parse(Some(r#"{"cache":{"mode":"fuzzy"}}"#)).unwrap_err();
+        assert!(err.to_string().contains("cache.mode"), "{err}");
+        let cfg = RequestConfig::parse(Some(r#"{"cache":{"similarity_threshold":1.5}}"#)).unwrap();
+        let err = cfg.cache_over(&RouteCacheConfig::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cache.similarity_threshold must be within 0..=1, got 1.5"),
+            "{err}"
+        );
+        let cfg = RequestConfig::parse(Some(r#"{"cache":{"max_age":0}}"#)).unwrap();
+        assert!(cfg.cache_over(&RouteCacheConfig::default()).is_err());
     }
 
     #[test]

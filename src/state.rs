@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::upstream::{Forwarder, UpstreamError};
@@ -15,6 +16,9 @@ pub enum StartError {
     /// The Redis URL was refused by the client.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The cache could not be set up.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     /// The listener failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -29,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The retrying client for the provider.
     pub forwarder: Arc<Forwarder>,
+    /// Cache tiers.
+    pub cache: Arc<Cache>,
     /// Redis client, when `[redis] url` is set; checked by `/readyz`.
     pub redis: Option<redis::Client>,
 }
@@ -38,6 +44,7 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
         let forwarder = Arc::new(Forwarder::new(&config.upstream, Arc::clone(&metrics))?);
+        let cache = Arc::new(Cache::new(&config, Arc::clone(&metrics))?);
         let redis = config
             .redis
             .url
@@ -48,6 +55,7 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             forwarder,
+            cache,
             redis,
         })
     }

@@ -31,7 +31,7 @@ async fn forwards_the_body_unchanged_with_the_provider_key() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "0");
-    assert_eq!(res.headers()["x-portkey-cache-status"], "DISABLED");
+    assert_eq!(res.headers()["x-portkey-cache-status"], "MISS");
     assert_eq!(res.text().await.unwrap(), common::upstream::DEFAULT_ANSWER);
 
     let got = upstream.received();

@@ -24,10 +24,10 @@ async fn metrics_count_requests_attempts_retries_and_latency() {
         Reply::status(429),
     ]);
     let mut statuses = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let res = c
             .post(format!("{}/v1/chat/completions", gw.url))
-            .body(chat_body("m"))
+            .body(chat_body(&format!("question {i}")))
             .send()
             .await
             .unwrap();
@@ -81,9 +81,17 @@ async fn metrics_count_requests_attempts_retries_and_latency() {
     assert_eq!(
         get(
             "deja_request_duration_seconds_count",
-            &[("route", "yi"), ("cache", "disabled")]
+            &[("route", "yi"), ("cache", "miss")]
         ),
         Some(3.0)
+    );
+    let lookups = [("route", "yi"), ("tier", "exact"), ("result", "miss")];
+    assert_eq!(get("deja_cache_lookups_total", &lookups), Some(3.0));
+    let stored = [("route", "yi"), ("tier", "exact"), ("result", "stored")];
+    assert_eq!(
+        get("deja_cache_writes_total", &stored),
+        Some(2.0),
+        "the 429 is not stored"
     );
     assert!(get("deja_request_duration_seconds_sum", &[("route", "yi")]).unwrap() > 0.0);
     assert!(

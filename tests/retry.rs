@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use common::{Gateway, Reply, Upstream, chat_body, client, config};
@@ -15,9 +16,12 @@ use serde_json::Value;
 const FAST_RETRY: &str = "[[routes]]\nname = \"default\"\n[routes.retry]\nattempts = 3\nbase_delay = \"1ms\"\nmax_delay = \"5ms\"\n";
 
 async fn post(gw: &Gateway, config_header: Option<&str>) -> reqwest::Response {
+    // A new question each time, so no answer comes from the cache.
+    static ASKED: AtomicUsize = AtomicUsize::new(0);
+    let question = format!("retry me #{}", ASKED.fetch_add(1, Ordering::Relaxed));
     let mut req = client()
         .post(format!("{}/v1/chat/completions", gw.url))
-        .body(chat_body("retry me"));
+        .body(chat_body(&question));
     if let Some(h) = config_header {
         req = req.header("x-portkey-config", h);
     }

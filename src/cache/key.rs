@@ -8,7 +8,14 @@ use sha2::{Digest, Sha256};
 
 /// Body fields that never change the answer's content; everything else is part of the partition,
 /// so an unknown new parameter can only split the cache, never mix answers.
-const NOT_ANSWER_SHAPING: &[&str] = &["messages", "stream", "stream_options", "user", "metadata", "store"];
+const NOT_ANSWER_SHAPING: &[&str] = &[
+    "messages",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+];
 
 /// Keys for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +45,10 @@ pub fn cache_keys(namespace: &str, route: &str, body: &Value) -> Option<CacheKey
         feed(&mut partition, field.as_bytes());
     }
     feed(&mut partition, canonical(&Value::Object(params)).as_bytes());
-    feed(&mut partition, canonical(&Value::Array(earlier.to_vec())).as_bytes());
+    feed(
+        &mut partition,
+        canonical(&Value::Array(earlier.to_vec())).as_bytes(),
+    );
     let partition = hex(&partition.finalize());
 
     let mut exact = Sha256::new();

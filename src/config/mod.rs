@@ -1,6 +1,7 @@
 //! Typed configuration: the TOML file, `DEJA__SECTION__KEY` environment overrides, defaults, and
 //! validation that names the key path of every error before the port is bound.
 
+mod cache;
 mod env;
 mod retry;
 mod route;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
 pub use retry::RetryConfig;
 pub use route::RouteConfig;
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
@@ -61,6 +63,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Redis connection for the cache tiers.
     pub redis: RedisConfig,
+    /// Cache settings shared by every route.
+    pub cache: CacheConfig,
     /// Routes in match order; a `default` route is appended when absent.
     pub routes: Vec<RouteConfig>,
 }
@@ -71,6 +75,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
             redis: RedisConfig::default(),
+            cache: CacheConfig::default(),
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
         }
     }
@@ -139,6 +144,7 @@ impl Config {
         self.server.validate("server", &mut errors);
         self.upstream.validate("upstream", &mut errors);
         self.redis.validate("redis", &mut errors);
+        self.cache.validate("cache", &mut errors);
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"), &mut errors);
             if self.routes[..i].iter().any(|r| r.name == route.name) {

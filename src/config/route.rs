@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wildmatch::WildMatch;
 
-use super::RetryConfig;
+use super::{RetryConfig, RouteCacheConfig};
 
 /// One route: a name, the models it claims, and its policies.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +19,9 @@ pub struct RouteConfig {
     /// Retry policy for this route's upstream calls.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Cache mode, TTL and threshold for this route.
+    #[serde(default)]
+    pub cache: RouteCacheConfig,
     /// Per-attempt upstream timeout for this route; default `[upstream] timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -35,6 +38,7 @@ impl RouteConfig {
             name: name.to_owned(),
             models: all_models(),
             retry: RetryConfig::default(),
+            cache: RouteCacheConfig::default(),
             timeout: None,
         }
     }
@@ -69,5 +73,6 @@ impl RouteConfig {
             errors.push(format!("{path}.timeout must be above 0"));
         }
         self.retry.validate(&format!("{path}.retry"), errors);
+        self.cache.validate(&format!("{path}.cache"), errors);
     }
 }

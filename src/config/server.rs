@@ -93,17 +93,33 @@ impl UpstreamConfig {
 }
 
 /// `[redis]`: the cache's data plane. Unset means no Redis is used.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db`, `rediss://...` or `unix:///path`; unset = no Redis.
     pub url: Option<String>,
+    /// Longest wait for one cache lookup or write; past it the request goes on without the
+    /// cache. Default `50ms`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: Duration::from_millis(50),
+        }
+    }
 }
 
 impl RedisConfig {
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
         if let Some(Err(e)) = self.url.as_deref().map(redis::Client::open) {
             errors.push(format!("{path}.url is not a Redis URL: {e}"));
+        }
+        if self.timeout.is_zero() {
+            errors.push(format!("{path}.timeout must be above 0"));
         }
     }
 }

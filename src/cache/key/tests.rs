@@ -55,7 +55,10 @@ fn everything_that_shapes_the_answer_changes_the_partition() {
         ("temperature", json!(0.9)),
         ("max_tokens", json!(10)),
         ("seed", json!(7)),
-        ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
         ("response_format", json!({"type": "json_object"})),
         ("x_unknown_param", json!(1)),
     ] {
@@ -93,17 +96,20 @@ fn the_final_turn_changes_only_the_exact_key() {
     let b = keys(b);
     assert_eq!(a.partition, b.partition);
     assert_ne!(a.exact, b.exact);
-    assert_eq!(b.final_user_text.as_deref(), Some("What does an AI gateway do?"));
+    assert_eq!(
+        b.final_user_text.as_deref(),
+        Some("What does an AI gateway do?")
+    );
 }
 
 #[test]
 fn only_plain_user_text_is_embedded() {
     let mut parts = base();
-    parts["messages"][1]["content"] = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+    parts["messages"][1]["content"] =
+        json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
     assert_eq!(keys(parts).final_user_text.as_deref(), Some("a\nb"));
     let mut image = base();
-    image["messages"][1]["content"] =
-        json!([{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "x"}}]);
+    image["messages"][1]["content"] = json!([{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "x"}}]);
     assert_eq!(keys(image).final_user_text, None);
     let mut tool = base();
     tool["messages"][1] = json!({"role": "tool", "tool_call_id": "1", "content": "42"});
@@ -124,7 +130,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z]{1,4}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -138,7 +145,15 @@ fn scramble(value: &Value, spaces: &mut impl Iterator<Item = bool>) -> String {
             keys.reverse();
             let inner: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}{}:{}{}", Value::String(k.clone()), pad(spaces), pad(spaces), scramble(&map[k], spaces)))
+                .map(|k| {
+                    format!(
+                        "{}{}:{}{}",
+                        Value::String(k.clone()),
+                        pad(spaces),
+                        pad(spaces),
+                        scramble(&map[k], spaces)
+                    )
+                })
                 .collect();
             format!("{{{}}}", inner.join(","))
         }

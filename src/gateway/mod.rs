@@ -1,6 +1,8 @@
 //! The request path, free of HTTP framework types: resolve the route and the per-request config,
 //! (look up the cache: the next seam), forward with retries, then count and log the request.
 
+mod cached;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,31 +111,20 @@ async fn chat_inner(
         None => route_for_model(&state.config, &request.model),
     };
     log.route = Some(route.name.clone());
-    // Seam for the cache tiers: lookup goes here, write-back after a finished 2xx answer.
-    log.cache = Some(CacheStatus::Disabled);
-    forward(
-        state,
-        call,
-        route,
-        "/chat/completions",
-        Some(request.raw),
-        request.stream,
-        log,
-    )
-    .await
+    let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+    cached::answer(state, call, route, &overrides, request, log).await
 }
 
 /// Sends one call upstream under the route's policy with the request's overrides laid over it.
 async fn forward(
     state: &AppState,
-    call: &Call<'_>,
     route: &RouteConfig,
+    overrides: &RequestConfig,
     path: &'static str,
     body: Option<Bytes>,
     stream: bool,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
-    let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
     let retry = overrides.retry_over(&route.retry)?;
     let forwarded = state
         .forwarder
@@ -142,7 +133,7 @@ async fn forward(
             path,
             body,
             stream,
-            timeout: timeout_for(&state.config, route, &overrides),
+            timeout: timeout_for(&state.config, route, overrides),
             retry: &retry,
         })
         .await;
@@ -168,7 +159,8 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
             None => default_route(&state.config),
         };
         log.route = Some(route.name.clone());
-        forward(state, &call, route, "/models", None, false, &mut log).await
+        let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+        forward(state, route, &overrides, "/models", None, false, &mut log).await
     }
     .await;
     finish(state, "models", &log, &result, started.elapsed());

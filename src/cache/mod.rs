@@ -1,0 +1,164 @@
+//! The response cache: keys (`key`), the exact tier (`exact`, in Redis or in process), single
+//! flight for identical misses (`coalesce`), and the rules for what may be stored.
+
+pub mod coalesce;
+pub mod exact;
+pub mod key;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use coalesce::{Coalescer, Flight};
+use exact::{Entry, ExactTier};
+use store::RedisStore;
+
+/// Why a cache operation failed; the request goes on without the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Redis refused or dropped the command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+impl CacheError {
+    /// Short label for metrics and logs (never the message: it may hold the URL).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redis(_) => "redis",
+            Self::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// Cache tiers and the rules around them; one per process.
+pub struct Cache {
+    exact: ExactTier,
+    coalescer: Arc<Coalescer>,
+    metrics: Arc<Metrics>,
+    max_entry_bytes: usize,
+}
+
+impl Cache {
+    /// Builds the tiers from config: Redis when `[redis] url` is set, else in process.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let exact = match &config.redis.url {
+            Some(url) => ExactTier::redis(RedisStore::new(url, config.redis.timeout)?),
+            None => ExactTier::memory(config.cache.memory_bytes),
+        };
+        Ok(Self {
+            exact,
+            coalescer: Arc::new(Coalescer::default()),
+            metrics,
+            max_entry_bytes: config.cache.max_entry_bytes,
+        })
+    }
+
+    /// Where exact entries live: `redis` or `memory`.
+    pub fn backend(&self) -> &'static str {
+        self.exact.backend()
+    }
+
+    /// The exact tier's entry for `key`; errors count in metrics and read as a miss.
+    pub async fn lookup_exact(&self, route: &str, key: &str) -> Option<Entry> {
+        let found = self.exact.get(key).await;
+        let result = match &found {
+            Ok(Some(_)) => "hit",
+            Ok(None) => "miss",
+            Err(e) => {
+                tracing::warn!(
+                    route,
+                    error = e.kind(),
+                    "exact cache lookup failed; going on without it"
+                );
+                "error"
+            }
+        };
+        self.metrics.cache_lookup(route, "exact", result);
+        let entry = found.ok().flatten()?;
+        self.metrics
+            .tokens_saved(route, "exact", entry.total_tokens);
+        Some(entry)
+    }
+
+    /// Stores a 2xx answer whose every choice finished; anything else is left out.
+    pub async fn store(&self, route: &str, key: &str, body: &Bytes, ttl: Duration) {
+        let outcome = match finished_answer(body, self.max_entry_bytes) {
+            None => "refused",
+            Some(total_tokens) => {
+                let entry = Entry {
+                    body: body.clone(),
+                    total_tokens,
+                };
+                match self.exact.put(key, &entry, ttl).await {
+                    Ok(()) => "stored",
+                    Err(e) => {
+                        tracing::warn!(route, error = e.kind(), "exact cache write failed");
+                        "error"
+                    }
+                }
+            }
+        };
+        self.metrics.cache_write(route, "exact", outcome);
+    }
+
+    /// Joins the single flight for `key`.
+    pub fn join(&self, key: &str) -> Flight {
+        self.coalescer.join(key)
+    }
+}
+
+/// `usage.total_tokens` when `body` is a complete chat completion worth storing: a JSON object
+/// within the size limit whose `choices` are non-empty and each has a `finish_reason`.
+pub fn finished_answer(body: &[u8], max_bytes: usize) -> Option<u64> {
+    if body.len() > max_bytes {
+        return None;
+    }
+    let json: Value = serde_json::from_slice(body).ok()?;
+    let choices = json.get("choices")?.as_array()?;
+    let all_finished = !choices.is_empty()
+        && choices
+            .iter()
+            .all(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()));
+    all_finished.then(|| {
+        json.pointer("/usage/total_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_finished_answers_are_stored() {
+        let ok = br#"{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"total_tokens":12}}"#;
+        assert_eq!(finished_answer(ok, 1024), Some(12));
+        assert_eq!(finished_answer(ok, 10), None, "over the size limit");
+        let no_usage = br#"{"choices":[{"finish_reason":"length"}]}"#;
+        assert_eq!(finished_answer(no_usage, 1024), Some(0));
+        for bad in [
+            &br#"{"choices":[{"finish_reason":null}]}"#[..],
+            br#"{"choices":[{"finish_reason":"stop"},{"message":{}}]}"#,
+            br#"{"choices":[]}"#,
+            br#"{"error":{"message":"x"}}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                finished_answer(bad, 1024),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `[cache]` (process-wide) and `[routes.cache]` (per route) settings.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a route's cache does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// No lookup, no write-back.
+    Off,
+    /// Exact tier only: the same request, byte for byte after canonicalisation.
+    Simple,
+    /// Exact tier, then similar final questions within the same partition.
+    Semantic,
+}
+
+/// `[routes.cache]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteCacheConfig {
+    /// `off`, `simple` or `semantic`; default `simple`.
+    pub mode: CacheMode,
+    /// How long an answer is served from cache; default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Lowest cosine similarity (0..1) that counts as a semantic hit; default per model.
+    pub similarity_threshold: Option<f32>,
+    /// Most semantic entries this route keeps; the least recently used go first. Default 100000.
+    pub max_entries: usize,
+}
+
+impl Default for RouteCacheConfig {
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::Simple,
+            ttl: Duration::from_secs(3600),
+            similarity_threshold: None,
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl RouteCacheConfig {
+    /// Appends a message per broken rule, each prefixed with `path`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        if self.ttl.is_zero() {
+            errors.push(format!("{path}.ttl must be above 0"));
+        }
+        if let Some(t) = self.similarity_threshold {
+            if !(0.0..=1.0).contains(&t) {
+                errors.push(format!(
+                    "{path}.similarity_threshold must be within 0..=1, got {t}"
+                ));
+            }
+        }
+        if self.max_entries == 0 {
+            errors.push(format!("{path}.max_entries must be above 0"));
+        }
+    }
+}
+
+/// `[cache]`: settings shared by every route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Size of the in-process exact tier used when no Redis is configured; default 256 MiB.
+    pub memory_bytes: u64,
+    /// Largest answer stored, in bytes; larger answers are passed on but not cached. Default 1 MiB.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        if self.memory_bytes == 0 {
+            errors.push(format!("{path}.memory_bytes must be above 0"));
+        }
+        if self.max_entry_bytes == 0 {
+            errors.push(format!("{path}.max_entry_bytes must be above 0"));
+        }
+    }
+}
