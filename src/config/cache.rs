@@ -48,12 +48,13 @@ impl RouteCacheConfig {
         if self.ttl.is_zero() {
             errors.push(format!("{path}.ttl must be above 0"));
         }
-        if let Some(t) = self.similarity_threshold {
-            if !(0.0..=1.0).contains(&t) {
-                errors.push(format!(
-                    "{path}.similarity_threshold must be within 0..=1, got {t}"
-                ));
-            }
+        if let Some(t) = self
+            .similarity_threshold
+            .filter(|t| !(0.0..=1.0).contains(t))
+        {
+            errors.push(format!(
+                "{path}.similarity_threshold must be within 0..=1, got {t}"
+            ));
         }
         if self.max_entries == 0 {
             errors.push(format!("{path}.max_entries must be above 0"));
