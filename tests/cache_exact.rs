@@ -1,4 +1,9 @@
 //! The exact tier end to end: real Redis (a private redis-server), the in-process fallback,
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
 //! isolation, TTL, force refresh, what is never stored, single flight, and Redis failures.
 
 mod common;
