@@ -1,6 +1,6 @@
 //! The exact tier end to end: real Redis (a private redis-server), the in-process fallback,
-#![allow(
     clippy::unwrap_used,
+#![allow(
     clippy::expect_used,
     reason = "tests fail by panicking"
 )]
