@@ -1,10 +1,10 @@
 //! The exact tier end to end: real Redis (a private redis-server), the in-process fallback,
-    clippy::unwrap_used,
+//! isolation, TTL, force refresh, what is never stored, single flight, and Redis failures.
 #![allow(
+    clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests fail by panicking"
 )]
-//! isolation, TTL, force refresh, what is never stored, single flight, and Redis failures.
 
 mod common;
 
