@@ -5,6 +5,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod embedding;
 pub mod error;
 pub mod gateway;
 pub mod metrics;

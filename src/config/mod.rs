@@ -2,6 +2,7 @@
 //! validation that names the key path of every error before the port is bound.
 
 mod cache;
+mod embedding;
 mod env;
 mod retry;
 mod route;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
+pub use embedding::{EmbeddingConfig, ModelName};
 pub use retry::RetryConfig;
 pub use route::RouteConfig;
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
@@ -65,6 +67,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Cache settings shared by every route.
     pub cache: CacheConfig,
+    /// The local embedding model of the semantic tier.
+    pub embedding: EmbeddingConfig,
     /// Routes in match order; a `default` route is appended when absent.
     pub routes: Vec<RouteConfig>,
 }
@@ -76,6 +80,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             redis: RedisConfig::default(),
             cache: CacheConfig::default(),
+            embedding: EmbeddingConfig::default(),
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
         }
     }
@@ -145,6 +150,7 @@ impl Config {
         self.upstream.validate("upstream", &mut errors);
         self.redis.validate("redis", &mut errors);
         self.cache.validate("cache", &mut errors);
+        self.embedding.validate("embedding", &mut errors);
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"), &mut errors);
             if self.routes[..i].iter().any(|r| r.name == route.name) {

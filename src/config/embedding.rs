@@ -1,0 +1,86 @@
+//! `[embedding]`: which local model embeds prompts for the semantic tier, and where it lives.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Embedding models deja knows how to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelName {
+    /// Multilingual (Chinese and English), 384-d; the default.
+    MultilingualE5Small,
+    /// English only, 384-d, lighter; Chinese text skips the semantic tier with it.
+    AllMinilmL6V2,
+}
+
+impl ModelName {
+    /// Directory name under `models/` and the name used in key prefixes.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MultilingualE5Small => "multilingual-e5-small",
+            Self::AllMinilmL6V2 => "all-minilm-l6-v2",
+        }
+    }
+}
+
+/// `[embedding]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// `multilingual-e5-small` (default) or `all-minilm-l6-v2`.
+    pub model: ModelName,
+    /// Directory with model.onnx and the tokenizer files; default `models/{model}`.
+    pub model_dir: Option<PathBuf>,
+    /// ONNX Runtime shared library; default `models/lib/libonnxruntime.so`.
+    pub onnxruntime_lib: PathBuf,
+    /// Model sessions, i.e. prompts embedded at once on the blocking pool; default 2.
+    pub sessions: usize,
+    /// Threads inside each session; default 1 (measured best on 2 cores under load).
+    pub threads_per_session: usize,
+    /// Prompts whose share of tokens unknown to the model is above this skip the semantic tier.
+    pub max_unknown_token_ratio: f32,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelName::MultilingualE5Small,
+            model_dir: None,
+            onnxruntime_lib: PathBuf::from("models/lib/libonnxruntime.so"),
+            sessions: 2,
+            threads_per_session: 1,
+            max_unknown_token_ratio: 0.5,
+        }
+    }
+}
+
+impl EmbeddingConfig {
+    /// Where the model's files are read from.
+    pub fn model_dir(&self) -> PathBuf {
+        self.model_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models").join(self.model.slug()))
+    }
+
+    pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        if !(1..=64).contains(&self.sessions) {
+            errors.push(format!(
+                "{path}.sessions must be within 1..=64, got {}",
+                self.sessions
+            ));
+        }
+        if !(1..=64).contains(&self.threads_per_session) {
+            errors.push(format!(
+                "{path}.threads_per_session must be within 1..=64, got {}",
+                self.threads_per_session
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_unknown_token_ratio) {
+            errors.push(format!(
+                "{path}.max_unknown_token_ratio must be within 0..=1, got {}",
+                self.max_unknown_token_ratio
+            ));
+        }
+    }
+}
