@@ -3,6 +3,7 @@
 
 pub mod coalesce;
 pub mod exact;
+pub mod index;
 pub mod key;
 pub mod store;
 

@@ -1,0 +1,327 @@
+//! `SemanticIndex`: one route's semantic entries in memory, searched by cosine similarity within
+//! a partition. Small partitions are scanned exactly; large ones go through an `hnsw_rs` graph
+//! (`DistDot` on L2-normalised vectors) filtered to the partition, and its candidates are
+//! re-scored exactly with ndarray. Deletions are tombstones; `compact` rebuilds the graph off the
+//! lock when they pile up. At `max_entries` the least recently used 1% are evicted in one go.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use hnsw_rs::prelude::{DistDot, Hnsw};
+use ndarray::ArrayView1;
+
+/// Partitions up to this size are scanned exactly: as fast as the graph, and never misses.
+const EXACT_SCAN_MAX: usize = 1024;
+/// Graph neighbours per node and search breadth (measured in benches/semantic.rs).
+const MAX_CONNECTIONS: usize = 16;
+const EF_CONSTRUCTION: usize = 200;
+const EF_SEARCH: usize = 96;
+const CANDIDATES: usize = 8;
+
+/// One stored question and (where no Redis holds it) its answer.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Id shared with the Redis copy.
+    pub id: String,
+    /// Partition hash; a search never leaves it.
+    pub partition: u128,
+    /// L2-normalised embedding of the final user turn.
+    pub vector: Vec<f32>,
+    /// Unix milliseconds after which the entry is dead.
+    pub expires_at_ms: u64,
+    /// The answer, kept here only when there is no Redis.
+    pub body: Option<Bytes>,
+    /// Tokens the stored answer cost.
+    pub total_tokens: u64,
+}
+
+/// The best live entry for a query.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Entry id.
+    pub id: String,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+    /// The answer, when held in memory.
+    pub body: Option<Bytes>,
+    /// Tokens the stored answer cost.
+    pub total_tokens: u64,
+}
+
+struct Slot {
+    entry: NewEntry,
+    alive: bool,
+    last_used: AtomicU64,
+    seq: u64,
+}
+
+struct Inner {
+    graph: Hnsw<'static, f32, DistDot>,
+    slots: Vec<Slot>,
+    by_partition: HashMap<u128, Vec<usize>>,
+    by_id: HashMap<String, usize>,
+    live: usize,
+    seq: u64,
+}
+
+/// A route's semantic entries.
+pub struct SemanticIndex {
+    inner: RwLock<Inner>,
+    max_entries: usize,
+    clock: AtomicU64,
+}
+
+impl Inner {
+    fn new(capacity: usize) -> Self {
+        Self {
+            graph: Hnsw::new(
+                MAX_CONNECTIONS,
+                capacity.max(1024),
+                16,
+                EF_CONSTRUCTION,
+                DistDot {},
+            ),
+            slots: Vec::new(),
+            by_partition: HashMap::new(),
+            by_id: HashMap::new(),
+            live: 0,
+            seq: 0,
+        }
+    }
+
+    fn push(&mut self, entry: NewEntry, last_used: u64) {
+        if let Some(&old) = self.by_id.get(&entry.id) {
+            self.kill(old);
+        }
+        let slot = self.slots.len();
+        self.graph.insert_slice((&entry.vector, slot));
+        self.by_partition
+            .entry(entry.partition)
+            .or_default()
+            .push(slot);
+        self.by_id.insert(entry.id.clone(), slot);
+        self.seq += 1;
+        self.slots.push(Slot {
+            entry,
+            alive: true,
+            last_used: AtomicU64::new(last_used),
+            seq: self.seq,
+        });
+        self.live += 1;
+    }
+
+    fn kill(&mut self, slot: usize) -> Option<String> {
+        let s = self.slots.get_mut(slot)?;
+        if !s.alive {
+            return None;
+        }
+        s.alive = false;
+        self.live -= 1;
+        let id = s.entry.id.clone();
+        if self.by_id.get(&id) == Some(&slot) {
+            self.by_id.remove(&id);
+        }
+        if let Some(list) = self.by_partition.get_mut(&s.entry.partition) {
+            list.retain(|&i| i != slot);
+            if list.is_empty() {
+                self.by_partition.remove(&s.entry.partition);
+            }
+        }
+        Some(id)
+    }
+}
+
+fn similarity(a: &[f32], b: &[f32]) -> f32 {
+    ArrayView1::from(a)
+        .dot(&ArrayView1::from(b))
+        .clamp(-1.0, 1.0)
+}
+
+impl SemanticIndex {
+    /// An empty index holding at most `max_entries` live entries.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner::new(max_entries)),
+            max_entries: max_entries.max(1),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.read().live
+    }
+
+    /// Whether no live entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Dead slots still in the graph, as a share of all slots.
+    pub fn tombstone_ratio(&self) -> f32 {
+        let inner = self.read();
+        if inner.slots.is_empty() {
+            0.0
+        } else {
+            (inner.slots.len() - inner.live) as f32 / inner.slots.len() as f32
+        }
+    }
+
+    /// Adds (or replaces, by id) an entry; returns the ids evicted to make room.
+    pub fn insert(&self, entry: NewEntry) -> Vec<String> {
+        let now = self.tick();
+        let mut inner = self.write();
+        let replacing = inner.by_id.contains_key(&entry.id);
+        let mut evicted = Vec::new();
+        if !replacing && inner.live >= self.max_entries {
+            evicted = evict_lru(&mut inner, (self.max_entries / 100).max(1));
+        }
+        inner.push(entry, now);
+        evicted
+    }
+
+    /// Removes an entry; true when it was live.
+    pub fn remove(&self, id: &str) -> bool {
+        let mut inner = self.write();
+        match inner.by_id.get(id).copied() {
+            Some(slot) => inner.kill(slot).is_some(),
+            None => false,
+        }
+    }
+
+    /// The most similar live entry of `partition` at or above `threshold`.
+    pub fn search(
+        &self,
+        partition: u128,
+        query: &[f32],
+        threshold: f32,
+        now_ms: u64,
+    ) -> Option<Found> {
+        let inner = self.read();
+        let members = inner.by_partition.get(&partition)?;
+        let usable = |slot: usize| {
+            let s = &inner.slots[slot];
+            s.alive && s.entry.partition == partition && s.entry.expires_at_ms > now_ms
+        };
+        let best = if members.len() <= EXACT_SCAN_MAX {
+            members
+                .iter()
+                .copied()
+                .filter(|&slot| usable(slot))
+                .map(|slot| (slot, similarity(query, &inner.slots[slot].entry.vector)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            let filter = |id: &usize| usable(*id);
+            inner
+                .graph
+                .search_filter(query, CANDIDATES, EF_SEARCH, Some(&filter))
+                .into_iter()
+                .map(|n| (n.d_id, similarity(query, &inner.slots[n.d_id].entry.vector)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let (slot, sim) = best.filter(|(_, sim)| *sim >= threshold)?;
+        let s = &inner.slots[slot];
+        s.last_used.store(self.tick(), Ordering::Relaxed);
+        Some(Found {
+            id: s.entry.id.clone(),
+            similarity: sim,
+            body: s.entry.body.clone(),
+            total_tokens: s.entry.total_tokens,
+        })
+    }
+
+    /// Tombstones every entry expired at `now_ms`; returns their ids.
+    pub fn sweep_expired(&self, now_ms: u64) -> Vec<String> {
+        let mut inner = self.write();
+        let expired: Vec<usize> = (0..inner.slots.len())
+            .filter(|&i| inner.slots[i].alive && inner.slots[i].entry.expires_at_ms <= now_ms)
+            .collect();
+        expired.into_iter().filter_map(|i| inner.kill(i)).collect()
+    }
+
+    /// Rebuilds the graph from the live entries without blocking searches for the rebuild:
+    /// the copy is built off the lock, then entries added or removed meanwhile are replayed.
+    pub fn compact(&self) {
+        let (snapshot, seq_at_snapshot) = {
+            let inner = self.read();
+            let live: Vec<(NewEntry, u64)> = inner
+                .slots
+                .iter()
+                .filter(|s| s.alive)
+                .map(|s| (s.entry.clone(), s.last_used.load(Ordering::Relaxed)))
+                .collect();
+            (live, inner.seq)
+        };
+        let mut fresh = Inner::new(self.max_entries);
+        for (entry, last_used) in snapshot {
+            fresh.push(entry, last_used);
+        }
+        let mut inner = self.write();
+        // Entries added after the snapshot join the new graph; removals since then apply too.
+        let newer: Vec<(NewEntry, u64)> = inner
+            .slots
+            .iter()
+            .filter(|s| s.alive && s.seq > seq_at_snapshot)
+            .map(|s| (s.entry.clone(), s.last_used.load(Ordering::Relaxed)))
+            .collect();
+        for (entry, last_used) in newer {
+            fresh.push(entry, last_used);
+        }
+        let gone: Vec<String> = fresh
+            .by_id
+            .keys()
+            .filter(|id| !inner.by_id.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(slot) = fresh.by_id.get(&id).copied() {
+                fresh.kill(slot);
+            }
+        }
+        fresh.seq = inner.seq;
+        *inner = fresh;
+    }
+}
+
+fn evict_lru(inner: &mut Inner, count: usize) -> Vec<String> {
+    let mut ages: Vec<(u64, usize)> = inner
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.alive)
+        .map(|(i, s)| (s.last_used.load(Ordering::Relaxed), i))
+        .collect();
+    let count = count.min(ages.len());
+    if count == 0 {
+        return Vec::new();
+    }
+    ages.select_nth_unstable(count - 1);
+    ages[..count]
+        .iter()
+        .filter_map(|&(_, slot)| inner.kill(slot))
+        .collect()
+}
+
+/// A shareable handle.
+pub type SharedIndex = Arc<SemanticIndex>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const DIM: usize = 384;
+
+fn unit(rng: &mut StdRng) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..DIM).map(|_| rng.random::<f32>() - 0.5).collect();
+    crate::embedding::normalize(&mut v);
+    v
+}
+
+fn near(v: &[f32], rng: &mut StdRng, noise: f32) -> Vec<f32> {
+    let mut w: Vec<f32> = v
+        .iter()
+        .map(|x| x + (rng.random::<f32>() - 0.5) * noise)
+        .collect();
+    crate::embedding::normalize(&mut w);
+    w
+}
+
+fn entry(id: &str, partition: u128, vector: Vec<f32>) -> NewEntry {
+    NewEntry {
+        id: id.to_owned(),
+        partition,
+        vector,
+        expires_at_ms: u64::MAX,
+        body: Some(Bytes::from(format!("answer {id}"))),
+        total_tokens: 3,
+    }
+}
+
+#[test]
+fn finds_the_closest_entry_of_its_own_partition_only() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let index = SemanticIndex::new(100);
+    let a = unit(&mut rng);
+    index.insert(entry("a", 1, a.clone()));
+    index.insert(entry("b", 1, unit(&mut rng)));
+    index.insert(entry("a-elsewhere", 2, a.clone()));
+    let q = near(&a, &mut rng, 0.01);
+    let found = index.search(1, &q, 0.9, 0).unwrap();
+    assert_eq!(found.id, "a");
+    assert!(found.similarity > 0.99 && found.similarity <= 1.0);
+    assert_eq!(found.body.as_deref(), Some(&b"answer a"[..]));
+    assert!(
+        index.search(3, &q, 0.0, 0).is_none(),
+        "no entry in partition 3"
+    );
+    assert!(
+        index.search(1, &unit(&mut rng), 0.9, 0).is_none(),
+        "below the threshold"
+    );
+}
+
+#[test]
+fn expired_and_removed_entries_are_never_served() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let index = SemanticIndex::new(100);
+    let v = unit(&mut rng);
+    index.insert(NewEntry {
+        expires_at_ms: 1_000,
+        ..entry("old", 1, v.clone())
+    });
+    assert!(index.search(1, &v, 0.9, 999).is_some());
+    assert!(
+        index.search(1, &v, 0.9, 1_000).is_none(),
+        "expired at its expiry time"
+    );
+    assert_eq!(index.sweep_expired(1_000), vec!["old".to_owned()]);
+    assert_eq!(index.len(), 0);
+
+    index.insert(entry("gone", 1, v.clone()));
+    assert!(index.remove("gone"));
+    assert!(!index.remove("gone"));
+    assert!(index.search(1, &v, 0.0, 0).is_none());
+}
+
+#[test]
+fn inserting_an_id_again_replaces_it() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let index = SemanticIndex::new(100);
+    let v = unit(&mut rng);
+    index.insert(entry("k", 1, v.clone()));
+    index.insert(NewEntry {
+        body: Some(Bytes::from_static(b"new")),
+        ..entry("k", 1, v.clone())
+    });
+    assert_eq!(index.len(), 1);
+    assert_eq!(
+        index.search(1, &v, 0.9, 0).unwrap().body.as_deref(),
+        Some(&b"new"[..])
+    );
+}
+
+#[test]
+fn a_full_index_evicts_the_least_recently_used() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let index = SemanticIndex::new(100);
+    let vectors: Vec<Vec<f32>> = (0..100).map(|_| unit(&mut rng)).collect();
+    for (i, v) in vectors.iter().enumerate() {
+        index.insert(entry(&format!("e{i}"), 1, v.clone()));
+    }
+    // Use every entry but e7, so e7 is the least recently used.
+    for (i, v) in vectors.iter().enumerate() {
+        if i != 7 {
+            assert!(index.search(1, v, 0.99, 0).is_some());
+        }
+    }
+    let evicted = index.insert(entry("new", 1, unit(&mut rng)));
+    assert_eq!(evicted, vec!["e7".to_owned()]);
+    assert_eq!(index.len(), 100);
+}
+
+#[test]
+fn the_graph_path_has_high_recall_and_survives_compaction() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let n = 3 * EXACT_SCAN_MAX;
+    let index = SemanticIndex::new(n * 2);
+    let vectors: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng)).collect();
+    for (i, v) in vectors.iter().enumerate() {
+        index.insert(entry(&i.to_string(), 9, v.clone()));
+    }
+    let queries: Vec<(usize, Vec<f32>)> = (0..200)
+        .map(|_| {
+            let i = rng.random_range(0..n);
+            (i, near(&vectors[i], &mut rng, 0.02))
+        })
+        .collect();
+    let recall = |index: &SemanticIndex| {
+        let hits = queries
+            .iter()
+            .filter(|(i, q)| {
+                index
+                    .search(9, q, 0.0, 0)
+                    .is_some_and(|f| f.id == i.to_string())
+            })
+            .count();
+        hits as f32 / queries.len() as f32
+    };
+    let before = recall(&index);
+    assert!(before >= 0.98, "recall@1 {before}");
+
+    for i in 0..n / 2 {
+        index.remove(&i.to_string());
+    }
+    assert!(index.tombstone_ratio() >= 0.49);
+    index.compact();
+    assert_eq!(index.tombstone_ratio(), 0.0);
+    assert_eq!(index.len(), n - n / 2);
+    let kept: Vec<&(usize, Vec<f32>)> = queries.iter().filter(|(i, _)| *i >= n / 2).collect();
+    let hits = kept
+        .iter()
+        .filter(|(i, q)| {
+            index
+                .search(9, q, 0.0, 0)
+                .is_some_and(|f| f.id == i.to_string())
+        })
+        .count();
+    assert!(
+        hits as f32 / kept.len() as f32 >= 0.98,
+        "recall after compaction {hits}/{}",
+        kept.len()
+    );
+    let removed = queries.iter().find(|(i, _)| *i < n / 2).unwrap();
+    assert_ne!(
+        index.search(9, &removed.1, 0.0, 0).map(|f| f.id),
+        Some(removed.0.to_string())
+    );
+}
+
+proptest! {
+    #[test]
+    fn similarity_is_within_minus_one_and_one(seed in any::<u64>(), noise in 0.0f32..4.0) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let a = unit(&mut rng);
+        let b = near(&a, &mut rng, noise);
+        let s = similarity(&a, &b);
+        prop_assert!((-1.0..=1.0).contains(&s));
+        prop_assert!((similarity(&a, &a) - 1.0).abs() < 1e-5);
+    }
+}
