@@ -137,6 +137,7 @@ fn spawn_gateway(upstream: &str) -> (Child, SocketAddr) {
         .env("DEJA__SERVER__LISTEN", addr.to_string())
         .env("DEJA__UPSTREAM__BASE_URL", upstream)
         .env("DEJA__UPSTREAM__API_KEY", "sk-bench")
+        .env("DEJA__CACHE__DEFAULT_MODE", "off")
         .env("RUST_LOG", log)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

@@ -30,7 +30,41 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = AppState::new(config)?;
+    // Loading the model takes a second or two of CPU: keep it off the async workers.
+    let state = tokio::task::spawn_blocking(move || AppState::new(config))
+        .await
+        .map_err(|e| StartError::Serve(std::io::Error::other(e)))??;
+    serve(state, listener, shutdown).await
+}
+
+/// How often expired semantic entries are swept and tombstone-heavy indexes compacted.
+const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// Share of dead entries in an index that triggers its compaction.
+const COMPACT_AT_TOMBSTONES: f32 = 0.25;
+
+/// Serves an assembled `state` (see [`run`]); background upkeep stops with the server.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let cache = std::sync::Arc::clone(&state.cache);
+    let upkeep = tokio::spawn(async move {
+        cache.warm_up().await;
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let cache = std::sync::Arc::clone(&cache);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(tier) = cache.semantic() {
+                    tier.maintain(COMPACT_AT_TOMBSTONES);
+                }
+            })
+            .await;
+        }
+    });
+    let _stop_upkeep = AbortOnDrop(upkeep);
     let grace = state.config.server.shutdown_grace;
     let router = app::build_router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -54,6 +88,14 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

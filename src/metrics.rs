@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,12 @@ pub const UPSTREAM_RETRIES: &str = "deja_upstream_retries";
 pub const CACHE_LOOKUPS: &str = "deja_cache_lookups";
 /// Cache writes, by route, tier and outcome (`stored`, `refused`, `error`).
 pub const CACHE_WRITES: &str = "deja_cache_writes";
+/// Time to embed one prompt (including the wait for a session).
+pub const EMBEDDING_DURATION: &str = "deja_embedding_duration_seconds";
+/// Live semantic entries, by route.
+pub const INDEX_ENTRIES: &str = "deja_semantic_index_entries";
+/// Cosine similarity of semantic hits, by route.
+pub const SEMANTIC_SIMILARITY: &str = "deja_semantic_hit_similarity";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -72,6 +79,16 @@ pub struct Metrics {
     lookups: Family<RouteTierResult, Counter>,
     writes: Family<RouteTierResult, Counter>,
     tokens_saved: Family<RouteTier, Counter>,
+    embedding: Histogram,
+    index_entries: Family<RouteOnly, Gauge>,
+    similarity: HistogramFamily<RouteOnly>,
+}
+
+fn similarity_histogram() -> Histogram {
+    // Fine steps where thresholds live (0.80-1.00), coarse below.
+    Histogram::new([
+        0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0,
+    ])
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,7 +150,29 @@ impl Metrics {
             "Tokens answered from cache instead of the provider, by route and tier",
             tokens_saved.clone(),
         );
+        let embedding = latency_histogram();
+        registry.register(
+            EMBEDDING_DURATION,
+            "Time to embed one prompt, including the wait for a model session",
+            embedding.clone(),
+        );
+        let index_entries = Family::default();
+        registry.register(
+            INDEX_ENTRIES,
+            "Live semantic entries, by route",
+            index_entries.clone(),
+        );
+        let similarity: HistogramFamily<RouteOnly> =
+            Family::new_with_constructor(similarity_histogram);
+        registry.register(
+            SEMANTIC_SIMILARITY,
+            "Cosine similarity of semantic hits, by route",
+            similarity.clone(),
+        );
         Self {
+            embedding,
+            index_entries,
+            similarity,
             registry,
             requests,
             duration,
@@ -216,6 +255,29 @@ impl Metrics {
                 tier,
             })
             .inc_by(tokens);
+    }
+
+    /// Records the time one embedding took.
+    pub fn embedding(&self, elapsed: Duration) {
+        self.embedding.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets a route's live semantic entry count.
+    pub fn index_entries(&self, route: &str, entries: usize) {
+        self.index_entries
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// Records the similarity of a semantic hit.
+    pub fn semantic_hit(&self, route: &str, similarity: f32) {
+        self.similarity
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .observe(f64::from(similarity));
     }
 
     /// Prometheus text exposition of every metric.

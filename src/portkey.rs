@@ -148,8 +148,8 @@ impl RequestConfig {
             return Ok(base.clone());
         };
         let mut merged = base.clone();
-        if let Some(mode) = patch.mode {
-            merged.mode = mode;
+        if patch.mode.is_some() {
+            merged.mode = patch.mode;
         }
         if let Some(secs) = patch.max_age.or(patch.ttl) {
             merged.ttl = Duration::from_secs(secs);
@@ -226,14 +226,14 @@ mod tests {
         ))
         .unwrap();
         let merged = cfg.cache_over(&RouteCacheConfig::default()).unwrap();
-        assert_eq!(merged.mode, CacheMode::Semantic);
+        assert_eq!(merged.mode(), CacheMode::Semantic);
         assert_eq!(merged.ttl, Duration::from_secs(3600));
         assert_eq!(merged.similarity_threshold, Some(0.85));
         let portkey =
             RequestConfig::parse(Some(r#"{"cache":{"mode":"simple","max_age":60}}"#)).unwrap();
         let merged = portkey.cache_over(&RouteCacheConfig::default()).unwrap();
         assert_eq!(
-            (merged.mode, merged.ttl),
+            (merged.mode(), merged.ttl),
             (CacheMode::Simple, Duration::from_secs(60))
         );
     }

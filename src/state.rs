@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, CacheError};
 use crate::config::Config;
+use crate::embedding::onnx::OnnxEmbedder;
+use crate::embedding::{EmbedError, Embedder};
 use crate::metrics::Metrics;
 use crate::upstream::{Forwarder, UpstreamError};
 
@@ -19,6 +21,9 @@ pub enum StartError {
     /// The cache could not be set up.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The embedding model could not be loaded.
+    #[error(transparent)]
+    Embedding(#[from] EmbedError),
     /// The listener failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -40,11 +45,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds every part from `config`; nothing is connected yet.
+    /// Builds every part from `config`, loading the embedding model when a route uses semantic
+    /// mode; nothing is connected yet.
     pub fn new(config: Config) -> Result<Self, StartError> {
+        let embedder: Option<Arc<dyn Embedder>> =
+            if crate::cache::semantic::SemanticTier::needed_by(&config) {
+                Some(Arc::new(OnnxEmbedder::load(&config.embedding)?))
+            } else {
+                None
+            };
+        Self::with_embedder(config, embedder)
+    }
+
+    /// Builds every part around an embedder already loaded (shared by several gateways in tests).
+    pub fn with_embedder(
+        config: Config,
+        embedder: Option<Arc<dyn Embedder>>,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
         let forwarder = Arc::new(Forwarder::new(&config.upstream, Arc::clone(&metrics))?);
-        let cache = Arc::new(Cache::new(&config, Arc::clone(&metrics))?);
+        let cache = Arc::new(Cache::new(&config, embedder, Arc::clone(&metrics))?);
         let redis = config
             .redis
             .url

@@ -23,6 +23,27 @@ fn deja() -> Command {
     cmd
 }
 
+fn models_path(rel: &str) -> String {
+    format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn serve_without_the_model_exits_and_names_the_fetch_script() {
+    let out = deja()
+        .args(["serve"])
+        .env("DEJA__SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("models/fetch.sh"), "{text}");
+}
+
 #[test]
 fn check_config_accepts_the_example_and_names_bad_keys() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deja.example.toml");
@@ -84,6 +105,15 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
         .env("DEJA__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("DEJA__UPSTREAM__BASE_URL", &upstream.url)
         .env("YI_API_KEY", "sk-from-yi-env")
+        // Embedded defaults use the semantic tier; the model lives in the repository's models/.
+        .env(
+            "DEJA__EMBEDDING__MODEL_DIR",
+            models_path("multilingual-e5-small"),
+        )
+        .env(
+            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+            models_path("lib/libonnxruntime.so"),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

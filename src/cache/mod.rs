@@ -5,18 +5,22 @@ pub mod coalesce;
 pub mod exact;
 pub mod index;
 pub mod key;
+pub mod semantic;
 pub mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::embedding::Embedder;
 use crate::metrics::Metrics;
 use coalesce::{Coalescer, Flight};
 use exact::{Entry, ExactTier};
+use semantic::SemanticTier;
 use store::RedisStore;
 
 /// Why a cache operation failed; the request goes on without the cache.
@@ -43,19 +47,33 @@ impl CacheError {
 /// Cache tiers and the rules around them; one per process.
 pub struct Cache {
     exact: ExactTier,
+    semantic: Option<SemanticTier>,
+    semantic_ready: AtomicBool,
     coalescer: Arc<Coalescer>,
     metrics: Arc<Metrics>,
     max_entry_bytes: usize,
 }
 
 impl Cache {
-    /// Builds the tiers from config: Redis when `[redis] url` is set, else in process.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
-        let exact = match &config.redis.url {
-            Some(url) => ExactTier::redis(RedisStore::new(url, config.redis.timeout)?),
+    /// Builds the tiers from config: Redis when `[redis] url` is set, else in process. With an
+    /// embedder, the semantic tier too.
+    pub fn new(
+        config: &Config,
+        embedder: Option<Arc<dyn Embedder>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CacheError> {
+        let redis = match &config.redis.url {
+            Some(url) => Some(RedisStore::new(url, config.redis.timeout)?),
+            None => None,
+        };
+        let exact = match &redis {
+            Some(store) => ExactTier::redis(store.clone()),
             None => ExactTier::memory(config.cache.memory_bytes),
         };
+        let semantic = embedder.map(|e| SemanticTier::new(config, e, redis, Arc::clone(&metrics)));
         Ok(Self {
+            semantic_ready: AtomicBool::new(semantic.is_none()),
+            semantic,
             exact,
             coalescer: Arc::new(Coalescer::default()),
             metrics,
@@ -109,6 +127,30 @@ impl Cache {
             }
         };
         self.metrics.cache_write(route, "exact", outcome);
+    }
+
+    /// The semantic tier, when an embedding model is loaded.
+    pub fn semantic(&self) -> Option<&SemanticTier> {
+        self.semantic.as_ref()
+    }
+
+    /// Whether the semantic indexes are rebuilt and serving (always true without them).
+    pub fn semantic_ready(&self) -> bool {
+        self.semantic_ready.load(Ordering::Acquire)
+    }
+
+    /// Rebuilds the semantic indexes from Redis, then marks the tier ready.
+    pub async fn warm_up(&self) {
+        if let Some(tier) = &self.semantic {
+            match tier.rebuild_from_redis().await {
+                Ok(loaded) => tracing::info!(entries = loaded, "semantic index rebuilt from redis"),
+                Err(e) => tracing::warn!(
+                    error = e.kind(),
+                    "semantic index rebuild from redis failed; starting empty"
+                ),
+            }
+        }
+        self.semantic_ready.store(true, Ordering::Release);
     }
 
     /// Joins the single flight for `key`.

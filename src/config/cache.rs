@@ -20,8 +20,8 @@ pub enum CacheMode {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteCacheConfig {
-    /// `off`, `simple` or `semantic`; default `simple`.
-    pub mode: CacheMode,
+    /// `off`, `simple` or `semantic`; default `[cache] default_mode`.
+    pub mode: Option<CacheMode>,
     /// How long an answer is served from cache; default `1h`.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
@@ -34,7 +34,7 @@ pub struct RouteCacheConfig {
 impl Default for RouteCacheConfig {
     fn default() -> Self {
         Self {
-            mode: CacheMode::Simple,
+            mode: None,
             ttl: Duration::from_secs(3600),
             similarity_threshold: None,
             max_entries: 100_000,
@@ -43,6 +43,11 @@ impl Default for RouteCacheConfig {
 }
 
 impl RouteCacheConfig {
+    /// The mode in force (set from `[cache] default_mode` at load when the route gives none).
+    pub fn mode(&self) -> CacheMode {
+        self.mode.unwrap_or(CacheMode::Semantic)
+    }
+
     /// Appends a message per broken rule, each prefixed with `path`.
     pub fn validate(&self, path: &str, errors: &mut Vec<String>) {
         if self.ttl.is_zero() {
@@ -66,6 +71,8 @@ impl RouteCacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
+    /// Mode of routes that set none; default `semantic`.
+    pub default_mode: CacheMode,
     /// Size of the in-process exact tier used when no Redis is configured; default 256 MiB.
     pub memory_bytes: u64,
     /// Largest answer stored, in bytes; larger answers are passed on but not cached. Default 1 MiB.
@@ -75,6 +82,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
+            default_mode: CacheMode::Semantic,
             memory_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
         }

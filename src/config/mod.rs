@@ -141,6 +141,9 @@ impl Config {
         if !self.routes.iter().any(|r| r.name == DEFAULT_ROUTE) {
             self.routes.push(RouteConfig::named(DEFAULT_ROUTE));
         }
+        for route in &mut self.routes {
+            route.cache.mode.get_or_insert(self.cache.default_mode);
+        }
     }
 
     /// Checks every rule and reports all broken ones at once, each with its key path.

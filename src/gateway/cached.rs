@@ -1,5 +1,6 @@
-//! The cached path of a chat completion: key the request, look it up, join the single flight
-//! of identical misses, forward, and write back what may be stored.
+//! The cached path of a chat completion: key the request, look it up in the exact tier, then the
+//! semantic tier, join the single flight of identical misses, forward, and write back what may
+//! be stored to both tiers.
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -7,6 +8,7 @@ use http::HeaderValue;
 use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
+use crate::cache::{finished_answer, semantic::SemanticTier};
 use crate::config::{CacheMode, RouteCacheConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{HEADER_CACHE_NAMESPACE, HEADER_FORCE_REFRESH, RequestConfig};
@@ -28,7 +30,7 @@ pub(super) async fn answer(
     let settings = overrides.cache_over(&route.cache)?;
     let namespace = header_str(call.headers, HEADER_CACHE_NAMESPACE).unwrap_or("");
     // Streams are passed through uncached until they can be recorded and replayed.
-    let keys = match settings.mode {
+    let keys = match settings.mode() {
         CacheMode::Off => None,
         _ if request.stream => None,
         CacheMode::Simple | CacheMode::Semantic => {
@@ -49,22 +51,31 @@ pub(super) async fn answer(
         )
         .await;
     };
-    let flow = Flow {
+    let mut flow = Flow {
         state,
         route,
         overrides,
         settings: &settings,
         keys: &keys,
+        vector: None,
     };
     if header_str(call.headers, HEADER_FORCE_REFRESH)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
         log.cache = Some(CacheStatus::Refresh);
+        flow.vector = flow.embed_for_storage(log).await;
         return flow.forward_and_store(request.raw, None, log).await;
     }
     if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await {
         log.cache = Some(CacheStatus::Hit);
-        return Ok(GatewayResponse::from_cache(entry.body, CacheStatus::Hit));
+        return Ok(GatewayResponse::from_cache(
+            entry.body,
+            CacheStatus::Hit,
+            None,
+        ));
+    }
+    if let Some(hit) = flow.semantic_lookup(log).await {
+        return Ok(hit);
     }
     log.cache = Some(CacheStatus::Miss);
     let leader = match state.cache.join(&keys.exact) {
@@ -84,11 +95,82 @@ struct Flow<'a> {
     overrides: &'a RequestConfig,
     settings: &'a RouteCacheConfig,
     keys: &'a CacheKeys,
+    /// The final turn's embedding, kept from the lookup for the write-back.
+    vector: Option<Vec<f32>>,
 }
 
 impl Flow<'_> {
+    fn semantic_tier(&self) -> Option<(&SemanticTier, &str)> {
+        if self.settings.mode() != CacheMode::Semantic {
+            return None;
+        }
+        Some((
+            self.state.cache.semantic()?,
+            self.keys.final_user_text.as_deref()?,
+        ))
+    }
+
+    /// Embeds the final turn when the semantic tier applies; `None` when it does not, failed,
+    /// or the model does not know most of the prompt's tokens.
+    async fn embed_for_storage(&self, log: &mut RequestLog) -> Option<Vec<f32>> {
+        let (tier, text) = self.semantic_tier()?;
+        let route = &self.route.name;
+        let metrics = &self.state.metrics;
+        match tier.embed(text).await {
+            Ok(e) if e.unknown_ratio > self.state.config.embedding.max_unknown_token_ratio => {
+                metrics.cache_lookup(route, "semantic", "skipped");
+                log.note = Some("semantic tier skipped: prompt mostly unknown to the model");
+                None
+            }
+            Ok(e) => Some(e.vector),
+            Err(e) => {
+                tracing::warn!(route = %route, error = %e, "embedding failed; semantic tier skipped");
+                metrics.cache_lookup(route, "semantic", "error");
+                None
+            }
+        }
+    }
+
+    async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
+        let (tier, _) = self.semantic_tier()?;
+        let vector = self.embed_for_storage(log).await?;
+        let route = &self.route.name;
+        let metrics = &self.state.metrics;
+        let threshold = self
+            .settings
+            .similarity_threshold
+            .unwrap_or_else(|| tier.embedder().model().default_threshold());
+        let found = tier
+            .lookup(route, &self.keys.partition, &vector, threshold)
+            .await;
+        self.vector = Some(vector);
+        match found {
+            Ok(Some(hit)) => {
+                metrics.cache_lookup(route, "semantic", "hit");
+                metrics.semantic_hit(route, hit.similarity);
+                metrics.tokens_saved(route, "semantic", hit.total_tokens);
+                log.cache = Some(CacheStatus::SemanticHit);
+                log.similarity = Some(hit.similarity);
+                Some(GatewayResponse::from_cache(
+                    hit.body,
+                    CacheStatus::SemanticHit,
+                    Some(hit.similarity),
+                ))
+            }
+            Ok(None) => {
+                metrics.cache_lookup(route, "semantic", "miss");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(route = %route, error = e.kind(), "semantic lookup failed; going on without it");
+                metrics.cache_lookup(route, "semantic", "error");
+                None
+            }
+        }
+    }
+
     async fn forward_and_store(
-        &self,
+        mut self,
         body: Bytes,
         leader: Option<Leader>,
         log: &mut RequestLog,
@@ -106,10 +188,15 @@ impl Flow<'_> {
         if let AnswerBody::Full(body) = &response.answer.body {
             if response.answer.status.is_success() {
                 // Written before answering, so the next identical request finds it.
+                let route = &self.route.name;
                 self.state
                     .cache
-                    .store(&self.route.name, &self.keys.exact, body, self.settings.ttl)
+                    .store(route, &self.keys.exact, body, self.settings.ttl)
                     .await;
+                if let (Some(vector), Some((tier, _))) = (self.vector.take(), self.semantic_tier())
+                {
+                    self.store_semantic(tier, vector, body).await;
+                }
             }
             if let Some(leader) = leader {
                 leader.publish(Shared {
@@ -122,11 +209,37 @@ impl Flow<'_> {
         }
         Ok(response)
     }
+
+    async fn store_semantic(&self, tier: &SemanticTier, vector: Vec<f32>, body: &Bytes) {
+        let route = &self.route.name;
+        let Some(tokens) = finished_answer(body, self.state.config.cache.max_entry_bytes) else {
+            return;
+        };
+        let outcome = tier
+            .insert(
+                route,
+                &self.keys.exact,
+                &self.keys.partition,
+                vector,
+                body,
+                tokens,
+                self.settings.ttl,
+            )
+            .await;
+        let result = match outcome {
+            Ok(()) => "stored",
+            Err(e) => {
+                tracing::warn!(route = %route, error = e.kind(), "semantic cache write failed");
+                "error"
+            }
+        };
+        self.state.metrics.cache_write(route, "semantic", result);
+    }
 }
 
 impl GatewayResponse {
     /// An answer read from a cache tier: 200, JSON, as stored.
-    fn from_cache(body: Bytes, cache: CacheStatus) -> Self {
+    fn from_cache(body: Bytes, cache: CacheStatus, similarity: Option<f32>) -> Self {
         Self {
             answer: Answer {
                 status: http::StatusCode::OK,
@@ -135,6 +248,7 @@ impl GatewayResponse {
             },
             retries: 0,
             cache: Some(cache),
+            similarity,
         }
     }
 
@@ -148,6 +262,7 @@ impl GatewayResponse {
             },
             retries: shared.retries,
             cache: Some(CacheStatus::Miss),
+            similarity: None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct GatewayResponse {
     pub retries: u32,
     /// What the cache did; `None` for endpoints that are never cached.
     pub cache: Option<CacheStatus>,
+    /// Cosine similarity of a semantic hit.
+    pub similarity: Option<f32>,
 }
 
 /// Where the caller asked to go: `/r/{route}/...` and the request headers.
@@ -80,6 +82,8 @@ struct RequestLog {
     attempts: u32,
     stream: bool,
     cache: Option<CacheStatus>,
+    similarity: Option<f32>,
+    note: Option<&'static str>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -146,6 +150,7 @@ async fn forward(
         answer,
         retries: forwarded.retries,
         cache: log.cache,
+        similarity: None,
     })
 }
 
@@ -237,7 +242,9 @@ fn finish(
         model = log.model.as_deref(),
         status = status.as_u16(),
         cache,
+        similarity = log.similarity,
         attempts = log.attempts,
+        note = log.note,
         stream = log.stream,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         error,

@@ -13,7 +13,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::error::AppError;
 use crate::gateway::GatewayResponse;
-use crate::portkey::{HEADER_CACHE_STATUS, HEADER_RETRY_COUNT};
+use crate::portkey::{HEADER_CACHE_STATUS, HEADER_RETRY_COUNT, HEADER_SIMILARITY};
 use crate::state::AppState;
 use crate::upstream::AnswerBody;
 
@@ -66,6 +66,12 @@ impl IntoResponse for GatewayResponse {
                 HEADER_CACHE_STATUS,
                 HeaderValue::from_static(cache.header_value()),
             );
+        }
+        if let Some(similarity) = self
+            .similarity
+            .and_then(|s| HeaderValue::from_str(&format!("{s:.4}")).ok())
+        {
+            headers.insert(HEADER_SIMILARITY, similarity);
         }
         response
     }

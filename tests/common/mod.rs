@@ -14,7 +14,12 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 
+use std::sync::{Arc, OnceLock};
+
 use deja::Config;
+use deja::config::EmbeddingConfig;
+use deja::embedding::Embedder;
+use deja::embedding::onnx::OnnxEmbedder;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,11 +38,24 @@ pub struct Gateway {
 impl Gateway {
     /// Serves `config` with `deja::run` on an ephemeral loopback port.
     pub async fn spawn(config: Config) -> Self {
+        Self::start(config, None).await
+    }
+
+    /// Serves `config` around an embedder already loaded (see [`shared_embedder`]).
+    pub async fn spawn_with_embedder(config: Config, embedder: Arc<dyn Embedder>) -> Self {
+        Self::start(config, Some(embedder)).await
+    }
+
+    async fn start(config: Config, embedder: Option<Arc<dyn Embedder>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let state = match embedder {
+            Some(e) => deja::AppState::with_embedder(config, Some(e)).unwrap(),
+            None => deja::AppState::new(config).unwrap(),
+        };
         let task = tokio::spawn(async move {
-            deja::run(config, listener, async {
+            deja::serve(state, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -79,12 +97,30 @@ impl Drop for Gateway {
     }
 }
 
-/// A config whose upstream is `upstream_url`, with `extra` TOML appended.
+/// A config whose upstream is `upstream_url`, with `extra` TOML appended. Routes cache in
+/// `simple` mode unless `extra` says otherwise, so these gateways need no embedding model.
 pub fn config(upstream_url: &str, extra: &str) -> Config {
+    config_with_mode(upstream_url, "simple", extra)
+}
+
+/// [`config`] with another default cache mode.
+pub fn config_with_mode(upstream_url: &str, default_mode: &str, extra: &str) -> Config {
     let text = format!(
-        "[upstream]\nbase_url = \"{upstream_url}\"\napi_key = \"sk-provider-test\"\ntimeout = \"5s\"\n{extra}"
+        "[upstream]\nbase_url = \"{upstream_url}\"\napi_key = \"sk-provider-test\"\ntimeout = \"5s\"\n\
+         [cache]\ndefault_mode = \"{default_mode}\"\n{extra}"
     );
     Config::from_toml_with_env(&text, "test", &[]).unwrap()
+}
+
+/// The real default embedding model, loaded once per test binary and shared by its gateways.
+pub fn shared_embedder() -> Arc<dyn Embedder> {
+    static EMBEDDER: OnceLock<Arc<OnnxEmbedder>> = OnceLock::new();
+    let e = EMBEDDER.get_or_init(|| {
+        Arc::new(
+            OnnxEmbedder::load(&EmbeddingConfig::default()).expect("run models/fetch.sh first"),
+        )
+    });
+    Arc::clone(e) as Arc<dyn Embedder>
 }
 
 /// A minimal chat completion body.

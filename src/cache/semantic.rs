@@ -1,0 +1,309 @@
+//! The semantic tier: embeds the final user turn on the blocking pool, searches the route's
+//! `SemanticIndex` inside the request's partition, and keeps every entry in Redis too
+//! (`deja:v1:sem:{model}:{route}:{id}`: partition, vector, response, expiry) so a restarted
+//! gateway rebuilds its indexes from Redis. Without Redis, answers live in the index itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::CacheError;
+use super::index::{NewEntry, SemanticIndex};
+use super::store::{KEY_PREFIX, RedisStore};
+use crate::config::{CacheMode, Config};
+use crate::embedding::{EmbedError, Embedded, Embedder};
+use crate::metrics::Metrics;
+
+/// Keys read per SCAN round while rebuilding.
+const SCAN_BATCH: usize = 500;
+
+/// A semantic hit.
+#[derive(Debug, Clone)]
+pub struct SemanticHit {
+    /// Cosine similarity to the stored question.
+    pub similarity: f32,
+    /// The stored answer.
+    pub body: Bytes,
+    /// Tokens the stored answer cost.
+    pub total_tokens: u64,
+}
+
+/// Embedder, per-route indexes and their Redis copies.
+pub struct SemanticTier {
+    embedder: Arc<dyn Embedder>,
+    permits: Semaphore,
+    indexes: HashMap<String, Arc<SemanticIndex>>,
+    redis: Option<RedisStore>,
+    prefix: String,
+    metrics: Arc<Metrics>,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The partition's first 128 bits, which is how the index groups entries.
+pub fn partition_id(partition_hex: &str) -> u128 {
+    partition_hex
+        .get(..32)
+        .and_then(|h| u128::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
+impl SemanticTier {
+    /// One index per route that may use semantic mode (every route: a request can ask for it).
+    pub fn new(
+        config: &Config,
+        embedder: Arc<dyn Embedder>,
+        redis: Option<RedisStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let indexes = config
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    Arc::new(SemanticIndex::new(r.cache.max_entries)),
+                )
+            })
+            .collect();
+        Self {
+            prefix: format!("{KEY_PREFIX}:sem:{}", embedder.model().slug()),
+            permits: Semaphore::new(config.embedding.sessions),
+            embedder,
+            indexes,
+            redis,
+            metrics,
+        }
+    }
+
+    /// The embedding model in use.
+    pub fn embedder(&self) -> &dyn Embedder {
+        self.embedder.as_ref()
+    }
+
+    /// Embeds one prompt on the blocking pool; at most `sessions` at once, the rest wait here.
+    pub async fn embed(&self, text: &str) -> Result<Embedded, EmbedError> {
+        let _permit = self.permits.acquire().await.map_err(|_| EmbedError::Pool)?;
+        let started = Instant::now();
+        let embedder = Arc::clone(&self.embedder);
+        let text = text.to_owned();
+        let result = tokio::task::spawn_blocking(move || embedder.embed_blocking(&[&text]))
+            .await
+            .map_err(|_| EmbedError::Pool)?;
+        self.metrics.embedding(started.elapsed());
+        result?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference("no vector returned".to_owned()))
+    }
+
+    fn redis_key(&self, route: &str, id: &str) -> String {
+        format!("{}:{route}:{id}", self.prefix)
+    }
+
+    /// The best entry of `partition` at or above `threshold`, with its answer.
+    pub async fn lookup(
+        &self,
+        route: &str,
+        partition: &str,
+        vector: &[f32],
+        threshold: f32,
+    ) -> Result<Option<SemanticHit>, CacheError> {
+        let Some(index) = self.indexes.get(route) else {
+            return Ok(None);
+        };
+        let Some(found) = index.search(partition_id(partition), vector, threshold, now_ms()) else {
+            return Ok(None);
+        };
+        let body = match (found.body, &self.redis) {
+            (Some(body), _) => Some(body),
+            (None, Some(redis)) => {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(self.redis_key(route, &found.id)).arg("response");
+                redis.run::<Option<Vec<u8>>>(&cmd).await?.map(Bytes::from)
+            }
+            (None, None) => None,
+        };
+        match body {
+            Some(body) => Ok(Some(SemanticHit {
+                similarity: found.similarity,
+                body,
+                total_tokens: found.total_tokens,
+            })),
+            None => {
+                // Gone from Redis (expired or evicted there): drop it here too.
+                index.remove(&found.id);
+                self.metrics.index_entries(route, index.len());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores an answered question under `id` (the exact key) for `ttl`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the fields are the entry"
+    )]
+    pub async fn insert(
+        &self,
+        route: &str,
+        id: &str,
+        partition: &str,
+        vector: Vec<f32>,
+        body: &Bytes,
+        total_tokens: u64,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let Some(index) = self.indexes.get(route) else {
+            return Ok(());
+        };
+        let expires_at_ms =
+            now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        if let Some(redis) = &self.redis {
+            let key = self.redis_key(route, id);
+            let vector_bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("partition")
+                .arg(partition)
+                .arg("vector")
+                .arg(vector_bytes)
+                .arg("response")
+                .arg(body.as_ref())
+                .arg("expires")
+                .arg(expires_at_ms)
+                .arg("tokens")
+                .arg(total_tokens)
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(expires_at_ms)
+                .ignore();
+            redis.run_pipe::<()>(&pipe).await?;
+        }
+        let evicted = index.insert(NewEntry {
+            id: id.to_owned(),
+            partition: partition_id(partition),
+            vector,
+            expires_at_ms,
+            body: self.redis.is_none().then(|| body.clone()),
+            total_tokens,
+        });
+        self.metrics.index_entries(route, index.len());
+        if let (Some(redis), false) = (&self.redis, evicted.is_empty()) {
+            let mut cmd = redis::cmd("UNLINK");
+            for gone in &evicted {
+                cmd.arg(self.redis_key(route, gone));
+            }
+            redis.run::<()>(&cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads every live entry of this model from Redis into the indexes; returns how many.
+    pub async fn rebuild_from_redis(&self) -> Result<usize, CacheError> {
+        let Some(redis) = &self.redis else {
+            return Ok(0);
+        };
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut loaded = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH);
+            let (next, keys): (u64, Vec<String>) = redis.run(&scan).await?;
+            for key in keys {
+                loaded += usize::from(self.load_one(redis, &key).await?);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for (route, index) in &self.indexes {
+            self.metrics.index_entries(route, index.len());
+        }
+        Ok(loaded)
+    }
+
+    async fn load_one(&self, redis: &RedisStore, key: &str) -> Result<bool, CacheError> {
+        let Some((route, id)) = key
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix(':'))
+            .and_then(|r| r.rsplit_once(':'))
+        else {
+            return Ok(false);
+        };
+        let Some(index) = self.indexes.get(route) else {
+            return Ok(false);
+        };
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key)
+            .arg("partition")
+            .arg("vector")
+            .arg("expires")
+            .arg("tokens");
+        let (partition, vector, expires, tokens): (
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<u64>,
+        ) = redis.run(&cmd).await?;
+        let (Some(partition), Some(vector), Some(expires)) = (partition, vector, expires) else {
+            return Ok(false);
+        };
+        let dim = self.embedder.dim();
+        if expires <= now_ms() || vector.len() != dim * 4 {
+            return Ok(false);
+        }
+        let vector = vector
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        index.insert(NewEntry {
+            id: id.to_owned(),
+            partition: partition_id(&partition),
+            vector,
+            expires_at_ms: expires,
+            body: None,
+            total_tokens: tokens.unwrap_or(0),
+        });
+        Ok(true)
+    }
+
+    /// Tombstones expired entries and compacts indexes whose tombstones pass `ratio`.
+    pub fn maintain(&self, ratio: f32) {
+        let now = now_ms();
+        for (route, index) in &self.indexes {
+            index.sweep_expired(now);
+            if index.tombstone_ratio() > ratio {
+                index.compact();
+            }
+            self.metrics.index_entries(route, index.len());
+        }
+    }
+
+    /// Whether any route of `config` uses semantic mode (then the model must load at start).
+    pub fn needed_by(config: &Config) -> bool {
+        config
+            .routes
+            .iter()
+            .any(|r| r.cache.mode() == CacheMode::Semantic)
+    }
+}
