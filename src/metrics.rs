@@ -28,6 +28,8 @@ pub const EMBEDDING_DURATION: &str = "deja_embedding_duration_seconds";
 pub const INDEX_ENTRIES: &str = "deja_semantic_index_entries";
 /// Cosine similarity of semantic hits, by route.
 pub const SEMANTIC_SIMILARITY: &str = "deja_semantic_hit_similarity";
+/// Semantic candidates refused by a guard, by route and guard.
+pub const GUARD_REFUSALS: &str = "deja_semantic_guard_refusals";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -82,6 +84,13 @@ pub struct Metrics {
     embedding: Histogram,
     index_entries: Family<RouteOnly, Gauge>,
     similarity: HistogramFamily<RouteOnly>,
+    refusals: Family<RouteGuard, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteGuard {
+    route: String,
+    guard: &'static str,
 }
 
 fn similarity_histogram() -> Histogram {
@@ -169,7 +178,14 @@ impl Metrics {
             "Cosine similarity of semantic hits, by route",
             similarity.clone(),
         );
+        let refusals = Family::default();
+        registry.register(
+            GUARD_REFUSALS,
+            "Semantic candidates refused by a guard, by route and guard",
+            refusals.clone(),
+        );
         Self {
+            refusals,
             embedding,
             index_entries,
             similarity,
@@ -278,6 +294,16 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(f64::from(similarity));
+    }
+
+    /// Counts a semantic candidate refused by `guard`.
+    pub fn guard_refusal(&self, route: &str, guard: &'static str) {
+        self.refusals
+            .get_or_create(&RouteGuard {
+                route: route.to_owned(),
+                guard,
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of every metric.

@@ -29,6 +29,8 @@ pub struct NewEntry {
     pub partition: u128,
     /// L2-normalised embedding of the final user turn.
     pub vector: Vec<f32>,
+    /// The final user turn itself, for the guards.
+    pub prompt: String,
     /// Unix milliseconds after which the entry is dead.
     pub expires_at_ms: u64,
     /// The answer, kept here only when there is no Redis.
@@ -44,6 +46,8 @@ pub struct Found {
     pub id: String,
     /// Cosine similarity to the query.
     pub similarity: f32,
+    /// The stored question.
+    pub prompt: String,
     /// The answer, when held in memory.
     pub body: Option<Bytes>,
     /// Tokens the stored answer cost.
@@ -243,6 +247,7 @@ impl SemanticIndex {
         Some(Found {
             id: s.entry.id.clone(),
             similarity: sim,
+            prompt: s.entry.prompt.clone(),
             body: s.entry.body.clone(),
             total_tokens: s.entry.total_tokens,
         })

@@ -3,6 +3,7 @@
 
 pub mod coalesce;
 pub mod exact;
+pub mod guard;
 pub mod index;
 pub mod key;
 pub mod semantic;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::CacheError;
+use super::guard::{self, Guard};
 use super::index::{NewEntry, SemanticIndex};
 use super::store::{KEY_PREFIX, RedisStore};
 use crate::config::{CacheMode, Config};
@@ -19,6 +20,17 @@ use crate::metrics::Metrics;
 
 /// Keys read per SCAN round while rebuilding.
 const SCAN_BATCH: usize = 500;
+
+/// What a semantic lookup found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A stored answer to serve.
+    Hit(SemanticHit),
+    /// Nothing close enough.
+    Miss,
+    /// A close entry, refused by a guard.
+    Refused(Guard),
+}
 
 /// A semantic hit.
 #[derive(Debug, Clone)]
@@ -113,15 +125,19 @@ impl SemanticTier {
         &self,
         route: &str,
         partition: &str,
-        vector: &[f32],
+        (asked, vector): (&str, &[f32]),
         threshold: f32,
-    ) -> Result<Option<SemanticHit>, CacheError> {
+        guards: &[Guard],
+    ) -> Result<Lookup, CacheError> {
         let Some(index) = self.indexes.get(route) else {
-            return Ok(None);
+            return Ok(Lookup::Miss);
         };
         let Some(found) = index.search(partition_id(partition), vector, threshold, now_ms()) else {
-            return Ok(None);
+            return Ok(Lookup::Miss);
         };
+        if let Some(refused) = guard::refuse(guards, asked, &found.prompt) {
+            return Ok(Lookup::Refused(refused));
+        }
         let body = match (found.body, &self.redis) {
             (Some(body), _) => Some(body),
             (None, Some(redis)) => {
@@ -132,7 +148,7 @@ impl SemanticTier {
             (None, None) => None,
         };
         match body {
-            Some(body) => Ok(Some(SemanticHit {
+            Some(body) => Ok(Lookup::Hit(SemanticHit {
                 similarity: found.similarity,
                 body,
                 total_tokens: found.total_tokens,
@@ -141,7 +157,7 @@ impl SemanticTier {
                 // Gone from Redis (expired or evicted there): drop it here too.
                 index.remove(&found.id);
                 self.metrics.index_entries(route, index.len());
-                Ok(None)
+                Ok(Lookup::Miss)
             }
         }
     }
@@ -156,7 +172,7 @@ impl SemanticTier {
         route: &str,
         id: &str,
         partition: &str,
-        vector: Vec<f32>,
+        (prompt, vector): (&str, Vec<f32>),
         body: &Bytes,
         total_tokens: u64,
         ttl: Duration,
@@ -178,6 +194,8 @@ impl SemanticTier {
                 .arg(&key)
                 .arg("partition")
                 .arg(partition)
+                .arg("prompt")
+                .arg(prompt)
                 .arg("vector")
                 .arg(vector_bytes)
                 .arg("response")
@@ -197,6 +215,7 @@ impl SemanticTier {
             id: id.to_owned(),
             partition: partition_id(partition),
             vector,
+            prompt: prompt.to_owned(),
             expires_at_ms,
             body: self.redis.is_none().then(|| body.clone()),
             total_tokens,
@@ -258,14 +277,19 @@ impl SemanticTier {
             .arg("partition")
             .arg("vector")
             .arg("expires")
-            .arg("tokens");
-        let (partition, vector, expires, tokens): (
+            .arg("tokens")
+            .arg("prompt");
+        type Fields = (
             Option<String>,
             Option<Vec<u8>>,
             Option<u64>,
             Option<u64>,
-        ) = redis.run(&cmd).await?;
-        let (Some(partition), Some(vector), Some(expires)) = (partition, vector, expires) else {
+            Option<String>,
+        );
+        let (partition, vector, expires, tokens, prompt): Fields = redis.run(&cmd).await?;
+        let (Some(partition), Some(vector), Some(expires), Some(prompt)) =
+            (partition, vector, expires, prompt)
+        else {
             return Ok(false);
         };
         let dim = self.embedder.dim();
@@ -280,6 +304,7 @@ impl SemanticTier {
             id: id.to_owned(),
             partition: partition_id(&partition),
             vector,
+            prompt,
             expires_at_ms: expires,
             body: None,
             total_tokens: tokens.unwrap_or(0),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::guard::Guard;
+
 /// What a route's cache does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +31,9 @@ pub struct RouteCacheConfig {
     pub similarity_threshold: Option<f32>,
     /// Most semantic entries this route keeps; the least recently used go first. Default 100000.
     pub max_entries: usize,
+    /// Checks a semantic hit must pass beyond the threshold; default all:
+    /// `["numbers", "negation", "content"]`.
+    pub guards: Vec<Guard>,
 }
 
 impl Default for RouteCacheConfig {
@@ -38,6 +43,7 @@ impl Default for RouteCacheConfig {
             ttl: Duration::from_secs(3600),
             similarity_threshold: None,
             max_entries: 100_000,
+            guards: Guard::all(),
         }
     }
 }

@@ -52,7 +52,7 @@ impl ModelName {
     /// sets none; chosen from the labelled pairs in `tests/data/` (see README).
     pub fn default_threshold(self) -> f32 {
         match self {
-            Self::MultilingualE5Small => 0.95,
+            Self::MultilingualE5Small => 0.96,
             Self::AllMinilmL6V2 => 0.85,
         }
     }

@@ -7,8 +7,9 @@ use http::HeaderValue;
 
 use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
+use crate::cache::finished_answer;
 use crate::cache::key::{CacheKeys, cache_keys};
-use crate::cache::{finished_answer, semantic::SemanticTier};
+use crate::cache::semantic::{Lookup, SemanticTier};
 use crate::config::{CacheMode, RouteCacheConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{HEADER_CACHE_NAMESPACE, HEADER_FORCE_REFRESH, RequestConfig};
@@ -132,7 +133,7 @@ impl Flow<'_> {
     }
 
     async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
-        let (tier, _) = self.semantic_tier()?;
+        let (tier, asked) = self.semantic_tier()?;
         let vector = self.embed_for_storage(log).await?;
         let route = &self.route.name;
         let metrics = &self.state.metrics;
@@ -141,11 +142,17 @@ impl Flow<'_> {
             .similarity_threshold
             .unwrap_or_else(|| tier.embedder().model().default_threshold());
         let found = tier
-            .lookup(route, &self.keys.partition, &vector, threshold)
+            .lookup(
+                route,
+                &self.keys.partition,
+                (asked, &vector),
+                threshold,
+                &self.settings.guards,
+            )
             .await;
         self.vector = Some(vector);
         match found {
-            Ok(Some(hit)) => {
+            Ok(Lookup::Hit(hit)) => {
                 metrics.cache_lookup(route, "semantic", "hit");
                 metrics.semantic_hit(route, hit.similarity);
                 metrics.tokens_saved(route, "semantic", hit.total_tokens);
@@ -157,8 +164,16 @@ impl Flow<'_> {
                     Some(hit.similarity),
                 ))
             }
-            Ok(None) => {
+            Ok(Lookup::Miss) => {
                 metrics.cache_lookup(route, "semantic", "miss");
+                None
+            }
+            Ok(Lookup::Refused(guard)) => {
+                // Ids, never text: prompts may hold personal data.
+                tracing::info!(route = %route, guard = guard.label(), partition = %&self.keys.partition[..16],
+                    "semantic candidate refused by a guard");
+                metrics.cache_lookup(route, "semantic", "miss");
+                metrics.guard_refusal(route, guard.label());
                 None
             }
             Err(e) => {
@@ -193,9 +208,10 @@ impl Flow<'_> {
                     .cache
                     .store(route, &self.keys.exact, body, self.settings.ttl)
                     .await;
-                if let (Some(vector), Some((tier, _))) = (self.vector.take(), self.semantic_tier())
+                if let (Some(vector), Some((tier, prompt))) =
+                    (self.vector.take(), self.semantic_tier())
                 {
-                    self.store_semantic(tier, vector, body).await;
+                    self.store_semantic(tier, (prompt, vector), body).await;
                 }
             }
             if let Some(leader) = leader {
@@ -210,7 +226,7 @@ impl Flow<'_> {
         Ok(response)
     }
 
-    async fn store_semantic(&self, tier: &SemanticTier, vector: Vec<f32>, body: &Bytes) {
+    async fn store_semantic(&self, tier: &SemanticTier, entry: (&str, Vec<f32>), body: &Bytes) {
         let route = &self.route.name;
         let Some(tokens) = finished_answer(body, self.state.config.cache.max_entry_bytes) else {
             return;
@@ -220,7 +236,7 @@ impl Flow<'_> {
                 route,
                 &self.keys.exact,
                 &self.keys.partition,
-                vector,
+                entry,
                 body,
                 tokens,
                 self.settings.ttl,

@@ -26,6 +26,7 @@ fn entry(id: &str, partition: u128, vector: Vec<f32>) -> NewEntry {
         id: id.to_owned(),
         partition,
         vector,
+        prompt: format!("question {id}"),
         expires_at_ms: u64::MAX,
         body: Some(Bytes::from(format!("answer {id}"))),
         total_tokens: 3,
