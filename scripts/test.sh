@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The one test command: starts what the tests talk to, then runs every test.
+# The one test command: starts Redis where none answers, fetches the models the tests embed
+# with, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 ensure_redis
+bash models/fetch.sh
 cargo test --locked "$@"

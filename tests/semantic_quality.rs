@@ -86,6 +86,11 @@ fn default_threshold_keeps_precision_above_0_95() {
             println!("{t:9.2}  {lang:4}  | {p0:9.3} {r0:6.3} {w0:5} | {p:9.3} {r:6.3} {w:5}");
         }
     }
+    for t in [0.90f32, 0.95, 0.96, 0.97] {
+        let (p0, r0, _) = rates(pairs.iter(), t, &[]);
+        let (p, r, _) = rates(pairs.iter(), t, &guards);
+        println!("both languages at {t:.2}: alone {p0:.3} / {r0:.3}, with guards {p:.3} / {r:.3}");
+    }
     let mut wrong: Vec<&Pair> = pairs
         .iter()
         .filter(|p| !p.same && refuse(&guards, &p.a, &p.b).is_none())
