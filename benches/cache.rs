@@ -1,7 +1,11 @@
 //! Criterion benches of the cache's parts: key canonicalisation, embedding one prompt and a
 //! batch of 32 with the real default model, and `SemanticIndex` search at 10k and 100k entries
 //! (with recall@1 against brute force printed beside it). Needs `models/fetch.sh` to have run.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a bench fails by panicking")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench fails by panicking"
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -42,11 +46,19 @@ fn embedding(c: &mut Criterion) {
     let mut group = c.benchmark_group("embedding multilingual-e5-small");
     group.sample_size(50);
     group.bench_function("one short prompt", |b| {
-        b.iter(|| embedder.embed_blocking(black_box(&["怎么申请退款？"])).unwrap())
+        b.iter(|| {
+            embedder
+                .embed_blocking(black_box(&["怎么申请退款？"]))
+                .unwrap()
+        })
     });
-    let batch: Vec<String> = (0..32).map(|i| format!("How do I get a refund for order {i}?")).collect();
+    let batch: Vec<String> = (0..32)
+        .map(|i| format!("How do I get a refund for order {i}?"))
+        .collect();
     let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
-    group.bench_function("batch of 32", |b| b.iter(|| embedder.embed_blocking(black_box(&batch)).unwrap()));
+    group.bench_function("batch of 32", |b| {
+        b.iter(|| embedder.embed_blocking(black_box(&batch)).unwrap())
+    });
     group.finish();
 }
 
@@ -63,23 +75,35 @@ fn search(c: &mut Criterion) {
         let vectors: Vec<Vec<f32>> = (0..size).map(|_| unit(&mut rng)).collect();
         let index = SemanticIndex::new(size);
         let started = Instant::now();
-        for (i, v) in vectors.iter().enumerate() {
-            index.insert(NewEntry {
-                id: i.to_string(),
-                partition: 1,
-                vector: v.clone(),
-                prompt: String::new(),
-                expires_at_ms: u64::MAX,
-                body: Some(Bytes::new()),
-                total_tokens: 0,
-            });
-        }
+        // Two writers, as two concurrent misses would: graph inserts run side by side.
+        std::thread::scope(|scope| {
+            for half in vectors.chunks(size.div_ceil(2)).enumerate() {
+                let index = &index;
+                scope.spawn(move || {
+                    let (h, chunk) = half;
+                    for (j, v) in chunk.iter().enumerate() {
+                        index.insert(NewEntry {
+                            id: (h * size.div_ceil(2) + j).to_string(),
+                            partition: 1,
+                            vector: v.clone(),
+                            prompt: String::new(),
+                            expires_at_ms: u64::MAX,
+                            body: Some(Bytes::new()),
+                            total_tokens: 0,
+                        });
+                    }
+                });
+            }
+        });
         let built = started.elapsed();
         // Queries near stored vectors, as paraphrases are; the truth is the brute-force best.
         let queries: Vec<Vec<f32>> = (0..QUERIES)
             .map(|_| {
                 let base = &vectors[rng.random_range(0..size)];
-                let mut q: Vec<f32> = base.iter().map(|x| x + (rng.random::<f32>() - 0.5) * 0.05).collect();
+                let mut q: Vec<f32> = base
+                    .iter()
+                    .map(|x| x + (rng.random::<f32>() - 0.5) * 0.05)
+                    .collect();
                 normalize(&mut q);
                 q
             })
@@ -88,8 +112,12 @@ fn search(c: &mut Criterion) {
         let correct = queries
             .iter()
             .filter(|q| {
-                let truth = (0..size).max_by(|&a, &b| dot(q, &vectors[a]).total_cmp(&dot(q, &vectors[b]))).unwrap();
-                index.search(1, q, 0.0, 0).is_some_and(|f| f.id == truth.to_string())
+                let truth = (0..size)
+                    .max_by(|&a, &b| dot(q, &vectors[a]).total_cmp(&dot(q, &vectors[b])))
+                    .unwrap();
+                index
+                    .search(1, q, 0.0, 0)
+                    .is_some_and(|f| f.id == truth.to_string())
             })
             .count();
         println!(

@@ -14,11 +14,12 @@ use ndarray::ArrayView1;
 
 /// Partitions up to this size are scanned exactly: as fast as the graph, and never misses.
 const EXACT_SCAN_MAX: usize = 1024;
-/// Graph neighbours per node and search breadth (measured in benches/semantic.rs).
+/// Graph neighbours per node, build and search breadth (measured in benches/cache.rs: on this
+/// hardware hnsw_rs inserts cost ~4x more at ef_construction 200 than at 64 for no recall gain).
 const MAX_CONNECTIONS: usize = 16;
-const EF_CONSTRUCTION: usize = 200;
-const EF_SEARCH: usize = 96;
-const CANDIDATES: usize = 8;
+const EF_CONSTRUCTION: usize = 64;
+const EF_SEARCH: usize = 64;
+const CANDIDATES: usize = 16;
 
 /// One stored question and (where no Redis holds it) its answer.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ struct Inner {
     by_id: HashMap<String, usize>,
     live: usize,
     seq: u64,
+    /// Changes when `compact` swaps in a new graph.
+    generation: u64,
 }
 
 /// A route's semantic entries.
@@ -92,15 +95,23 @@ impl Inner {
             by_id: HashMap::new(),
             live: 0,
             seq: 0,
+            generation: 0,
         }
     }
 
+    /// Adds an entry, graph included.
     fn push(&mut self, entry: NewEntry, last_used: u64) {
+        let slot = self.reserve(entry, last_used);
+        self.graph
+            .insert_slice((&self.slots[slot].entry.vector, slot));
+    }
+
+    /// Adds an entry's slot and lookups, but not its graph node (see `SemanticIndex::insert`).
+    fn reserve(&mut self, entry: NewEntry, last_used: u64) -> usize {
         if let Some(&old) = self.by_id.get(&entry.id) {
             self.kill(old);
         }
         let slot = self.slots.len();
-        self.graph.insert_slice((&entry.vector, slot));
         self.by_partition
             .entry(entry.partition)
             .or_default()
@@ -114,6 +125,7 @@ impl Inner {
             seq: self.seq,
         });
         self.live += 1;
+        slot
     }
 
     fn kill(&mut self, slot: usize) -> Option<String> {
@@ -189,16 +201,27 @@ impl SemanticIndex {
         }
     }
 
-    /// Adds (or replaces, by id) an entry; returns the ids evicted to make room.
+    /// Adds (or replaces, by id) an entry; returns the ids evicted to make room. The graph
+    /// insert, the slow part, runs under the read lock so searches go on meanwhile; until it is
+    /// done the entry is found by exact scans only.
     pub fn insert(&self, entry: NewEntry) -> Vec<String> {
         let now = self.tick();
-        let mut inner = self.write();
-        let replacing = inner.by_id.contains_key(&entry.id);
-        let mut evicted = Vec::new();
-        if !replacing && inner.live >= self.max_entries {
-            evicted = evict_lru(&mut inner, (self.max_entries / 100).max(1));
+        let (slot, generation, evicted) = {
+            let mut inner = self.write();
+            let replacing = inner.by_id.contains_key(&entry.id);
+            let mut evicted = Vec::new();
+            if !replacing && inner.live >= self.max_entries {
+                evicted = evict_lru(&mut inner, (self.max_entries / 100).max(1));
+            }
+            (inner.reserve(entry, now), inner.generation, evicted)
+        };
+        let inner = self.read();
+        // A compaction in between already put the entry in its new graph.
+        if inner.generation == generation {
+            inner
+                .graph
+                .insert_slice((&inner.slots[slot].entry.vector, slot));
         }
-        inner.push(entry, now);
         evicted
     }
 
@@ -233,13 +256,23 @@ impl SemanticIndex {
                 .map(|slot| (slot, similarity(query, &inner.slots[slot].entry.vector)))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
         } else {
-            let filter = |id: &usize| usable(*id);
-            inner
-                .graph
-                .search_filter(query, CANDIDATES, EF_SEARCH, Some(&filter))
-                .into_iter()
-                .map(|n| (n.d_id, similarity(query, &inner.slots[n.d_id].entry.vector)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+            // hnsw_rs's filtered search costs ~3x the plain one: search plainly and keep this
+            // partition's live entries; only when none is among the candidates, filter.
+            let best_of = |found: Vec<hnsw_rs::prelude::Neighbour>| {
+                found
+                    .into_iter()
+                    .filter(|n| usable(n.d_id))
+                    .map(|n| (n.d_id, similarity(query, &inner.slots[n.d_id].entry.vector)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            };
+            best_of(inner.graph.search(query, CANDIDATES, EF_SEARCH)).or_else(|| {
+                let filter = |id: &usize| usable(*id);
+                best_of(
+                    inner
+                        .graph
+                        .search_filter(query, CANDIDATES, EF_SEARCH, Some(&filter)),
+                )
+            })
         };
         let (slot, sim) = best.filter(|(_, sim)| *sim >= threshold)?;
         let s = &inner.slots[slot];
@@ -302,6 +335,7 @@ impl SemanticIndex {
             }
         }
         fresh.seq = inner.seq;
+        fresh.generation = inner.generation + 1;
         *inner = fresh;
     }
 }

@@ -172,6 +172,25 @@ fn the_graph_path_has_high_recall_and_survives_compaction() {
     );
 }
 
+#[test]
+fn a_large_partition_is_searched_even_when_another_one_is_closer() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let n = 2 * EXACT_SCAN_MAX;
+    let index = SemanticIndex::new(2 * n);
+    let mine: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng)).collect();
+    let theirs: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng)).collect();
+    for i in 0..n {
+        index.insert(entry(&format!("mine-{i}"), 1, mine[i].clone()));
+        index.insert(entry(&format!("theirs-{i}"), 2, theirs[i].clone()));
+    }
+    // The query sits on an entry of partition 2: the plain graph search finds only theirs.
+    let found = index
+        .search(1, &theirs[3], -1.0, 0)
+        .expect("partition 1 has entries");
+    assert!(found.id.starts_with("mine-"), "{}", found.id);
+    assert_eq!(index.search(2, &theirs[3], 0.99, 0).unwrap().id, "theirs-3");
+}
+
 proptest! {
     #[test]
     fn similarity_is_within_minus_one_and_one(seed in any::<u64>(), noise in 0.0f32..4.0) {
