@@ -1,14 +1,19 @@
-//! Load harness: throughput and latency added by one `deja serve` process forwarding to a fast
-//! local upstream stand-in, against calling the stand-in directly.
+//! Load harness: one `deja serve` process in front of a fast local upstream stand-in, measured
+//! against calling the stand-in directly: forwarding with the cache off, exact-tier hits and
+//! semantic-tier hits (Redis: a private redis-server; the real model from models/).
 //!
-//! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_LOG=info to keep the
-//! per-request log line on, BENCH_GATEWAY_THREADS). Loopback only; it stops by itself.
+//! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
+//! semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS).
+//! Loopback only; it stops by itself.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "a bench fails by panicking"
 )]
 
+#[path = "../tests/common/redis.rs"]
+#[allow(dead_code, reason = "the harness only starts a server")]
+mod redis_server;
 #[path = "../tests/common/upstream.rs"]
 #[allow(dead_code, reason = "the harness uses only the quiet stand-in")]
 mod upstream;
@@ -27,6 +32,8 @@ const DEFAULT_SECS: u64 = 10;
 const DEFAULT_CONNS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(2);
 const BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2}"#;
+/// A paraphrase of BODY's question: never in the exact tier, so every request is a semantic hit.
+const PARAPHRASE: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What is the purpose of an AI gateway?"}],"temperature":0.2}"#;
 
 struct Report {
     requests: usize,
@@ -55,7 +62,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 async fn connection_loop(
     addr: SocketAddr,
-    path: &'static str,
+    body: &'static str,
     until: Instant,
 ) -> (usize, Vec<u32>) {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -67,10 +74,10 @@ async fn connection_loop(
     let mut latencies = Vec::with_capacity(65_536);
     let mut errors = 0;
     while Instant::now() < until {
-        let req = Request::post(path)
+        let req = Request::post("/v1/chat/completions")
             .header("host", addr.to_string())
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap();
         let started = Instant::now();
         match sender.send_request(req).await {
@@ -92,11 +99,11 @@ async fn connection_loop(
     (errors, latencies)
 }
 
-async fn load(addr: SocketAddr, path: &'static str, conns: usize, duration: Duration) -> Report {
+async fn load(addr: SocketAddr, body: &'static str, conns: usize, duration: Duration) -> Report {
     // Warm up connections and caches, then measure.
     let warm_until = Instant::now() + WARMUP.min(duration);
     let warm: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(connection_loop(addr, path, warm_until)))
+        .map(|_| tokio::spawn(connection_loop(addr, body, warm_until)))
         .collect();
     for w in warm {
         w.await.unwrap();
@@ -104,7 +111,7 @@ async fn load(addr: SocketAddr, path: &'static str, conns: usize, duration: Dura
     let started = Instant::now();
     let until = started + duration;
     let tasks: Vec<_> = (0..conns)
-        .map(|_| tokio::spawn(connection_loop(addr, path, until)))
+        .map(|_| tokio::spawn(connection_loop(addr, body, until)))
         .collect();
     let mut report = Report {
         requests: 0,
@@ -123,7 +130,7 @@ async fn load(addr: SocketAddr, path: &'static str, conns: usize, duration: Dura
     report
 }
 
-fn spawn_gateway(upstream: &str) -> (Child, SocketAddr) {
+fn spawn_gateway(upstream: &str, env: &[(&str, String)]) -> (Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -137,20 +144,33 @@ fn spawn_gateway(upstream: &str) -> (Child, SocketAddr) {
         .env("DEJA__SERVER__LISTEN", addr.to_string())
         .env("DEJA__UPSTREAM__BASE_URL", upstream)
         .env("DEJA__UPSTREAM__API_KEY", "sk-bench")
-        .env("DEJA__CACHE__DEFAULT_MODE", "off")
         .env("RUST_LOG", log)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Ok(threads) = std::env::var("BENCH_GATEWAY_THREADS") {
         cmd.env("TOKIO_WORKER_THREADS", threads);
     }
     let child = cmd.spawn().expect("spawning deja");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready(addr) {
         assert!(Instant::now() < deadline, "deja did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, addr)
+}
+
+fn ready(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200")
 }
 
 fn print(label: &str, r: &Report) {
@@ -164,9 +184,62 @@ fn print(label: &str, r: &Report) {
     );
 }
 
+fn models(rel: &str) -> String {
+    format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn scenario(
+    name: &str,
+    stand_in: &upstream::Upstream,
+    direct: &Report,
+    conns: usize,
+    duration: Duration,
+) {
+    let redis = redis_server::RedisServer::start();
+    let mut env = vec![("DEJA__REDIS__URL", redis.url.clone())];
+    let (mode, body, label) = match name {
+        "forward" => ("off", BODY, "through deja (cache off)"),
+        "exact" => ("simple", BODY, "exact hits (Redis)"),
+        _ => ("semantic", PARAPHRASE, "semantic hits (Redis)"),
+    };
+    env.push(("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()));
+    env.push((
+        "DEJA__EMBEDDING__MODEL_DIR",
+        models("multilingual-e5-small"),
+    ));
+    env.push((
+        "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+        models("lib/libonnxruntime.so"),
+    ));
+    let (mut gateway, gw_addr) = spawn_gateway(&stand_in.url, &env);
+    if name == "semantic" {
+        // Store the question once; its paraphrase is then answered by the semantic tier.
+        let _ = connection_loop(gw_addr, BODY, Instant::now() + Duration::from_millis(1)).await;
+    }
+    let mut runs = vec![conns];
+    if name == "semantic" && conns != 1 {
+        runs.insert(0, 1);
+    }
+    for c in runs {
+        let r = load(gw_addr, body, c, duration).await;
+        print(&format!("{label}, {c} conn"), &r);
+        if c == conns {
+            println!(
+                "  vs direct: p50 {:+.3} ms, p99 {:+.3} ms",
+                r.pct(0.50) - direct.pct(0.50),
+                r.pct(0.99) - direct.pct(0.99)
+            );
+        }
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
 fn main() {
     let secs = env_or("BENCH_SECS", DEFAULT_SECS);
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
+    let scenarios =
+        std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "forward,exact,semantic".to_owned());
     let duration = Duration::from_secs(secs);
     // The harness (load + stand-in) shares the machine's 2 cores with the gateway process.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -176,21 +249,14 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let stand_in = upstream::Upstream::spawn_quiet().await;
-        let (mut gateway, gw_addr) = spawn_gateway(&stand_in.url);
         println!(
             "{conns} connections, {secs}s per run, after {}s warm-up",
             WARMUP.as_secs()
         );
-        let direct = load(stand_in.addr, "/v1/chat/completions", conns, duration).await;
+        let direct = load(stand_in.addr, BODY, conns, duration).await;
         print("direct to stand-in", &direct);
-        let through = load(gw_addr, "/v1/chat/completions", conns, duration).await;
-        print("through deja (cache off)", &through);
-        println!(
-            "added by deja: p50 {:+.3} ms, p99 {:+.3} ms",
-            through.pct(0.50) - direct.pct(0.50),
-            through.pct(0.99) - direct.pct(0.99)
-        );
-        let _ = gateway.kill();
-        let _ = gateway.wait();
+        for name in scenarios.split(',') {
+            scenario(name.trim(), &stand_in, &direct, conns, duration).await;
+        }
     });
 }
