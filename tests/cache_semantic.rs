@@ -38,6 +38,9 @@ async fn wait_ready(gw: &Gateway) {
             .await
             .unwrap();
         if res.status() == 200 {
+            let checks: Value = res.json().await.unwrap();
+            assert_eq!(checks["checks"]["semantic_index"], "ok", "{checks}");
+            assert!(checks["checks"]["embedding_model"].is_string(), "{checks}");
             return;
         }
         assert!(

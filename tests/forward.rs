@@ -190,6 +190,10 @@ async fn health_readiness_and_unknown_paths() {
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["redis"], "ok");
+    assert_eq!(
+        ready["checks"]["semantic_index"], "not used",
+        "simple mode loads no model"
+    );
 
     // A Redis that does not answer makes the gateway not ready (but alive).
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

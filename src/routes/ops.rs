@@ -27,14 +27,22 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             Err(_) => "error: timed out".to_owned(),
         },
     };
-    let ready = matches!(redis.as_str(), "ok" | "not configured");
+    let semantic = match (state.cache.semantic(), state.cache.semantic_ready()) {
+        (None, _) => "not used",
+        (Some(_), true) => "ok",
+        (Some(_), false) => "rebuilding",
+    };
+    let ready = matches!(redis.as_str(), "ok" | "not configured") && semantic != "rebuilding";
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        json!({"status": if ready { "ready" } else { "not ready" }, "checks": {"redis": redis}});
+    let model = state.cache.semantic().map(|t| t.embedder().model().slug());
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": {"redis": redis, "semantic_index": semantic, "embedding_model": model},
+    });
     (status, Json(body)).into_response()
 }
 
