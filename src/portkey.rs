@@ -130,13 +130,7 @@ impl RequestConfig {
         if let Some(use_header) = patch.use_retry_after_headers {
             merged.use_retry_after_header = use_header;
         }
-        let mut errors = Vec::new();
-        merged.validate("retry", &mut errors);
-        if errors.is_empty() {
-            Ok(merged)
-        } else {
-            Err(PortkeyConfigError::Invalid(errors))
-        }
+        checked(merged, |m, errors| m.validate("retry", errors))
     }
 
     /// The route's cache settings with this config's fields laid over it, validated.
@@ -157,13 +151,7 @@ impl RequestConfig {
         if patch.similarity_threshold.is_some() {
             merged.similarity_threshold = patch.similarity_threshold;
         }
-        let mut errors = Vec::new();
-        merged.validate("cache", &mut errors);
-        if errors.is_empty() {
-            Ok(merged)
-        } else {
-            Err(PortkeyConfigError::Invalid(errors))
-        }
+        checked(merged, |m, errors| m.validate("cache", errors))
     }
 
     /// `request_timeout` as a duration, when set and above zero.
@@ -171,6 +159,20 @@ impl RequestConfig {
         self.request_timeout
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis)
+    }
+}
+
+/// `value` when `validate` finds nothing wrong with it, else every message it found.
+fn checked<T>(
+    value: T,
+    validate: impl FnOnce(&T, &mut Vec<String>),
+) -> Result<T, PortkeyConfigError> {
+    let mut errors = Vec::new();
+    validate(&value, &mut errors);
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(PortkeyConfigError::Invalid(errors))
     }
 }
 

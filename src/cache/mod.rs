@@ -109,25 +109,26 @@ impl Cache {
         Some(entry)
     }
 
-    /// Stores a 2xx answer whose every choice finished; anything else is left out.
-    pub async fn store(&self, route: &str, key: &str, body: &Bytes, ttl: Duration) {
-        let outcome = match finished_answer(body, self.max_entry_bytes) {
-            None => "refused",
-            Some(total_tokens) => {
-                let entry = Entry {
-                    body: body.clone(),
-                    total_tokens,
-                };
-                match self.exact.put(key, &entry, ttl).await {
-                    Ok(()) => "stored",
-                    Err(e) => {
-                        tracing::warn!(route, error = e.kind(), "exact cache write failed");
-                        "error"
-                    }
-                }
+    /// Stores a 2xx answer if it is a finished one (see [`finished_answer`]); returns its
+    /// `usage.total_tokens` when it was one, so the semantic write need not parse it again.
+    pub async fn store(&self, route: &str, key: &str, body: &Bytes, ttl: Duration) -> Option<u64> {
+        let Some(total_tokens) = finished_answer(body, self.max_entry_bytes) else {
+            self.metrics.cache_write(route, "exact", "refused");
+            return None;
+        };
+        let entry = Entry {
+            body: body.clone(),
+            total_tokens,
+        };
+        let outcome = match self.exact.put(key, &entry, ttl).await {
+            Ok(()) => "stored",
+            Err(e) => {
+                tracing::warn!(route, error = e.kind(), "exact cache write failed");
+                "error"
             }
         };
         self.metrics.cache_write(route, "exact", outcome);
+        Some(total_tokens)
     }
 
     /// The semantic tier, when an embedding model is loaded.

@@ -7,7 +7,6 @@ use http::HeaderValue;
 
 use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
-use crate::cache::finished_answer;
 use crate::cache::key::{CacheKeys, cache_keys};
 use crate::cache::semantic::{Lookup, SemanticTier};
 use crate::config::{CacheMode, RouteCacheConfig, RouteConfig};
@@ -204,14 +203,16 @@ impl Flow<'_> {
             if response.answer.status.is_success() {
                 // Written before answering, so the next identical request finds it.
                 let route = &self.route.name;
-                self.state
+                let stored = self
+                    .state
                     .cache
                     .store(route, &self.keys.exact, body, self.settings.ttl)
                     .await;
-                if let (Some(vector), Some((tier, prompt))) =
-                    (self.vector.take(), self.semantic_tier())
+                if let (Some(tokens), Some(vector), Some((tier, prompt))) =
+                    (stored, self.vector.take(), self.semantic_tier())
                 {
-                    self.store_semantic(tier, (prompt, vector), body).await;
+                    self.store_semantic(tier, (prompt, vector), body, tokens)
+                        .await;
                 }
             }
             if let Some(leader) = leader {
@@ -226,11 +227,14 @@ impl Flow<'_> {
         Ok(response)
     }
 
-    async fn store_semantic(&self, tier: &SemanticTier, entry: (&str, Vec<f32>), body: &Bytes) {
+    async fn store_semantic(
+        &self,
+        tier: &SemanticTier,
+        entry: (&str, Vec<f32>),
+        body: &Bytes,
+        tokens: u64,
+    ) {
         let route = &self.route.name;
-        let Some(tokens) = finished_answer(body, self.state.config.cache.max_entry_bytes) else {
-            return;
-        };
         let outcome = tier
             .insert(
                 route,
