@@ -135,6 +135,10 @@ impl Inner {
         }
         s.alive = false;
         self.live -= 1;
+        // A tombstone keeps only what the lookups need; the graph holds its own vector copy.
+        s.entry.body = None;
+        s.entry.vector = Vec::new();
+        s.entry.prompt = String::new();
         let id = s.entry.id.clone();
         if self.by_id.get(&id) == Some(&slot) {
             self.by_id.remove(&id);
@@ -216,8 +220,9 @@ impl SemanticIndex {
             (inner.reserve(entry, now), inner.generation, evicted)
         };
         let inner = self.read();
-        // A compaction in between already put the entry in its new graph.
-        if inner.generation == generation {
+        // A compaction in between already put the entry in its new graph; an entry removed in
+        // between has no vector left to insert.
+        if inner.generation == generation && inner.slots[slot].alive {
             inner
                 .graph
                 .insert_slice((&inner.slots[slot].entry.vector, slot));
