@@ -46,7 +46,7 @@ pub struct SemanticHit {
 /// Embedder, per-route indexes and their Redis copies.
 pub struct SemanticTier {
     embedder: Arc<dyn Embedder>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     indexes: HashMap<String, Arc<SemanticIndex>>,
     redis: Option<RedisStore>,
     prefix: String,
@@ -88,7 +88,7 @@ impl SemanticTier {
             .collect();
         Self {
             prefix: format!("{KEY_PREFIX}:sem:{}", embedder.model().slug()),
-            permits: Semaphore::new(config.embedding.sessions),
+            permits: Arc::new(Semaphore::new(config.embedding.sessions)),
             embedder,
             indexes,
             redis,
@@ -103,13 +103,21 @@ impl SemanticTier {
 
     /// Embeds one prompt on the blocking pool; at most `sessions` at once, the rest wait here.
     pub async fn embed(&self, text: &str) -> Result<Embedded, EmbedError> {
-        let _permit = self.permits.acquire().await.map_err(|_| EmbedError::Pool)?;
         let started = Instant::now();
-        let embedder = Arc::clone(&self.embedder);
-        let text = text.to_owned();
-        let result = tokio::task::spawn_blocking(move || embedder.embed_blocking(&[&text]))
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| EmbedError::Pool)?;
+        let embedder = Arc::clone(&self.embedder);
+        let text = text.to_owned();
+        // The permit moves into the blocking task: a caller that hangs up does not free a
+        // session slot while its embedding still runs.
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            embedder.embed_blocking(&[&text])
+        })
+        .await
+        .map_err(|_| EmbedError::Pool)?;
         self.metrics.embedding(started.elapsed());
         result?
             .pop()
@@ -120,7 +128,8 @@ impl SemanticTier {
         format!("{}:{route}:{id}", self.prefix)
     }
 
-    /// The best entry of `partition` at or above `threshold`, with its answer.
+    /// The best entry of `partition` at or above `threshold`, with its answer, unless one of
+    /// `guards` refuses it against the question `asked`.
     pub async fn lookup(
         &self,
         route: &str,
