@@ -337,3 +337,18 @@ async fn cache_off_by_route_or_header_bypasses_the_cache() {
     }
     assert_eq!(r.upstream.calls(), 4);
 }
+
+#[tokio::test]
+async fn a_bad_portkey_config_is_refused_even_when_the_cache_could_answer() {
+    let r = rig(true, "").await;
+    send(&r.gw, &ask("cached"), &[]).await;
+    assert_eq!(send(&r.gw, &ask("cached"), &[]).await.1, "HIT");
+    let (status, _, body) = send(
+        &r.gw,
+        &ask("cached"),
+        &[("x-portkey-config", r#"{"retry":{"attempts":99}}"#)],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("retry.attempts must be at most 10"), "{body}");
+}

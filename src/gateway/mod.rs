@@ -116,6 +116,8 @@ async fn chat_inner(
     };
     log.route = Some(route.name.clone());
     let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+    // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
+    overrides.retry_over(&route.retry)?;
     cached::answer(state, call, route, &overrides, request, log).await
 }
 
