@@ -68,11 +68,40 @@ fn unit(rng: &mut StdRng) -> Vec<f32> {
     v
 }
 
+/// Vectors around `CLUSTERS` centres, as embeddings of a service's questions bunch by topic;
+/// uniform random vectors are the graph's worst case and are measured too.
+const CLUSTERS: usize = 200;
+const CLUSTER_SPREAD: f32 = 0.08;
+
+fn clustered(rng: &mut StdRng, size: usize) -> Vec<Vec<f32>> {
+    let centres: Vec<Vec<f32>> = (0..CLUSTERS).map(|_| unit(rng)).collect();
+    (0..size)
+        .map(|i| {
+            let mut v: Vec<f32> = centres[i % CLUSTERS]
+                .iter()
+                .map(|x| x + (rng.random::<f32>() - 0.5) * CLUSTER_SPREAD)
+                .collect();
+            normalize(&mut v);
+            v
+        })
+        .collect()
+}
+
 fn search(c: &mut Criterion) {
     let mut group = c.benchmark_group("semantic index search");
-    for size in SIZES {
+    type Make = fn(&mut StdRng, usize) -> Vec<Vec<f32>>;
+    let kinds: [(&str, Make); 2] = [
+        ("uniform", |rng, size| {
+            (0..size).map(|_| unit(rng)).collect()
+        }),
+        ("clustered", clustered),
+    ];
+    for (size, (kind, make)) in SIZES
+        .into_iter()
+        .flat_map(|s| kinds.into_iter().map(move |k| (s, k)))
+    {
         let mut rng = StdRng::seed_from_u64(SEED);
-        let vectors: Vec<Vec<f32>> = (0..size).map(|_| unit(&mut rng)).collect();
+        let vectors: Vec<Vec<f32>> = make(&mut rng, size);
         let index = SemanticIndex::new(size);
         let started = Instant::now();
         // Two writers, as two concurrent misses would: graph inserts run side by side.
@@ -121,12 +150,12 @@ fn search(c: &mut Criterion) {
             })
             .count();
         println!(
-            "index of {size}: built in {:.1}s, recall@1 against brute force {:.3} ({QUERIES} queries)",
+            "{kind} index of {size}: built in {:.1}s, recall@1 against brute force {:.3} ({QUERIES} queries)",
             built.as_secs_f64(),
             correct as f64 / QUERIES as f64
         );
         let mut i = 0;
-        group.bench_function(format!("{size} entries"), |b| {
+        group.bench_function(format!("{size} {kind} entries"), |b| {
             b.iter(|| {
                 i = (i + 1) % QUERIES;
                 index.search(1, black_box(&queries[i]), 0.0, 0)
