@@ -49,7 +49,8 @@ impl ModelName {
     }
 
     /// Cosine similarity at or above which two prompts count as the same question, when a route
-    /// sets none; chosen from the labelled pairs in `tests/data/` (see README).
+    /// sets none; chosen on the labelled pairs in `tests/data/` with the default guards (e5:
+    /// precision 0.959, recall 0.392; MiniLM on the English pairs: 0.966, 0.467).
     pub fn default_threshold(self) -> f32 {
         match self {
             Self::MultilingualE5Small => 0.96,
