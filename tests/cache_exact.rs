@@ -47,20 +47,8 @@ fn ask(question: &str) -> Value {
 }
 
 async fn send(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let cache = res
-        .headers()
-        .get("x-portkey-cache-status")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, cache, res.text().await.unwrap())
+    let (status, cache, _, text) = common::chat(gw, body, headers).await;
+    (status, cache, text)
 }
 
 fn answer(content: &str) -> Reply {

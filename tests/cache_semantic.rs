@@ -65,24 +65,7 @@ async fn ask(
     body: &Value,
     headers: &[(&str, &str)],
 ) -> (u16, String, Option<String>, String) {
-    let mut req = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let (status, cache, similarity) = (
-        res.status().as_u16(),
-        header("x-portkey-cache-status").unwrap_or_default(),
-        header("x-deja-similarity"),
-    );
-    (status, cache, similarity, res.text().await.unwrap())
+    common::chat(gw, body, headers).await
 }
 
 async fn cache_status(gw: &Gateway, system: &str, question: &str) -> String {

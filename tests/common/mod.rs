@@ -137,6 +137,32 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// Posts a chat completion: (status, `x-portkey-cache-status`, `x-deja-similarity`, body).
+pub async fn chat(
+    gw: &Gateway,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> (u16, String, Option<String>, String) {
+    let mut req = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (status, cache, similarity) = (
+        res.status().as_u16(),
+        header("x-portkey-cache-status").unwrap_or_default(),
+        header("x-deja-similarity"),
+    );
+    (status, cache, similarity, res.text().await.unwrap())
+}
+
 /// Reads one sample of a Prometheus text exposition: `name{labels} value`, labels in any order.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
