@@ -63,7 +63,8 @@ pub(super) async fn answer(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
         log.cache = Some(CacheStatus::Refresh);
-        flow.vector = flow.embed_for_storage(log).await;
+        // No lookup on a refresh: the vector is only for writing the fresh answer back.
+        flow.vector = flow.embed_final_turn(log).await.ok();
         return flow.forward_and_store(request.raw, None, log).await;
     }
     if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await {
@@ -110,32 +111,41 @@ impl Flow<'_> {
         ))
     }
 
-    /// Embeds the final turn when the semantic tier applies; `None` when it does not, failed,
-    /// or the model does not know most of the prompt's tokens.
-    async fn embed_for_storage(&self, log: &mut RequestLog) -> Option<Vec<f32>> {
-        let (tier, text) = self.semantic_tier()?;
-        let route = &self.route.name;
-        let metrics = &self.state.metrics;
+    /// Embeds the final turn when the semantic tier applies. `Err` carries the lookup result
+    /// to count (`skipped`: the model does not know most of the prompt's tokens; `error`), or
+    /// `None` when the tier does not apply at all.
+    async fn embed_final_turn(
+        &self,
+        log: &mut RequestLog,
+    ) -> Result<Vec<f32>, Option<&'static str>> {
+        let (tier, text) = self.semantic_tier().ok_or(None)?;
         match tier.embed(text).await {
             Ok(e) if e.unknown_ratio > self.state.config.embedding.max_unknown_token_ratio => {
-                metrics.cache_lookup(route, "semantic", "skipped");
                 log.note = Some("semantic tier skipped: prompt mostly unknown to the model");
-                None
+                Err(Some("skipped"))
             }
-            Ok(e) => Some(e.vector),
+            Ok(e) => Ok(e.vector),
             Err(e) => {
+                let route = &self.route.name;
                 tracing::warn!(route = %route, error = %e, "embedding failed; semantic tier skipped");
-                metrics.cache_lookup(route, "semantic", "error");
-                None
+                Err(Some("error"))
             }
         }
     }
 
     async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
         let (tier, asked) = self.semantic_tier()?;
-        let vector = self.embed_for_storage(log).await?;
         let route = &self.route.name;
         let metrics = &self.state.metrics;
+        let vector = match self.embed_final_turn(log).await {
+            Ok(vector) => vector,
+            Err(result) => {
+                if let Some(result) = result {
+                    metrics.cache_lookup(route, "semantic", result);
+                }
+                return None;
+            }
+        };
         let threshold = self
             .settings
             .similarity_threshold
