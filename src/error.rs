@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
@@ -109,8 +110,9 @@ impl AppError {
     }
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
+impl AppError {
+    /// The OpenAI-shaped error body.
+    fn body(&self) -> serde_json::Value {
         let status = self.status();
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, kind = self.kind(), "internal error");
@@ -122,13 +124,24 @@ impl IntoResponse for AppError {
             500..=599 => "api_error",
             _ => "invalid_request_error",
         };
-        let body = json!({"error": {
+        json!({"error": {
             "message": message,
             "type": kind,
             "param": self.param(),
             "code": self.kind(),
-        }});
-        let mut response = (status, Json(body)).into_response();
+        }})
+    }
+
+    /// The same body as an SSE event, for a failure after a stream's first byte (when the status
+    /// line has long been sent). OpenAI's SDKs raise an `APIError` on it.
+    pub fn event(&self) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", self.body()))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
         if let Self::Upstream { retries, .. } = self {
             response
                 .headers_mut()

@@ -30,6 +30,11 @@ pub const INDEX_ENTRIES: &str = "deja_semantic_index_entries";
 pub const SEMANTIC_SIMILARITY: &str = "deja_semantic_hit_similarity";
 /// Semantic candidates refused by a guard, by route and guard.
 pub const GUARD_REFUSALS: &str = "deja_semantic_guard_refusals";
+/// Streams to clients by how they ended: `complete` (recorded whole and handed to the cache),
+/// `ended` (not recorded), `unfinished`, `error_event`, `too_large`, `unsupported_delta`,
+/// `malformed` (ended but not storable), `unreachable`/`timeout` (upstream broke or stalled
+/// mid-stream), `client_gone`.
+pub const STREAMS: &str = "deja_streams";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -85,6 +90,7 @@ pub struct Metrics {
     index_entries: Family<RouteOnly, Gauge>,
     similarity: HistogramFamily<RouteOnly>,
     refusals: Family<RouteGuard, Counter>,
+    streams: Family<RouteOutcome, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,7 +190,14 @@ impl Metrics {
             "Semantic candidates refused by a guard, by route and guard",
             refusals.clone(),
         );
+        let streams = Family::default();
+        registry.register(
+            STREAMS,
+            "Event streams sent to clients, by route and how they ended",
+            streams.clone(),
+        );
         Self {
+            streams,
             refusals,
             embedding,
             index_entries,
@@ -302,6 +315,16 @@ impl Metrics {
             .get_or_create(&RouteGuard {
                 route: route.to_owned(),
                 guard,
+            })
+            .inc();
+    }
+
+    /// Counts a stream to a client that ended with `outcome`.
+    pub fn stream_outcome(&self, route: &str, outcome: &'static str) {
+        self.streams
+            .get_or_create(&RouteOutcome {
+                route: route.to_owned(),
+                outcome,
             })
             .inc();
     }

@@ -17,6 +17,8 @@ pub struct ChatRequest {
     pub model: String,
     /// `stream: true` was asked for.
     pub stream: bool,
+    /// `stream_options.include_usage: true` was asked for.
+    pub include_usage: bool,
 }
 
 impl ChatRequest {
@@ -58,11 +60,16 @@ impl ChatRequest {
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(wrong_type("stream", "a boolean", other)),
         };
+        let include_usage = json
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(Self {
             raw,
             json,
             model,
             stream,
+            include_usage,
         })
     }
 }

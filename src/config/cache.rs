@@ -83,6 +83,9 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// Largest answer stored, in bytes; larger answers are passed on but not cached. Default 1 MiB.
     pub max_entry_bytes: usize,
+    /// Most characters per content delta when a cached answer is replayed as a stream; 0 sends
+    /// each text in one delta. Default 8: about a word, as a provider streams.
+    pub replay_chunk_chars: usize,
 }
 
 impl Default for CacheConfig {
@@ -91,6 +94,7 @@ impl Default for CacheConfig {
             default_mode: CacheMode::Semantic,
             memory_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
+            replay_chunk_chars: 8,
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The cached path of a chat completion: key the request, look it up in the exact tier, then the
 //! semantic tier, join the single flight of identical misses, forward, and write back what may
-//! be stored to both tiers.
+//! be stored to both tiers. Streams take the same path: a hit is replayed as a stream, a miss is
+//! recorded as it passes and stored once it ended cleanly.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::HeaderValue;
 
-use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str};
+use super::writeback::WriteBack;
+use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str, timeout_for};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
 use crate::cache::semantic::{Lookup, SemanticTier};
@@ -14,6 +17,8 @@ use crate::error::AppError;
 use crate::portkey::{HEADER_CACHE_NAMESPACE, HEADER_FORCE_REFRESH, RequestConfig};
 use crate::request::ChatRequest;
 use crate::state::AppState;
+use crate::stream::record::{OnComplete, Recorder};
+use crate::stream::replay::{ReplayOptions, replay};
 use crate::upstream::{Answer, AnswerBody};
 
 const CHAT_PATH: &str = "/chat/completions";
@@ -29,35 +34,28 @@ pub(super) async fn answer(
 ) -> Result<GatewayResponse, AppError> {
     let settings = overrides.cache_over(&route.cache)?;
     let namespace = header_str(call.headers, HEADER_CACHE_NAMESPACE).unwrap_or("");
-    // Streams are passed through uncached until they can be recorded and replayed.
     let keys = match settings.mode() {
         CacheMode::Off => None,
-        _ if request.stream => None,
         CacheMode::Simple | CacheMode::Semantic => {
             cache_keys(namespace, &route.name, &request.json)
         }
     };
-    let Some(keys) = keys else {
-        log.cache = Some(CacheStatus::Disabled);
-        let body = Some(request.raw);
-        return forward(
-            state,
-            route,
-            overrides,
-            CHAT_PATH,
-            body,
-            request.stream,
-            log,
-        )
-        .await;
-    };
+    let replay = request.stream.then_some(ReplayOptions {
+        chunk_chars: state.config.cache.replay_chunk_chars,
+        include_usage: request.include_usage,
+    });
     let mut flow = Flow {
         state,
         route,
         overrides,
         settings: &settings,
-        keys: &keys,
+        keys: keys.as_ref(),
+        replay,
         vector: None,
+    };
+    let Some(keys) = &keys else {
+        log.cache = Some(CacheStatus::Disabled);
+        return flow.forward_and_store(request.raw, None, log).await;
     };
     if header_str(call.headers, HEADER_FORCE_REFRESH)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -68,12 +66,10 @@ pub(super) async fn answer(
         return flow.forward_and_store(request.raw, None, log).await;
     }
     if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await {
-        log.cache = Some(CacheStatus::Hit);
-        return Ok(GatewayResponse::from_cache(
-            entry.body,
-            CacheStatus::Hit,
-            None,
-        ));
+        if let Some(hit) = flow.from_cache(entry.body, CacheStatus::Hit, None) {
+            log.cache = Some(CacheStatus::Hit);
+            return Ok(hit);
+        }
     }
     if let Some(hit) = flow.semantic_lookup(log).await {
         return Ok(hit);
@@ -81,6 +77,9 @@ pub(super) async fn answer(
     log.cache = Some(CacheStatus::Miss);
     let leader = match state.cache.join(&keys.exact) {
         Flight::Leader(leader) => Some(leader),
+        // A stream does not wait for another request's whole answer: its client wants the
+        // first token now. It asks upstream itself (and may store the same answer again).
+        Flight::Follower(_) if request.stream => None,
         Flight::Follower(slot) => match coalesce::wait(slot).await {
             Some(shared) => return Ok(GatewayResponse::from_shared(&shared)),
             // The leader left without an answer: ask upstream ourselves.
@@ -95,7 +94,10 @@ struct Flow<'a> {
     route: &'a RouteConfig,
     overrides: &'a RequestConfig,
     settings: &'a RouteCacheConfig,
-    keys: &'a CacheKeys,
+    /// `None` when the request is not cached.
+    keys: Option<&'a CacheKeys>,
+    /// How to replay a cached answer, when the client asked for a stream.
+    replay: Option<ReplayOptions>,
     /// The final turn's embedding, kept from the lookup for the write-back.
     vector: Option<Vec<f32>>,
 }
@@ -107,7 +109,7 @@ impl Flow<'_> {
         }
         Some((
             self.state.cache.semantic()?,
-            self.keys.final_user_text.as_deref()?,
+            self.keys?.final_user_text.as_deref()?,
         ))
     }
 
@@ -135,6 +137,7 @@ impl Flow<'_> {
 
     async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
         let (tier, asked) = self.semantic_tier()?;
+        let partition = &self.keys?.partition;
         let route = &self.route.name;
         let metrics = &self.state.metrics;
         let vector = match self.embed_final_turn(log).await {
@@ -153,7 +156,7 @@ impl Flow<'_> {
         let found = tier
             .lookup(
                 route,
-                &self.keys.partition,
+                partition,
                 (asked, &vector),
                 threshold,
                 &self.settings.guards,
@@ -162,16 +165,14 @@ impl Flow<'_> {
         self.vector = Some(vector);
         match found {
             Ok(Lookup::Hit(hit)) => {
+                let similarity = Some(hit.similarity);
+                let answer = self.from_cache(hit.body, CacheStatus::SemanticHit, similarity)?;
                 metrics.cache_lookup(route, "semantic", "hit");
                 metrics.semantic_hit(route, hit.similarity);
                 metrics.tokens_saved(route, "semantic", hit.total_tokens);
                 log.cache = Some(CacheStatus::SemanticHit);
-                log.similarity = Some(hit.similarity);
-                Some(GatewayResponse::from_cache(
-                    hit.body,
-                    CacheStatus::SemanticHit,
-                    Some(hit.similarity),
-                ))
+                log.similarity = similarity;
+                Some(answer)
             }
             Ok(Lookup::Miss) => {
                 metrics.cache_lookup(route, "semantic", "miss");
@@ -179,7 +180,7 @@ impl Flow<'_> {
             }
             Ok(Lookup::Refused(guard)) => {
                 // Ids, never text: prompts may hold personal data.
-                tracing::info!(route = %route, guard = guard.label(), partition = %&self.keys.partition[..16],
+                tracing::info!(route = %route, guard = guard.label(), partition = %&partition[..16],
                     "semantic candidate refused by a guard");
                 metrics.cache_lookup(route, "semantic", "miss");
                 metrics.guard_refusal(route, guard.label());
@@ -193,95 +194,96 @@ impl Flow<'_> {
         }
     }
 
+    /// A cached answer in the shape the client asked for: the stored JSON, or replayed as a
+    /// stream. `None` when a stored entry cannot be replayed (then it is treated as a miss).
+    fn from_cache(
+        &self,
+        body: Bytes,
+        cache: CacheStatus,
+        similarity: Option<f32>,
+    ) -> Option<GatewayResponse> {
+        let (content_type, body) = match self.replay {
+            None => ("application/json", AnswerBody::Full(body)),
+            Some(options) => {
+                let Some(events) = replay(&body, options) else {
+                    tracing::warn!(route = %self.route.name, "cached entry is not a chat completion; treated as a miss");
+                    return None;
+                };
+                let events = futures_util::stream::iter(events.into_iter().map(Ok));
+                ("text/event-stream", AnswerBody::Stream(events.boxed()))
+            }
+        };
+        Some(GatewayResponse {
+            answer: Answer {
+                status: http::StatusCode::OK,
+                content_type: Some(HeaderValue::from_static(content_type)),
+                body,
+            },
+            retries: 0,
+            cache: Some(cache),
+            similarity,
+        })
+    }
+
+    /// Forwards, then writes a cacheable answer back: a plain one before returning it, a stream
+    /// once it ended cleanly. Every stream goes through a [`Recorder`] (recording or not), so a
+    /// broken or stalled upstream always ends it with an error event.
     async fn forward_and_store(
         mut self,
         body: Bytes,
         leader: Option<Leader>,
         log: &mut RequestLog,
     ) -> Result<GatewayResponse, AppError> {
-        let response = forward(
+        let stream = self.replay.is_some();
+        let mut response = forward(
             self.state,
             self.route,
             self.overrides,
             CHAT_PATH,
             Some(body),
-            false,
+            stream,
             log,
         )
         .await?;
-        if let AnswerBody::Full(body) = &response.answer.body {
-            if response.answer.status.is_success() {
-                // Written before answering, so the next identical request finds it.
-                let route = &self.route.name;
-                let stored = self
-                    .state
-                    .cache
-                    .store(route, &self.keys.exact, body, self.settings.ttl)
-                    .await;
-                if let (Some(tokens), Some(vector), Some((tier, prompt))) =
-                    (stored, self.vector.take(), self.semantic_tier())
-                {
-                    self.store_semantic(tier, (prompt, vector), body, tokens)
-                        .await;
+        let writeback = self.keys.map(|keys| WriteBack {
+            state: self.state.clone(),
+            route: self.route.name.clone(),
+            keys: keys.clone(),
+            ttl: self.settings.ttl,
+            vector: self.vector.take(),
+            leader,
+            retries: response.retries,
+        });
+        let answer = &mut response.answer;
+        match std::mem::replace(&mut answer.body, AnswerBody::Full(Bytes::new())) {
+            AnswerBody::Full(body) => {
+                if let Some(writeback) = writeback {
+                    let content_type = answer.content_type.clone();
+                    writeback.finish(answer.status, content_type, &body).await;
                 }
+                answer.body = AnswerBody::Full(body);
             }
-            if let Some(leader) = leader {
-                leader.publish(Shared {
-                    status: response.answer.status,
-                    content_type: response.answer.content_type.clone(),
-                    body: body.clone(),
-                    retries: response.retries,
+            AnswerBody::Stream(upstream) => {
+                let record: Option<(usize, OnComplete)> = writeback.map(|w| {
+                    let max_bytes = self.state.config.cache.max_entry_bytes;
+                    (max_bytes, w.on_stream_complete())
                 });
+                let idle = timeout_for(&self.state.config, self.route, self.overrides);
+                let recorder = Recorder::new(
+                    upstream,
+                    idle,
+                    record,
+                    &self.route.name,
+                    self.state.metrics.clone(),
+                );
+                answer.body = AnswerBody::Stream(recorder.boxed());
             }
         }
         Ok(response)
     }
-
-    async fn store_semantic(
-        &self,
-        tier: &SemanticTier,
-        entry: (&str, Vec<f32>),
-        body: &Bytes,
-        tokens: u64,
-    ) {
-        let route = &self.route.name;
-        let outcome = tier
-            .insert(
-                route,
-                &self.keys.exact,
-                &self.keys.partition,
-                entry,
-                body,
-                tokens,
-                self.settings.ttl,
-            )
-            .await;
-        let result = match outcome {
-            Ok(()) => "stored",
-            Err(e) => {
-                tracing::warn!(route = %route, error = e.kind(), "semantic cache write failed");
-                "error"
-            }
-        };
-        self.state.metrics.cache_write(route, "semantic", result);
-    }
 }
 
 impl GatewayResponse {
-    /// An answer read from a cache tier: 200, JSON, as stored.
-    fn from_cache(body: Bytes, cache: CacheStatus, similarity: Option<f32>) -> Self {
-        Self {
-            answer: Answer {
-                status: http::StatusCode::OK,
-                content_type: Some(HeaderValue::from_static("application/json")),
-                body: AnswerBody::Full(body),
-            },
-            retries: 0,
-            cache: Some(cache),
-            similarity,
-        }
-    }
-
     /// The answer an identical request in flight got.
     fn from_shared(shared: &Shared) -> Self {
         Self {

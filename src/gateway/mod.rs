@@ -2,6 +2,7 @@
 //! (look up the cache: the next seam), forward with retries, then count and log the request.
 
 mod cached;
+mod writeback;
 
 use std::time::{Duration, Instant};
 

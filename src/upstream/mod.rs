@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use http::{HeaderValue, StatusCode};
 use secrecy::ExposeSecret;
 
 use crate::config::{RetryConfig, UpstreamConfig};
 use crate::metrics::Metrics;
+use crate::stream::record::ByteStream;
 
 /// Why the upstream gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,8 @@ impl UpstreamError {
 pub enum AnswerBody {
     /// The full body, read within the attempt's timeout.
     Full(Bytes),
-    /// A 2xx event stream, handed on as its chunks arrive.
-    Stream(BoxStream<'static, Result<Bytes, reqwest::Error>>),
+    /// A 2xx event stream, handed on as its chunks arrive; its first chunk has arrived.
+    Stream(ByteStream),
 }
 
 impl std::fmt::Debug for AnswerBody {
@@ -189,7 +189,7 @@ impl Forwarder {
         let retry_after = retry::retry_after(response.headers(), SystemTime::now());
         let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
         let body = if call.stream && status.is_success() {
-            AnswerBody::Stream(response.bytes_stream().boxed())
+            first_chunk_read(response).await?
         } else {
             AnswerBody::Full(response.bytes().await.map_err(transport_error)?)
         };
@@ -205,15 +205,42 @@ impl Forwarder {
     }
 }
 
+/// Waits for a stream's first chunk inside the attempt, so a connection that breaks or stalls
+/// before any byte reaches the client is retried like any other failed attempt.
+async fn first_chunk_read(response: reqwest::Response) -> Result<AnswerBody, UpstreamError> {
+    let mut chunks = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(|e| std::io::Error::other(transport_message(&e))));
+    loop {
+        match chunks.next().await {
+            Some(Ok(first)) if first.is_empty() => {}
+            Some(Ok(first)) => {
+                let rest = futures_util::stream::once(async { Ok(first) }).chain(chunks);
+                return Ok(AnswerBody::Stream(rest.boxed()));
+            }
+            Some(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+            None => {
+                return Err(UpstreamError::Unreachable(
+                    "the event stream ended before its first byte".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
 fn transport_error(e: reqwest::Error) -> UpstreamError {
+    UpstreamError::Unreachable(transport_message(&e))
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
     // reqwest's Display omits the cause ("error sending request"); the source says what broke.
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         message = format!("{message}: {cause}");
         source = cause.source();
     }
-    UpstreamError::Unreachable(message)
+    message
 }
 
 /// Status code as a static metric label, so labels never allocate per request.
