@@ -65,11 +65,11 @@ pub(super) async fn answer(
         flow.vector = flow.embed_final_turn(log).await.ok();
         return flow.forward_and_store(request.raw, None, log).await;
     }
-    if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await {
-        if let Some(hit) = flow.from_cache(entry.body, CacheStatus::Hit, None) {
-            log.cache = Some(CacheStatus::Hit);
-            return Ok(hit);
-        }
+    if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await
+        && let Some(hit) = flow.cached_answer(entry.body, CacheStatus::Hit, None)
+    {
+        log.cache = Some(CacheStatus::Hit);
+        return Ok(hit);
     }
     if let Some(hit) = flow.semantic_lookup(log).await {
         return Ok(hit);
@@ -166,7 +166,7 @@ impl Flow<'_> {
         match found {
             Ok(Lookup::Hit(hit)) => {
                 let similarity = Some(hit.similarity);
-                let answer = self.from_cache(hit.body, CacheStatus::SemanticHit, similarity)?;
+                let answer = self.cached_answer(hit.body, CacheStatus::SemanticHit, similarity)?;
                 metrics.cache_lookup(route, "semantic", "hit");
                 metrics.semantic_hit(route, hit.similarity);
                 metrics.tokens_saved(route, "semantic", hit.total_tokens);
@@ -196,7 +196,7 @@ impl Flow<'_> {
 
     /// A cached answer in the shape the client asked for: the stored JSON, or replayed as a
     /// stream. `None` when a stored entry cannot be replayed (then it is treated as a miss).
-    fn from_cache(
+    fn cached_answer(
         &self,
         body: Bytes,
         cache: CacheStatus,

@@ -86,13 +86,13 @@ pub fn replay(completion: &[u8], options: ReplayOptions) -> Option<Vec<Bytes>> {
             json!({"index": index, "delta": {}, "logprobs": choice.get("logprobs"), "finish_reason": finish}),
         );
     }
-    if options.include_usage {
-        if let Some(usage) = completion.get("usage") {
-            let mut chunk = head;
-            chunk.insert("choices".to_owned(), json!([]));
-            chunk.insert("usage".to_owned(), usage.clone());
-            out.push(event(&Value::Object(chunk)));
-        }
+    if options.include_usage
+        && let Some(usage) = completion.get("usage")
+    {
+        let mut chunk = head;
+        chunk.insert("choices".to_owned(), json!([]));
+        chunk.insert("usage".to_owned(), usage.clone());
+        out.push(event(&Value::Object(chunk)));
     }
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     Some(out)
@@ -121,11 +121,10 @@ pub fn pieces(text: &str, max: usize) -> Vec<&str> {
         let mut cut = window_end;
         if window_end < rest.len() {
             let half = rest.char_indices().nth(max / 2).map_or(0, |(i, _)| i);
-            if let Some(space) = rest[..window_end].rfind(char::is_whitespace) {
-                if space >= half {
-                    let after = space + rest[space..].chars().next().map_or(1, char::len_utf8);
-                    cut = after;
-                }
+            if let Some(space) = rest[..window_end].rfind(char::is_whitespace)
+                && space >= half
+            {
+                cut = space + rest[space..].chars().next().map_or(1, char::len_utf8);
             }
         }
         let (piece, tail) = rest.split_at(cut);
