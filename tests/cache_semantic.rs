@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::{Gateway, Upstream, client, config_with_mode, metric, shared_embedder};
+use common::{Gateway, Upstream, config_with_mode, metric, shared_embedder};
 use serde_json::{Value, json};
 
 async fn gateway(upstream: &Upstream, redis: Option<&RedisServer>, extra: &str) -> Gateway {
@@ -25,31 +25,8 @@ async fn gateway(upstream: &Upstream, redis: Option<&RedisServer>, extra: &str) 
         &format!("{redis_section}{extra}"),
     );
     let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-    wait_ready(&gw).await;
+    common::wait_ready(&gw).await;
     gw
-}
-
-async fn wait_ready(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let res = client()
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 200 {
-            let checks: Value = res.json().await.unwrap();
-            assert_eq!(checks["checks"]["semantic_index"], "ok", "{checks}");
-            assert!(checks["checks"]["embedding_model"].is_string(), "{checks}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready: {}",
-            res.text().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn body(system: &str, question: &str) -> Value {
@@ -312,7 +289,7 @@ async fn english_only_model_skips_chinese_prompts() {
     let extra = "[embedding]\nmodel = \"all-minilm-l6-v2\"\nsessions = 1\n";
     let config = config_with_mode(&upstream.url, "semantic", extra);
     let gw = Gateway::spawn(config).await;
-    wait_ready(&gw).await;
+    common::wait_ready(&gw).await;
     cache_status(&gw, "s", "怎么申请退款?").await;
     assert_eq!(
         cache_status(&gw, "s", "怎么申请发票?").await,

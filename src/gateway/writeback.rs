@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, StatusCode};
 
 use crate::cache::coalesce::{Leader, Shared};
@@ -49,10 +50,15 @@ impl WriteBack {
     /// The hook a recorded stream calls with its assembled completion.
     pub fn on_stream_complete(self) -> OnComplete {
         Box::new(move |completion: Bytes| {
-            tokio::spawn(async move {
+            // A task of its own, so a client hanging up at `[DONE]` cannot cut a write in half.
+            let task = tokio::spawn(async move {
                 let json = HeaderValue::from_static("application/json");
                 self.finish(StatusCode::OK, Some(json), &completion).await;
             });
+            async move {
+                let _ = task.await;
+            }
+            .boxed()
         })
     }
 

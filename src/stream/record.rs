@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use futures_util::{Future, FutureExt};
 use tokio::time::{Instant, Sleep};
 
 use super::assemble::{Assembler, Progress};
@@ -22,8 +24,10 @@ use crate::upstream::UpstreamError;
 /// Bytes of an event stream; errors are transport failures.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-/// Called with the assembled `chat.completion` of a stream that ended cleanly.
-pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+/// Called with the assembled `chat.completion` of a stream that ended cleanly; the client gets
+/// `[DONE]` once the returned future is done, so its next request finds the entry stored (as
+/// for a plain answer). The work itself must not depend on the future being polled to the end.
+pub type OnComplete = Box<dyn FnOnce(Bytes) -> BoxFuture<'static, ()> + Send>;
 
 struct Recording {
     parser: SseParser,
@@ -41,6 +45,8 @@ pub struct Recorder {
     /// Why the recording was dropped before the end, when it was.
     unstorable: Option<&'static str>,
     events: Vec<Event>,
+    /// The write-back under way, and the chunk (holding `[DONE]`) sent once it is done.
+    storing: Option<(BoxFuture<'static, ()>, Bytes)>,
     route: String,
     metrics: Arc<Metrics>,
     /// Set once the outcome is counted; nothing more is read after.
@@ -69,16 +75,16 @@ impl Recorder {
             }),
             unstorable: None,
             events: Vec::new(),
+            storing: None,
             route: route.to_owned(),
             metrics,
             outcome: None,
         }
     }
 
-    fn record(&mut self, bytes: &[u8]) {
-        let Some(recording) = &mut self.recording else {
-            return;
-        };
+    /// Records a chunk; returns the write-back to finish before the chunk is passed on.
+    fn record(&mut self, bytes: &[u8]) -> Option<BoxFuture<'static, ()>> {
+        let recording = self.recording.as_mut()?;
         recording.parser.feed(bytes, &mut self.events);
         if recording.parser.overflowed() {
             recording.assembler.abandon("too_large");
@@ -92,20 +98,22 @@ impl Recorder {
         }
         self.events.clear();
         match progress {
-            Progress::Open => {}
+            Progress::Open => None,
             Progress::Unstorable(reason) => {
                 self.recording = None;
                 self.unstorable = Some(reason);
+                None
             }
             Progress::Done => {
-                let Some(recording) = self.recording.take() else {
-                    return;
-                };
+                let recording = self.recording.take()?;
                 match recording.assembler.finish() {
                     Some(completion) => {
-                        (recording.on_complete)(Bytes::from(completion.to_string()));
+                        Some((recording.on_complete)(Bytes::from(completion.to_string())))
                     }
-                    None => self.unstorable = Some("unfinished"),
+                    None => {
+                        self.unstorable = Some("unfinished");
+                        None
+                    }
                 }
             }
         }
@@ -132,12 +140,25 @@ impl Stream for Recorder {
         if this.outcome.is_some() {
             return Poll::Ready(None);
         }
+        if let Some((store, _)) = &mut this.storing {
+            return match store.poll_unpin(cx) {
+                Poll::Ready(()) => Poll::Ready(this.storing.take().map(|(_, bytes)| Ok(bytes))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 let deadline = Instant::now() + this.idle;
                 this.idle_timer.as_mut().reset(deadline);
-                this.record(&bytes);
-                Poll::Ready(Some(Ok(bytes)))
+                match this.record(&bytes) {
+                    Some(store) => {
+                        this.storing = Some((store, bytes));
+                        // Wakes this task again to poll the write-back.
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    None => Poll::Ready(Some(Ok(bytes))),
+                }
             }
             Poll::Ready(Some(Err(e))) => {
                 let event = this.fail(UpstreamError::Unreachable(e.to_string()));

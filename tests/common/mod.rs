@@ -15,6 +15,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use deja::Config;
 use deja::config::EmbeddingConfig;
@@ -121,6 +122,30 @@ pub fn shared_embedder() -> Arc<dyn Embedder> {
         )
     });
     Arc::clone(e) as Arc<dyn Embedder>
+}
+
+/// Waits until `/readyz` says the semantic index is rebuilt and the model loaded.
+pub async fn wait_ready(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = client()
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            let checks: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(checks["checks"]["semantic_index"], "ok", "{checks}");
+            assert!(checks["checks"]["embedding_model"].is_string(), "{checks}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {}",
+            res.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A minimal chat completion body.

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub struct Reply {
     pub sse: Option<Vec<String>>,
     /// Chunks after the first wait for this to be notified.
     pub gate: Option<Arc<Notify>>,
+    /// After the chunks, break the connection instead of ending the body.
+    pub abort: bool,
 }
 
 impl Reply {
@@ -67,6 +70,14 @@ impl Reply {
             ..Self::default()
         }
     }
+
+    /// An event stream of `chunks` whose connection breaks after the last.
+    pub fn sse_then_reset(chunks: &[&str]) -> Self {
+        Self {
+            abort: true,
+            ..Self::sse(chunks, None)
+        }
+    }
 }
 
 /// One request the stand-in received.
@@ -84,6 +95,8 @@ struct Inner {
     script: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     record: bool,
+    /// Event streams dropped before their last chunk was sent: the client went away.
+    streams_cancelled: AtomicUsize,
 }
 
 /// A running stand-in.
@@ -136,6 +149,11 @@ impl Upstream {
         self.inner.received.lock().unwrap().clone()
     }
 
+    /// Event streams whose reader went away before their last chunk.
+    pub fn streams_cancelled(&self) -> usize {
+        self.inner.streams_cancelled.load(Ordering::SeqCst)
+    }
+
     /// Number of requests received so far.
     pub fn calls(&self) -> usize {
         self.inner.received.lock().unwrap().len()
@@ -173,7 +191,11 @@ async fn answer(
     }
     if let Some(chunks) = reply.sse {
         let gate = reply.gate.clone();
-        let stream = async_stream(chunks, gate);
+        let watch = CancelWatch {
+            inner: Arc::clone(&inner),
+            finished: false,
+        };
+        let stream = async_stream(chunks, gate, reply.abort, watch);
         return builder
             .header("content-type", "text/event-stream")
             .body(Body::from_stream(stream))
@@ -185,18 +207,43 @@ async fn answer(
         .unwrap()
 }
 
+/// Counts the stream as cancelled if it is dropped before it finished.
+struct CancelWatch {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.streams_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 fn async_stream(
     chunks: Vec<String>,
     gate: Option<Arc<Notify>>,
+    abort: bool,
+    watch: CancelWatch,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::unfold(
-        (chunks.into_iter(), gate, true),
-        |(mut chunks, gate, first)| async move {
-            let chunk = chunks.next()?;
+        (chunks.into_iter(), gate, true, watch),
+        move |(mut chunks, gate, first, mut watch)| async move {
+            let Some(chunk) = chunks.next() else {
+                watch.finished = true;
+                if !abort {
+                    return None;
+                }
+                // Give what was sent time to leave before the connection breaks.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let reset = std::io::Error::other("stand-in breaks the connection");
+                return Some((Err(reset), (chunks, gate, false, watch)));
+            };
             if let (false, Some(g)) = (first, &gate) {
                 g.notified().await;
             }
-            Some((Ok(Bytes::from(chunk)), (chunks, gate, false)))
+            Some((Ok(Bytes::from(chunk)), (chunks, gate, false, watch)))
         },
     )
 }
