@@ -1,9 +1,10 @@
 //! Load harness: one `deja serve` process in front of a fast local upstream stand-in, measured
-//! against calling the stand-in directly: forwarding with the cache off, exact-tier hits and
-//! semantic-tier hits (Redis: a private redis-server; the real model from models/).
+//! against calling the stand-in directly: forwarding with the cache off, exact-tier hits,
+//! exact-tier hits replayed as streams (time to first byte) and semantic-tier hits (Redis: a
+//! private redis-server; the real model from models/).
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
-//! semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS).
+//! stream,semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS).
 //! Loopback only; it stops by itself.
 #![allow(
     clippy::unwrap_used,
@@ -33,6 +34,8 @@ const DEFAULT_CONNS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(2);
 const BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2}"#;
 /// A paraphrase of BODY's question: never in the exact tier, so every request is a semantic hit.
+/// BODY asked as a stream: the same exact key, so after BODY is stored it is a replayed hit.
+const STREAM_BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2,"stream":true}"#;
 const PARAPHRASE: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What is the purpose of an AI gateway?"}],"temperature":0.2}"#;
 
 struct Report {
@@ -40,6 +43,8 @@ struct Report {
     errors: usize,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// Time to the first body byte.
+    ttfb_us: Vec<u32>,
 }
 
 impl Report {
@@ -48,8 +53,25 @@ impl Report {
     }
 
     fn pct(&self, p: f64) -> f64 {
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        pct(&self.latencies_us, p)
+    }
+}
+
+fn pct(sorted_us: &[u32], p: f64) -> f64 {
+    let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted_us[i]) / 1000.0
+}
+
+fn micros(since: Instant) -> u32 {
+    since.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+impl Report {
+    fn absorb(&mut self, run: Run) {
+        self.errors += run.errors;
+        self.requests += run.latencies.len();
+        self.latencies_us.extend(run.latencies);
+        self.ttfb_us.extend(run.ttfb);
     }
 }
 
@@ -60,19 +82,21 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-async fn connection_loop(
-    addr: SocketAddr,
-    body: &'static str,
-    until: Instant,
-) -> (usize, Vec<u32>) {
+#[derive(Default)]
+struct Run {
+    errors: usize,
+    latencies: Vec<u32>,
+    ttfb: Vec<u32>,
+}
+
+async fn connection_loop(addr: SocketAddr, body: &'static str, until: Instant) -> Run {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut latencies = Vec::with_capacity(65_536);
-    let mut errors = 0;
+    let mut run = Run::default();
     while Instant::now() < until {
         let req = Request::post("/v1/chat/completions")
             .header("host", addr.to_string())
@@ -83,20 +107,24 @@ async fn connection_loop(
         match sender.send_request(req).await {
             Ok(res) => {
                 let ok = res.status().is_success();
-                let _ = res.into_body().collect().await;
+                let mut body = res.into_body();
+                let _ = body.frame().await;
+                let ttfb = micros(started);
+                let _ = body.collect().await;
                 if ok {
-                    latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    run.latencies.push(micros(started));
+                    run.ttfb.push(ttfb);
                 } else {
-                    errors += 1;
+                    run.errors += 1;
                 }
             }
             Err(_) => {
-                errors += 1;
+                run.errors += 1;
                 break;
             }
         }
     }
-    (errors, latencies)
+    run
 }
 
 async fn load(addr: SocketAddr, body: &'static str, conns: usize, duration: Duration) -> Report {
@@ -118,15 +146,14 @@ async fn load(addr: SocketAddr, body: &'static str, conns: usize, duration: Dura
         errors: 0,
         elapsed: Duration::ZERO,
         latencies_us: Vec::new(),
+        ttfb_us: Vec::new(),
     };
     for t in tasks {
-        let (errors, lat) = t.await.unwrap();
-        report.errors += errors;
-        report.requests += lat.len();
-        report.latencies_us.extend(lat);
+        report.absorb(t.await.unwrap());
     }
     report.elapsed = started.elapsed();
     report.latencies_us.sort_unstable();
+    report.ttfb_us.sort_unstable();
     report
 }
 
@@ -207,6 +234,7 @@ async fn scenario(
     let (mode, body, label) = match name {
         "forward" => ("off", BODY, "through deja (cache off)"),
         "exact" => ("simple", BODY, "exact hits (Redis)"),
+        "stream" => ("simple", STREAM_BODY, "exact hits as streams"),
         _ => ("semantic", PARAPHRASE, "semantic hits (Redis)"),
     };
     env.push(("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()));
@@ -219,17 +247,25 @@ async fn scenario(
         models("lib/libonnxruntime.so"),
     ));
     let (mut gateway, gw_addr) = spawn_gateway(&stand_in.url, &env);
-    if name == "semantic" {
-        // Store the question (repeats are exact hits); its paraphrase then hits the semantic tier.
+    if name == "semantic" || name == "stream" {
+        // Store the plain question (repeats are exact hits). A stream of it is then replayed from
+        // that entry; its paraphrase hits the semantic tier.
         let _ = connection_loop(gw_addr, BODY, Instant::now() + Duration::from_millis(200)).await;
     }
     let mut runs = vec![conns];
-    if name == "semantic" && conns != 1 {
+    if (name == "semantic" || name == "stream") && conns != 1 {
         runs.insert(0, 1);
     }
     for c in runs {
         let r = load(gw_addr, body, c, duration).await;
         print(&format!("{label}, {c} conn"), &r);
+        if name == "stream" {
+            println!(
+                "  time to first byte: p50 {:.3} ms, p99 {:.3} ms",
+                pct(&r.ttfb_us, 0.50),
+                pct(&r.ttfb_us, 0.99)
+            );
+        }
         if c == conns {
             println!(
                 "  vs direct: p50 {:+.3} ms, p99 {:+.3} ms",
@@ -251,8 +287,8 @@ async fn scenario(
 fn main() {
     let secs = env_or("BENCH_SECS", DEFAULT_SECS);
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
-    let scenarios =
-        std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "forward,exact,semantic".to_owned());
+    let scenarios = std::env::var("BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "forward,exact,stream,semantic".to_owned());
     let duration = Duration::from_secs(secs);
     // The harness (load + stand-in) shares the machine's 2 cores with the gateway process.
     let rt = tokio::runtime::Builder::new_multi_thread()
