@@ -48,7 +48,8 @@ pub struct UpstreamConfig {
     pub base_url: String,
     /// Provider key sent as `Authorization: Bearer`; falls back to env `YI_API_KEY`.
     pub api_key: Option<SecretString>,
-    /// Per-attempt timeout (to the full answer; to the first header for streams); default `60s`.
+    /// Per-attempt timeout (to the full answer; for streams, to the first chunk and then between
+    /// chunks); default `60s`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// TCP + TLS connect timeout; default `10s`.
