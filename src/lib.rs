@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod eval;
 pub mod gateway;
 pub mod metrics;
 pub mod portkey;

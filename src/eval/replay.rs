@@ -1,0 +1,153 @@
+//! `deja eval --replay`: prompts in the order they arrived (one per line: a string, or
+//! `{"prompt": "..."}`, or `{"messages": [...]}`), run through a simulated cache for each
+//! candidate threshold and guard set, as deja's lookup does it: exact repeats hit; otherwise the
+//! most similar stored prompt of the same partition is served if it clears the threshold and the
+//! guards; a miss is stored.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{EvalError, Prompt, Verdict, cosine, embed_all, judge};
+use crate::cache::guard::Guard;
+use crate::embedding::Embedder;
+
+/// Hit rates of one guard set at one threshold.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplayRates {
+    /// Guard set, such as `none` or `numbers+negation+content`.
+    pub guards: String,
+    /// Cosine threshold.
+    pub threshold: f32,
+    /// Share of prompts answered from cache (exact or semantic).
+    pub hit_rate: f32,
+    /// Share of prompts answered by the semantic tier.
+    pub semantic_rate: f32,
+}
+
+/// Reads the prompts of a replay file.
+pub fn parse(path: &str, text: &str) -> Result<Vec<Prompt>, EvalError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let error = |message: String| EvalError::Format {
+            path: path.to_owned(),
+            line: i + 1,
+            message,
+        };
+        let row: Value = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+        let prompt = match &row {
+            Value::Object(o) => o
+                .get("messages")
+                .or_else(|| o.get("prompt"))
+                .ok_or_else(|| error("expected \"prompt\" or \"messages\"".to_owned()))?,
+            other => other,
+        };
+        out.push(Prompt::from_json(prompt).map_err(error)?);
+    }
+    Ok(out)
+}
+
+/// The guard sets a replay compares: none, each guard alone, and `configured`.
+pub fn guard_sets(configured: &[Guard]) -> Vec<Vec<Guard>> {
+    let mut sets = vec![Vec::new()];
+    sets.extend(Guard::all().into_iter().map(|g| vec![g]));
+    if configured.len() > 1 {
+        sets.push(configured.to_vec());
+    }
+    sets
+}
+
+/// Label of a guard set.
+pub fn label(guards: &[Guard]) -> String {
+    if guards.is_empty() {
+        return "none".to_owned();
+    }
+    guards.iter().map(|g| g.label()).collect::<Vec<_>>().join("+")
+}
+
+/// Replays `prompts` for every guard set and threshold.
+pub fn replay(
+    embedder: &dyn Embedder,
+    max_unknown: f32,
+    prompts: &[Prompt],
+    sets: &[Vec<Guard>],
+    thresholds: &[f32],
+    progress: impl FnMut(usize),
+) -> Result<Vec<ReplayRates>, EvalError> {
+    let texts: Vec<&str> = prompts
+        .iter()
+        .map(|p| p.text.as_deref().unwrap_or(""))
+        .collect();
+    let embedded = embed_all(embedder, &texts, progress)?;
+    let lowest = thresholds.iter().copied().fold(1.0f32, f32::min);
+    // For each prompt, the earlier prompts close enough to matter at any threshold.
+    let close: Vec<Vec<(usize, f32)>> = (0..prompts.len())
+        .map(|i| {
+            (0..i)
+                .filter(|&j| prompts[j].partition == prompts[i].partition)
+                .map(|j| (j, cosine(&embedded[i].vector, &embedded[j].vector)))
+                .filter(|(_, s)| *s >= lowest)
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for guards in sets {
+        let mut verdicts: HashMap<(usize, usize), Verdict> = HashMap::new();
+        for &threshold in thresholds {
+            let (hits, semantic) = simulate(prompts, &close, threshold, |i, j| {
+                *verdicts.entry((i, j)).or_insert_with(|| {
+                    judge(
+                        guards,
+                        max_unknown,
+                        (&prompts[i], Some(&embedded[i])),
+                        (&prompts[j], Some(&embedded[j])),
+                    )
+                })
+            });
+            let share = |n: usize| n as f32 / prompts.len().max(1) as f32;
+            out.push(ReplayRates {
+                guards: label(guards),
+                threshold,
+                hit_rate: share(hits),
+                semantic_rate: share(semantic),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// (hits, semantic hits) of one run through an empty cache.
+fn simulate(
+    prompts: &[Prompt],
+    close: &[Vec<(usize, f32)>],
+    threshold: f32,
+    mut verdict: impl FnMut(usize, usize) -> Verdict,
+) -> (usize, usize) {
+    let mut stored = vec![false; prompts.len()];
+    let (mut hits, mut semantic) = (0, 0);
+    for i in 0..prompts.len() {
+        let repeat = close[i]
+            .iter()
+            .any(|&(j, _)| stored[j] && prompts[i].text.is_some() && prompts[j].text == prompts[i].text);
+        if repeat {
+            hits += 1;
+            continue;
+        }
+        let best = close[i]
+            .iter()
+            .filter(|&&(j, s)| stored[j] && s >= threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let served = best.is_some_and(|&(j, _)| verdict(i, j).served_at(threshold));
+        if served {
+            hits += 1;
+            semantic += 1;
+        } else {
+            stored[i] = true;
+        }
+    }
+    (hits, semantic)
+}
