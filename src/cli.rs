@@ -1,4 +1,4 @@
-//! Command line: `deja serve` and `deja check-config`.
+//! Command line: `deja serve`, `deja check-config` and `deja eval`.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,34 @@ pub enum Command {
         /// Log line format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Measure the semantic tier offline: score labelled pairs over thresholds 0.70-0.99 with
+    /// the configured model and the route's guards, or replay a prompt log.
+    Eval {
+        /// Config file; default `./deja.toml` when present, else embedded defaults.
+        #[arg(long, env = "DEJA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Route whose guards apply.
+        #[arg(long, default_value = "default")]
+        route: String,
+        /// JSONL of labelled pairs: `{"a","b","same_answer"}` (optional `lang`, `category`).
+        #[arg(long, conflicts_with = "replay", required_unless_present = "replay")]
+        pairs: Option<PathBuf>,
+        /// JSONL of prompts in arrival order: hit rate per threshold and guard set.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// Highest share of look-alike traps served that a threshold may have.
+        #[arg(long, default_value_t = 0.02)]
+        max_wrong: f32,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Draw served and wrong rates against the threshold into this PNG.
+        #[arg(long, requires = "pairs")]
+        plot: Option<PathBuf>,
+        /// Write the chosen threshold into this route of the config file.
+        #[arg(long, requires = "pairs")]
+        write_route: Option<String>,
     },
     /// Validate the configuration and exit (non-zero on errors).
     CheckConfig {

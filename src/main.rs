@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use deja::cli::{Cli, Command};
+use deja::eval::command::EvalArgs;
 use deja::{Config, telemetry};
 
 fn main() -> ExitCode {
@@ -20,6 +21,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Eval {
+            config,
+            route,
+            pairs,
+            replay,
+            max_wrong,
+            json,
+            plot,
+            write_route,
+        } => {
+            let args = EvalArgs {
+                config,
+                route,
+                pairs,
+                replay,
+                max_wrong,
+                json,
+                plot,
+                write_route,
+            };
+            match deja::eval::command::run(&args) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config, log_format } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,

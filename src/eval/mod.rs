@@ -2,6 +2,7 @@
 //! configured model and guards over a sweep of thresholds (`pairs`), prompt logs replayed
 //! against candidate thresholds and guard sets (`replay`), and the output (`report`).
 
+pub mod command;
 pub mod pairs;
 pub mod replay;
 pub mod report;
@@ -125,7 +126,9 @@ pub fn judge(
     let (Some(ta), Some(tb), Some(ea), Some(eb)) = (&a.text, &b.text, ea, eb) else {
         return Verdict::Never;
     };
-    if a.partition != b.partition || ea.unknown_ratio > max_unknown || eb.unknown_ratio > max_unknown
+    if a.partition != b.partition
+        || ea.unknown_ratio > max_unknown
+        || eb.unknown_ratio > max_unknown
     {
         return Verdict::Never;
     }

@@ -208,11 +208,16 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        let err = parse("p.jsonl", "{\"a\":\"x\",\"b\":\"y\",\"same_answer\":true}\n{\"a\":1}\n")
+        let err = parse(
+            "p.jsonl",
+            "{\"a\":\"x\",\"b\":\"y\",\"same_answer\":true}\n{\"a\":1}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.jsonl:2: \"a\": a prompt is"), "{err}");
+        let err = parse("p.jsonl", "{\"a\":\"x\",\"b\":\"y\"}")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("p.jsonl:2: \"a\": a prompt is"), "{err}");
-        let err = parse("p.jsonl", "{\"a\":\"x\",\"b\":\"y\"}").unwrap_err().to_string();
         assert!(err.contains("same_answer"), "{err}");
     }
 }

@@ -66,7 +66,11 @@ pub fn label(guards: &[Guard]) -> String {
     if guards.is_empty() {
         return "none".to_owned();
     }
-    guards.iter().map(|g| g.label()).collect::<Vec<_>>().join("+")
+    guards
+        .iter()
+        .map(|g| g.label())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// Replays `prompts` for every guard set and threshold.
@@ -130,9 +134,9 @@ fn simulate(
     let mut stored = vec![false; prompts.len()];
     let (mut hits, mut semantic) = (0, 0);
     for i in 0..prompts.len() {
-        let repeat = close[i]
-            .iter()
-            .any(|&(j, _)| stored[j] && prompts[i].text.is_some() && prompts[j].text == prompts[i].text);
+        let repeat = close[i].iter().any(|&(j, _)| {
+            stored[j] && prompts[i].text.is_some() && prompts[j].text == prompts[i].text
+        });
         if repeat {
             hits += 1;
             continue;

@@ -122,13 +122,17 @@ pub fn plot(
             .draw_series(LineSeries::new(served, color.stroke_width(2)))
             .map_err(|e| err(&e))?
             .label(format!("{}: same-answer served", group.group))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         let wrong = group.sweep.iter().map(|r| (r.threshold, r.wrong));
         chart
             .draw_series(DashedLineSeries::new(wrong, 6, 4, color.stroke_width(2)))
             .map_err(|e| err(&e))?
             .label(format!("{}: traps served (wrong)", group.group))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+            });
     }
     let limit = [(0.70f32, max_wrong), (1.0, max_wrong)];
     chart
