@@ -1,140 +1,148 @@
-//! Precision and recall of the semantic tier's similarity on the labelled pairs in
-//! `tests/data/pairs.jsonl`, with the real default model, at the model's default threshold.
-//! Fails if precision (share of served pairs that really had the same answer) drops below 0.95.
+//! The semantic tier's correctness goal, measured on the labelled pairs in
+//! `tests/data/pairs.jsonl` with the real models, the default guards and each model's default
+//! threshold: in Chinese and in English separately, at least 50% of same-answer pairs served and
+//! at most 2% of look-alike traps served. Prints the figures per language and per category.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "tests fail by panicking"
 )]
 
-use deja::cache::guard::{Guard, refuse};
+use deja::cache::guard::Guard;
 use deja::config::{EmbeddingConfig, ModelName};
-use deja::embedding::Embedder;
 use deja::embedding::onnx::OnnxEmbedder;
+use deja::eval::pairs::{self, Judged, Labels, rates};
+use deja::eval::{Prompt, Verdict};
 
-struct Pair {
-    a: String,
-    b: String,
-    lang: String,
-    category: String,
-    same: bool,
-    similarity: f32,
+const PAIRS: &str = "tests/data/pairs.jsonl";
+const MIN_SERVED: f32 = 0.50;
+const MAX_WRONG: f32 = 0.02;
+
+fn labelled() -> Vec<(Prompt, Prompt, Labels)> {
+    pairs::parse(PAIRS, &std::fs::read_to_string(PAIRS).unwrap()).unwrap()
 }
 
-fn scored(model: ModelName, lang: Option<&str>) -> Vec<Pair> {
-    let embedder = OnnxEmbedder::load(&EmbeddingConfig {
+fn judged(model: ModelName, guards: &[Guard], set: &[(Prompt, Prompt, Labels)]) -> Vec<Judged> {
+    let config = EmbeddingConfig {
         model,
         ..EmbeddingConfig::default()
-    })
-    .unwrap();
-    let text = std::fs::read_to_string("tests/data/pairs.jsonl").unwrap();
-    text.lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|row| lang.is_none_or(|l| row["lang"] == l))
-        .map(|row| {
-            let (a, b) = (row["a"].as_str().unwrap(), row["b"].as_str().unwrap());
-            // One at a time, as requests arrive.
-            let va = embedder.embed_blocking(&[a]).unwrap().remove(0).vector;
-            let vb = embedder.embed_blocking(&[b]).unwrap().remove(0).vector;
-            Pair {
-                a: a.to_owned(),
-                b: b.to_owned(),
-                lang: row["lang"].as_str().unwrap().to_owned(),
-                category: row["category"].as_str().unwrap().to_owned(),
-                same: row["same_answer"].as_bool().unwrap(),
-                similarity: va.iter().zip(&vb).map(|(x, y)| x * y).sum(),
-            }
-        })
-        .collect()
+    };
+    let embedder = OnnxEmbedder::load(&config).unwrap();
+    pairs::judge_all(
+        &embedder,
+        guards,
+        config.max_unknown_token_ratio,
+        set,
+        |_| {},
+    )
+    .unwrap()
 }
 
-/// (precision, recall, served wrong) of `pairs` at `threshold` with `guards`.
-fn rates<'a>(
-    pairs: impl Iterator<Item = &'a Pair> + Clone,
-    threshold: f32,
-    guards: &[Guard],
-) -> (f32, f32, usize) {
-    let served = pairs
-        .clone()
-        .filter(|p| p.similarity >= threshold && refuse(guards, &p.a, &p.b).is_none());
-    let right = served.clone().filter(|p| p.same).count();
-    let wrong = served.count() - right;
-    let positives = pairs.filter(|p| p.same).count();
-    let precision = if right + wrong == 0 {
-        1.0
-    } else {
-        right as f32 / (right + wrong) as f32
-    };
-    (precision, right as f32 / positives.max(1) as f32, wrong)
+fn report(name: &str, members: &[&Judged], threshold: f32) -> (f32, f32) {
+    let r = rates(members.iter().copied(), threshold);
+    println!(
+        "{name:<16} pairs {:>3}  served same-answer {:.3}  served traps (wrong) {:.3}  precision {:.3}",
+        members.len(),
+        r.recall,
+        r.wrong,
+        r.precision
+    );
+    (r.recall, r.wrong)
 }
 
 #[test]
-fn default_threshold_keeps_precision_above_0_95() {
+fn the_labelled_set_is_large_and_spread() {
+    let set = labelled();
+    assert!(set.len() >= 600, "{} pairs", set.len());
+    for lang in ["zh", "en"] {
+        let of = |same: bool, category: Option<&str>| {
+            set.iter()
+                .filter(|(_, _, l)| l.lang.as_deref() == Some(lang) && l.same_answer == same)
+                .filter(|(_, _, l)| category.is_none_or(|c| l.category.as_deref() == Some(c)))
+                .count()
+        };
+        assert!(of(false, None) >= 150, "{lang}: {} traps", of(false, None));
+        for category in ["negation", "entity", "number", "scope", "multi_turn"] {
+            assert!(
+                of(false, Some(category)) >= 8,
+                "{lang}: few {category} traps"
+            );
+        }
+        assert!(
+            of(true, Some("multi_turn")) >= 8,
+            "{lang}: few multi-turn paraphrases"
+        );
+    }
+}
+
+#[test]
+fn e5_at_its_defaults_serves_half_the_paraphrases_and_at_most_2_percent_of_traps() {
+    let set = labelled();
     let model = ModelName::MultilingualE5Small;
-    let pairs = scored(model, None);
-    assert!(
-        pairs.len() >= 200,
-        "the labelled set needs at least 200 pairs"
-    );
-    let guards = Guard::all();
-    println!(
-        "threshold  lang  | no guards: precision recall wrong | guards: precision recall wrong"
-    );
-    for t in [0.85f32, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98] {
-        for lang in ["zh", "en"] {
-            let (p0, r0, w0) = rates(pairs.iter().filter(|x| x.lang == lang), t, &[]);
-            let (p, r, w) = rates(pairs.iter().filter(|x| x.lang == lang), t, &guards);
-            println!("{t:9.2}  {lang:4}  | {p0:9.3} {r0:6.3} {w0:5} | {p:9.3} {r:6.3} {w:5}");
+    let threshold = model.default_threshold();
+    let with_guards = judged(model, &Guard::all(), &set);
+    let unguarded: Vec<Judged> = with_guards
+        .iter()
+        .map(|j| Judged {
+            verdict: match j.verdict {
+                Verdict::Candidate { similarity, .. } => Verdict::Candidate {
+                    similarity,
+                    refused_by: None,
+                },
+                Verdict::Never => Verdict::Never,
+            },
+            ..j.clone()
+        })
+        .collect();
+    println!("multilingual-e5-small at {threshold}, guards: numbers, negation, content");
+    let mut failures = Vec::new();
+    for lang in ["zh", "en"] {
+        let members: Vec<&Judged> = with_guards
+            .iter()
+            .filter(|j| j.lang.as_deref() == Some(lang))
+            .collect();
+        let (served, wrong) = report(lang, &members, threshold);
+        let bare: Vec<&Judged> = unguarded
+            .iter()
+            .filter(|j| j.lang.as_deref() == Some(lang))
+            .collect();
+        report(&format!("{lang} unguarded"), &bare, threshold);
+        for category in [
+            "paraphrase",
+            "multi_turn",
+            "negation",
+            "entity",
+            "number",
+            "scope",
+            "unrelated",
+        ] {
+            let of: Vec<&Judged> = members
+                .iter()
+                .copied()
+                .filter(|j| j.category.as_deref() == Some(category))
+                .collect();
+            report(&format!("{lang}/{category}"), &of, threshold);
+        }
+        if served < MIN_SERVED || wrong > MAX_WRONG {
+            failures.push(format!("{lang}: served {served:.3} (goal >= {MIN_SERVED}), wrong {wrong:.3} (goal <= {MAX_WRONG})"));
         }
     }
-    for t in [0.90f32, 0.95, 0.96, 0.97] {
-        let (p0, r0, _) = rates(pairs.iter(), t, &[]);
-        let (p, r, _) = rates(pairs.iter(), t, &guards);
-        println!("both languages at {t:.2}: alone {p0:.3} / {r0:.3}, with guards {p:.3} / {r:.3}");
-    }
-    let mut wrong: Vec<&Pair> = pairs
-        .iter()
-        .filter(|p| !p.same && refuse(&guards, &p.a, &p.b).is_none())
-        .collect();
-    wrong.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-    for p in wrong.iter().take(8) {
-        println!(
-            "closest trap past the guards: {:.4} {} {}",
-            p.similarity, p.lang, p.category
-        );
-    }
-    let threshold = model.default_threshold();
-    let (precision, recall, _) = rates(pairs.iter(), threshold, &guards);
-    println!("default threshold {threshold}: precision {precision:.3}, recall {recall:.3}");
-    assert!(
-        precision >= 0.95,
-        "precision {precision:.3} at the default threshold {threshold}"
-    );
-    assert!(
-        recall > 0.0,
-        "the default threshold must serve some paraphrases"
-    );
+    assert!(failures.is_empty(), "{failures:?}");
 }
 
 #[test]
-fn minilm_default_threshold_keeps_english_precision_above_0_95() {
+fn minilm_at_its_defaults_meets_the_goal_in_english() {
     // English only: MiniLM reads Chinese as [UNK]s, and deja skips the semantic tier for it.
+    let set: Vec<_> = labelled()
+        .into_iter()
+        .filter(|(_, _, l)| l.lang.as_deref() == Some("en"))
+        .collect();
     let model = ModelName::AllMinilmL6V2;
-    let pairs = scored(model, Some("en"));
-    let guards = Guard::all();
-    for t in [0.75f32, 0.80, 0.85, 0.90, 0.95] {
-        let (p0, r0, _) = rates(pairs.iter(), t, &[]);
-        let (p, r, w) = rates(pairs.iter(), t, &guards);
-        println!(
-            "minilm en at {t:.2}: alone {p0:.3} / {r0:.3}, with guards {p:.3} / {r:.3} ({w} wrong)"
-        );
-    }
-    let threshold = model.default_threshold();
-    let (precision, recall, _) = rates(pairs.iter(), threshold, &guards);
-    println!("minilm default threshold {threshold}: precision {precision:.3}, recall {recall:.3}");
+    let judged = judged(model, &Guard::all(), &set);
+    let members: Vec<&Judged> = judged.iter().collect();
+    let (served, wrong) = report("minilm en", &members, model.default_threshold());
     assert!(
-        precision >= 0.95,
-        "precision {precision:.3} at the default threshold {threshold}"
+        served >= MIN_SERVED && wrong <= MAX_WRONG,
+        "served {served:.3}, wrong {wrong:.3}"
     );
-    assert!(recall > 0.0);
 }

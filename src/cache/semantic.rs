@@ -76,6 +76,8 @@ impl SemanticTier {
         redis: Option<RedisStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // The guards' segmenter loads its dictionary once, here at start, not on a lookup.
+        guard::warm();
         let indexes = config
             .routes
             .iter()

@@ -152,10 +152,10 @@ pub fn lowest_meeting(sweep: &[Rates], max_wrong: f32) -> Option<Rates> {
 }
 
 /// Pairs grouped by a label (`"all"` for every pair).
-pub fn groups<'a>(
-    pairs: &'a [Judged],
+pub fn groups(
+    pairs: &[Judged],
     label: impl Fn(&Judged) -> Option<&str>,
-) -> BTreeMap<String, Vec<&'a Judged>> {
+) -> BTreeMap<String, Vec<&Judged>> {
     let mut out: BTreeMap<String, Vec<&Judged>> = BTreeMap::new();
     for p in pairs {
         out.entry(label(p).unwrap_or("unlabelled").to_owned())

@@ -65,7 +65,7 @@ pub fn replay_table(rates: &[ReplayRates]) -> String {
             sets.push(&r.guards);
         }
     }
-    let mut out = format!("hit rate (semantic part) by guard set\nthreshold");
+    let mut out = "hit rate (semantic part) by guard set\nthreshold".to_owned();
     for s in &sets {
         let _ = write!(out, "  {s:>24}");
     }
