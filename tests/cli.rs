@@ -137,6 +137,16 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
         upstream.received()[0].headers["authorization"],
         "Bearer sk-from-yi-env"
     );
+    // A look-alike with the opposite action: refused by a guard, logged by id only.
+    for question in ["怎么取消自动续费", "怎么开启自动续费"] {
+        let res = c
+            .post(format!("{url}/v1/chat/completions"))
+            .body(chat_body(question))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-portkey-cache-status"], "MISS");
+    }
 
     let pid = child.id().to_string();
     assert!(
@@ -165,7 +175,17 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
     assert_eq!(request["status"], 200);
     assert_eq!(request["attempts"], 1);
     assert!(request["latency_ms"].as_f64().unwrap() > 0.0);
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "semantic candidate refused by a guard")
+        .unwrap_or_else(|| panic!("no refusal line in {lines:?}"));
+    assert_eq!(refused["guard"], "negation");
+    for id in ["asked", "stored"] {
+        let id = refused[id].as_str().unwrap();
+        assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    }
     let all = lines.iter().map(ToString::to_string).collect::<String>();
+    assert!(!all.contains("自动续费"), "a prompt's text was logged");
     assert!(
         !all.contains("sk-from-yi-env"),
         "the provider key was logged"

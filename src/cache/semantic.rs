@@ -29,7 +29,12 @@ pub enum Lookup {
     /// Nothing close enough.
     Miss,
     /// A close entry, refused by a guard.
-    Refused(Guard),
+    Refused {
+        /// The guard that refused it.
+        guard: Guard,
+        /// The stored entry's id (its exact key), for the log.
+        stored: String,
+    },
 }
 
 /// A semantic hit.
@@ -147,7 +152,10 @@ impl SemanticTier {
             return Ok(Lookup::Miss);
         };
         if let Some(refused) = guard::refuse(guards, asked, &found.prompt) {
-            return Ok(Lookup::Refused(refused));
+            return Ok(Lookup::Refused {
+                guard: refused,
+                stored: found.id,
+            });
         }
         let body = match (found.body, &self.redis) {
             (Some(body), _) => Some(body),

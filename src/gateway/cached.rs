@@ -178,10 +178,12 @@ impl Flow<'_> {
                 metrics.cache_lookup(route, "semantic", "miss");
                 None
             }
-            Ok(Lookup::Refused(guard)) => {
-                // Ids, never text: prompts may hold personal data.
-                tracing::info!(route = %route, guard = guard.label(), partition = %&partition[..16],
-                    "semantic candidate refused by a guard");
+            Ok(Lookup::Refused { guard, stored }) => {
+                // Ids (exact keys), never text: prompts may hold personal data.
+                let asked_id = self.keys.map_or("", |k| &k.exact[..16]);
+                let stored_id = stored.get(..16).unwrap_or(&stored);
+                tracing::info!(route = %route, guard = guard.label(), asked = asked_id,
+                    stored = stored_id, "semantic candidate refused by a guard");
                 metrics.cache_lookup(route, "semantic", "miss");
                 metrics.guard_refusal(route, guard.label());
                 None
