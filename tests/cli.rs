@@ -182,7 +182,10 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
     assert_eq!(refused["guard"], "negation");
     for id in ["asked", "stored"] {
         let id = refused[id].as_str().unwrap();
-        assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(
+            id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
     }
     let all = lines.iter().map(ToString::to_string).collect::<String>();
     assert!(!all.contains("自动续费"), "a prompt's text was logged");

@@ -57,14 +57,15 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<(Prompt, Prompt, Labels)>, Ev
                 .ok_or_else(|| error(format!("missing \"{field}\"")))?;
             Prompt::from_json(value).map_err(|m| error(format!("\"{field}\": {m}")))
         };
+        let (a, b) = (prompt("a")?, prompt("b")?);
         let same_answer = row
             .get("same_answer")
             .and_then(Value::as_bool)
             .ok_or_else(|| error("\"same_answer\" must be true or false".to_owned()))?;
         let label = |field: &str| row.get(field).and_then(Value::as_str).map(str::to_owned);
         out.push((
-            prompt("a")?,
-            prompt("b")?,
+            a,
+            b,
             Labels {
                 same_answer,
                 lang: label("lang"),
