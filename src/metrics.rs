@@ -35,6 +35,9 @@ pub const GUARD_REFUSALS: &str = "deja_semantic_guard_refusals";
 /// `malformed` (ended but not storable), `unreachable`/`timeout` (upstream broke or stalled
 /// mid-stream), `client_gone`.
 pub const STREAMS: &str = "deja_streams";
+/// Semantic hits verified against a fresh upstream answer, by route and result (`agree`,
+/// `disagree`, `error`, `skipped` when over `verify_max_per_second`).
+pub const SEMANTIC_VERIFIED: &str = "deja_semantic_verified";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -91,6 +94,7 @@ pub struct Metrics {
     similarity: HistogramFamily<RouteOnly>,
     refusals: Family<RouteGuard, Counter>,
     streams: Family<RouteOutcome, Counter>,
+    verified: Family<RouteOutcome, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -196,7 +200,14 @@ impl Metrics {
             "Event streams sent to clients, by route and how they ended",
             streams.clone(),
         );
+        let verified = Family::default();
+        registry.register(
+            SEMANTIC_VERIFIED,
+            "Semantic hits checked against a fresh upstream answer, by route and result",
+            verified.clone(),
+        );
         Self {
+            verified,
             streams,
             refusals,
             embedding,
@@ -322,6 +333,16 @@ impl Metrics {
     /// Counts a stream to a client that ended with `outcome`.
     pub fn stream_outcome(&self, route: &str, outcome: &'static str) {
         self.streams
+            .get_or_create(&RouteOutcome {
+                route: route.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a verification of a semantic hit.
+    pub fn semantic_verified(&self, route: &str, outcome: &'static str) {
+        self.verified
             .get_or_create(&RouteOutcome {
                 route: route.to_owned(),
                 outcome,

@@ -6,6 +6,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
+use crate::gateway::VerifyBudget;
 use crate::metrics::Metrics;
 use crate::upstream::{Forwarder, UpstreamError};
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// Redis client, when `[redis] url` is set; checked by `/readyz`.
     pub redis: Option<redis::Client>,
+    /// Bounds the upstream calls made to verify semantic hits.
+    pub verify_budget: Arc<VerifyBudget>,
 }
 
 impl AppState {
@@ -71,7 +74,9 @@ impl AppState {
             .as_deref()
             .map(redis::Client::open)
             .transpose()?;
+        let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
         Ok(Self {
+            verify_budget,
             config: Arc::new(config),
             metrics,
             forwarder,

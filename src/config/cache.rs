@@ -34,6 +34,9 @@ pub struct RouteCacheConfig {
     /// Checks a semantic hit must pass beyond the threshold; default all:
     /// `["numbers", "negation", "content"]`.
     pub guards: Vec<Guard>,
+    /// Share (0..1) of semantic hits also sent upstream in the background, after the client has
+    /// its answer, to check the cached answer still agrees; default 0 (off).
+    pub verify_sample_rate: f64,
 }
 
 impl Default for RouteCacheConfig {
@@ -44,6 +47,7 @@ impl Default for RouteCacheConfig {
             similarity_threshold: None,
             max_entries: 100_000,
             guards: Guard::all(),
+            verify_sample_rate: 0.0,
         }
     }
 }
@@ -70,6 +74,12 @@ impl RouteCacheConfig {
         if self.max_entries == 0 {
             errors.push(format!("{path}.max_entries must be above 0"));
         }
+        if !(0.0..=1.0).contains(&self.verify_sample_rate) {
+            errors.push(format!(
+                "{path}.verify_sample_rate must be within 0..=1, got {}",
+                self.verify_sample_rate
+            ));
+        }
     }
 }
 
@@ -86,6 +96,12 @@ pub struct CacheConfig {
     /// Most characters per content delta when a cached answer is replayed as a stream; 0 sends
     /// each text in one delta. Default 8: about a word, as a provider streams.
     pub replay_chunk_chars: usize,
+    /// Most verification calls (see `verify_sample_rate`) per second, over all routes: the bound
+    /// on what verification adds to the provider bill. Default 1.
+    pub verify_max_per_second: f64,
+    /// Cosine similarity of the cached and the fresh answer at or above which they agree.
+    /// Default 0.90.
+    pub verify_min_similarity: f32,
 }
 
 impl Default for CacheConfig {
@@ -95,6 +111,8 @@ impl Default for CacheConfig {
             memory_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             replay_chunk_chars: 8,
+            verify_max_per_second: 1.0,
+            verify_min_similarity: 0.90,
         }
     }
 }
@@ -106,6 +124,18 @@ impl CacheConfig {
         }
         if self.max_entry_bytes == 0 {
             errors.push(format!("{path}.max_entry_bytes must be above 0"));
+        }
+        if !(self.verify_max_per_second >= 0.0 && self.verify_max_per_second.is_finite()) {
+            errors.push(format!(
+                "{path}.verify_max_per_second must be a number >= 0, got {}",
+                self.verify_max_per_second
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.verify_min_similarity) {
+            errors.push(format!(
+                "{path}.verify_min_similarity must be within 0..=1, got {}",
+                self.verify_min_similarity
+            ));
         }
     }
 }

@@ -128,9 +128,14 @@ fn validation_reports_every_broken_rule() {
         base_url = "ftp://example.com"
         [redis]
         url = "nonsense://"
+        [cache]
+        verify_max_per_second = -1
+        verify_min_similarity = 2
         [[routes]]
         name = "chat bot"
         models = []
+        [routes.cache]
+        verify_sample_rate = 1.5
         [routes.retry]
         attempts = 11
         on_status_codes = [42]
@@ -155,6 +160,9 @@ fn validation_reports_every_broken_rule() {
         "routes[0].retry.on_status_codes[0] must be an HTTP status (100-599), got 42",
         "routes[0].retry.base_delay (5s) must not exceed max_delay (1s)",
         "routes[2].name `default` is used by an earlier route",
+        "cache.verify_max_per_second must be a number >= 0, got -1",
+        "cache.verify_min_similarity must be within 0..=1, got 2",
+        "routes[0].cache.verify_sample_rate must be within 0..=1, got 1.5",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderValue;
 
+use super::verify;
 use super::writeback::WriteBack;
 use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str, timeout_for};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
@@ -48,6 +49,7 @@ pub(super) async fn answer(
         state,
         route,
         overrides,
+        request: &request.json,
         settings: &settings,
         keys: keys.as_ref(),
         replay,
@@ -93,6 +95,8 @@ struct Flow<'a> {
     state: &'a AppState,
     route: &'a RouteConfig,
     overrides: &'a RequestConfig,
+    /// The request as parsed, for verification.
+    request: &'a serde_json::Value,
     settings: &'a RouteCacheConfig,
     /// `None` when the request is not cached.
     keys: Option<&'a CacheKeys>,
@@ -166,6 +170,17 @@ impl Flow<'_> {
         match found {
             Ok(Lookup::Hit(hit)) => {
                 let similarity = Some(hit.similarity);
+                verify::maybe_verify(self.state, self.settings.verify_sample_rate, || {
+                    verify::Sample {
+                        route: route.clone(),
+                        request: self.request.clone(),
+                        served: hit.body.clone(),
+                        timeout: timeout_for(&self.state.config, self.route, self.overrides),
+                        asked_id: self
+                            .keys
+                            .map_or(String::new(), |k| k.exact[..16].to_owned()),
+                    }
+                });
                 let answer = self.cached_answer(hit.body, CacheStatus::SemanticHit, similarity)?;
                 metrics.cache_lookup(route, "semantic", "hit");
                 metrics.semantic_hit(route, hit.similarity);

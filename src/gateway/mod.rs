@@ -2,7 +2,10 @@
 //! (look up the cache: the next seam), forward with retries, then count and log the request.
 
 mod cached;
+mod verify;
 mod writeback;
+
+pub use verify::VerifyBudget;
 
 use std::time::{Duration, Instant};
 
