@@ -1,4 +1,5 @@
-//! Criterion benches of the cache's parts: key canonicalisation, embedding one prompt and a
+//! Criterion benches of the cache's parts: key canonicalisation, the guards on a candidate pair,
+//! embedding one prompt and a
 //! batch of 32 with the real default model, and `SemanticIndex` search at 10k and 100k entries
 //! (with recall@1 against brute force printed beside it). Needs `models/fetch.sh` to have run.
 #![allow(
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use deja::cache::guard::{Guard, refuse};
 use deja::cache::index::{NewEntry, SemanticIndex};
 use deja::cache::key::cache_keys;
 use deja::config::EmbeddingConfig;
@@ -39,6 +41,27 @@ fn keys(c: &mut Criterion) {
     c.bench_function("key canonicalisation (4 messages)", |b| {
         b.iter(|| cache_keys(black_box("ns"), "default", black_box(&body)))
     });
+}
+
+fn guards(c: &mut Criterion) {
+    deja::cache::guard::warm();
+    let all = Guard::all();
+    for (name, a, b) in [
+        (
+            "guards, Chinese pair",
+            "退款需要多长时间到账？",
+            "退款一般几天能到账？",
+        ),
+        (
+            "guards, English pair",
+            "How do I cancel my subscription?",
+            "How can I cancel my subscription?",
+        ),
+    ] {
+        c.bench_function(name, |bench| {
+            bench.iter(|| refuse(&all, black_box(a), black_box(b)))
+        });
+    }
 }
 
 fn embedding(c: &mut Criterion) {
@@ -168,6 +191,6 @@ fn search(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = keys, embedding, search
+    targets = keys, guards, embedding, search
 }
 criterion_main!(benches);
