@@ -60,6 +60,12 @@ struct RouteOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteResult {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteTierResult {
     route: String,
     tier: &'static str,
@@ -94,7 +100,7 @@ pub struct Metrics {
     similarity: HistogramFamily<RouteOnly>,
     refusals: Family<RouteGuard, Counter>,
     streams: Family<RouteOutcome, Counter>,
-    verified: Family<RouteOutcome, Counter>,
+    verified: Family<RouteResult, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -341,11 +347,11 @@ impl Metrics {
     }
 
     /// Counts a verification of a semantic hit.
-    pub fn semantic_verified(&self, route: &str, outcome: &'static str) {
+    pub fn semantic_verified(&self, route: &str, result: &'static str) {
         self.verified
-            .get_or_create(&RouteOutcome {
+            .get_or_create(&RouteResult {
                 route: route.to_owned(),
-                outcome,
+                result,
             })
             .inc();
     }

@@ -46,7 +46,7 @@ async fn verified(gw: &Gateway, result: &str, expected: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let metrics = gw.scrape_metrics().await;
-        let labels = [("route", "default"), ("outcome", result)];
+        let labels = [("route", "default"), ("result", result)];
         let got = metric(&metrics, "deja_semantic_verified_total", &labels).unwrap_or(0.0);
         if got == expected {
             return;
