@@ -9,7 +9,7 @@ use jieba_rs::Jieba;
 use rust_stemmers::{Algorithm, Stemmer};
 
 use super::lexicon::{
-    AXES, DATE_WORDS, EN_DIRECTION_VERBS, EN_NEGATIONS, EN_PHRASES, EN_STOP, SYNONYMS,
+    AXES, DATE_WORDS, EN_DIRECTION_VERBS, EN_NEGATIONS, EN_PHRASES, EN_STOP, SYNONYMS, UNITS,
     ZH_DIRECTION_MARKERS, ZH_NEGATIONS, ZH_NOT_NEGATIONS, ZH_STOP,
 };
 
@@ -71,20 +71,56 @@ impl Analysis {
     }
 }
 
+/// Each number with the unit right after it, if one is named ("5gb", "100美元", "$50").
 fn digits(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() || (matches!(c, '.' | ',') && !current.is_empty()) {
-            if c != ',' {
-                current.push(c);
-            }
-        } else if !current.is_empty() {
-            out.push(current.trim_end_matches('.').to_owned());
-            current.clear();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            i += 1;
+            continue;
         }
+        let currency = i
+            .checked_sub(1)
+            .and_then(|p| "$€¥£".contains(chars[p]).then_some(chars[p]));
+        let mut number = String::new();
+        while i < chars.len() && (chars[i].is_ascii_digit() || matches!(chars[i], '.' | ',')) {
+            if chars[i] != ',' {
+                number.push(chars[i]);
+            }
+            i += 1;
+        }
+        let mut number = number.trim_end_matches('.').to_owned();
+        if let Some(c) = currency {
+            number.insert(0, c);
+        } else if let Some(unit) = unit_at(&chars, i) {
+            number.push_str(&unit);
+        }
+        out.push(number);
     }
     out
+}
+
+/// The unit starting at `i` (after optional spaces), if it is one of [`UNITS`].
+fn unit_at(chars: &[char], mut i: usize) -> Option<String> {
+    while chars.get(i) == Some(&' ') {
+        i += 1;
+    }
+    let first = *chars.get(i)?;
+    let run: String = if is_cjk(first) {
+        // The longest known unit of up to 3 characters.
+        return (1..=3).rev().find_map(|n| {
+            let word: String = chars.get(i..i + n)?.iter().collect();
+            UNITS.contains(&word.as_str()).then_some(word)
+        });
+    } else {
+        chars[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic() || **c == '%')
+            .collect()
+    };
+    UNITS.contains(&run.as_str()).then_some(run)
 }
 
 fn is_cjk(c: char) -> bool {

@@ -202,6 +202,21 @@ mod tests {
             ("周一天气怎么样？", "周五天气怎么样？", Guard::Numbers),
             ("2斤等于多少克？", "5斤等于多少克？", Guard::Numbers),
             (
+                "Is a 5 GB file too big to email?",
+                "Is a 5 MB file too big to email?",
+                Guard::Numbers,
+            ),
+            (
+                "100美元等于多少人民币",
+                "100欧元等于多少人民币",
+                Guard::Numbers,
+            ),
+            (
+                "Is shipping free over $50?",
+                "Is shipping free over 50 euros?",
+                Guard::Numbers,
+            ),
+            (
                 "How do I convert a PDF to Word?",
                 "How do I convert a Word document to PDF?",
                 Guard::Content,
