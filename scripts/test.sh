@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The one test command: starts Redis where none answers, fetches the models the tests embed
+# The one test command: starts Redis and Postgres where none answers, fetches the models the tests embed
 # with and the client SDKs the tests drive deja with, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 ensure_redis
+ensure_postgres
 bash models/fetch.sh
 bash tests/sdk/setup.sh
 cargo test --locked "$@"

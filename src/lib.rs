@@ -14,6 +14,7 @@ pub mod portkey;
 pub mod request;
 pub mod routes;
 pub mod state;
+pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod upstream;

@@ -7,6 +7,7 @@ mod env;
 mod retry;
 mod route;
 mod server;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ pub use embedding::{EmbeddingConfig, ModelName};
 pub use retry::RetryConfig;
 pub use route::RouteConfig;
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
+pub use store::StoreConfig;
 
 /// File read when `--config` is not given and it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "deja.toml";
@@ -71,6 +73,8 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     /// Routes in match order; a `default` route is appended when absent.
     pub routes: Vec<RouteConfig>,
+    /// The control plane's database.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -82,6 +86,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             embedding: EmbeddingConfig::default(),
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
+            store: StoreConfig::default(),
         }
     }
 }
@@ -151,6 +156,7 @@ impl Config {
         let mut errors = Vec::new();
         self.server.validate("server", &mut errors);
         self.upstream.validate("upstream", &mut errors);
+        self.store.validate("store", &mut errors);
         self.redis.validate("redis", &mut errors);
         self.cache.validate("cache", &mut errors);
         self.embedding.validate("embedding", &mut errors);

@@ -17,6 +17,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGINT/SIGTERM; default `30s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Refuse calls without a valid deja API key (401). Default: on when `listen` is not a
+    /// loopback address.
+    pub require_auth: Option<bool>,
 }
 
 impl Default for ServerConfig {
@@ -25,11 +28,18 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            require_auth: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// Whether anonymous calls are refused.
+    pub fn auth_required(&self) -> bool {
+        self.require_auth
+            .unwrap_or_else(|| !self.listen.ip().is_loopback())
+    }
+
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
         if self.max_body_bytes == 0 {
             errors.push(format!("{path}.max_body_bytes must be above 0"));

@@ -1,0 +1,119 @@
+//! The control plane's store on both dialects: a SQLite file and a fresh Postgres database.
+//! Migrations apply (twice is a no-op), saved configs keep every version and roll back, slugs are
+//! unique, keys are stored as hashes and revoked.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use deja::store::keys::{Scope, hash_key};
+use deja::store::{Store, StoreError};
+use serde_json::json;
+
+async fn exercise(store: &Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+
+    let retry = json!({"retry": {"attempts": 3}});
+    let created = store
+        .create_config("acme", "01ai retry", Some("pc-01ai-retry-123"), &retry)
+        .await
+        .unwrap();
+    assert_eq!(created.slug, "pc-01ai-retry-123");
+    assert_eq!(created.config, retry);
+    let taken = store
+        .create_config("acme", "again", Some("pc-01ai-retry-123"), &retry)
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let generated = store
+        .create_config(
+            "acme",
+            "Semantic cache!",
+            None,
+            &json!({"cache": {"mode": "semantic"}}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        generated.slug.starts_with("pc-semantic-cache-"),
+        "{}",
+        generated.slug
+    );
+
+    let v2 = store
+        .update_config(
+            "pc-01ai-retry-123",
+            None,
+            Some(&json!({"retry": {"attempts": 5}})),
+        )
+        .await
+        .unwrap();
+    assert_ne!(v2.version_id, created.version_id);
+    assert_eq!(
+        store
+            .config("pc-01ai-retry-123", None)
+            .await
+            .unwrap()
+            .config["retry"]["attempts"],
+        5
+    );
+    let old = store
+        .config("pc-01ai-retry-123", Some(&created.version_id))
+        .await
+        .unwrap();
+    assert_eq!(old.config, retry);
+    let v3 = store
+        .rollback_config("pc-01ai-retry-123", &created.version_id)
+        .await
+        .unwrap();
+    assert_eq!(v3.config, retry);
+    let versions = store.config_versions("pc-01ai-retry-123").await.unwrap();
+    let seqs: Vec<i64> = versions.iter().map(|v| v.seq).collect();
+    assert_eq!(seqs, [3, 2, 1]);
+    assert_eq!(store.list_configs().await.unwrap().len(), 2);
+
+    store.delete_config(generated.slug.as_str()).await.unwrap();
+    assert!(matches!(
+        store.config(&generated.slug, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.list_configs().await.unwrap().len(), 1);
+
+    let (key, secret) = store.create_key("acme", Scope::Admin).await.unwrap();
+    assert!(secret.starts_with("dk-") && secret.len() > 40);
+    let active = store.active_keys().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].hash, hash_key(&secret));
+    assert_eq!(
+        (active[0].tenant.as_str(), active[0].scope),
+        ("acme", Scope::Admin)
+    );
+    store.revoke_key(&key.id).await.unwrap();
+    assert!(store.active_keys().await.unwrap().is_empty());
+    assert!(store.list_keys().await.unwrap()[0].revoked_at.is_some());
+    assert!(matches!(
+        store.revoke_key(&key.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
+    exercise(&Store::connect_lazy(&url).unwrap()).await;
+    // Reopened: the data and the migration record are still there.
+    let again = Store::connect_lazy(&url).unwrap();
+    again.migrate().await.unwrap();
+    assert_eq!(again.list_configs().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_database() {
+    let db = postgres::PgDatabase::create().await;
+    exercise(&Store::connect_lazy(&db.url).unwrap()).await;
+}
