@@ -50,6 +50,21 @@ pub enum AppError {
         /// Retries made before giving up.
         retries: u32,
     },
+    /// No valid API key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid key without the scope the call needs.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A control-plane object does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// A control-plane object with that slug exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The control plane's database failed.
+    #[error("control plane store unavailable: {0}")]
+    Store(String),
     /// A fault inside deja; the message is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +87,11 @@ impl AppError {
                 UpstreamError::Unreachable(_) => "upstream_unreachable",
                 UpstreamError::Client(_) => "upstream_client",
             },
+            Self::Unauthorized(_) => "invalid_api_key",
+            Self::Forbidden(_) => "insufficient_scope",
+            Self::Missing(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Store(_) => "store_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -84,7 +104,11 @@ impl AppError {
             | Self::BodyRead(_)
             | Self::Config(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownRoute(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::UnknownRoute(_) | Self::NotFound(_) | Self::Missing(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream {
                 source: UpstreamError::Timeout(_),
                 ..
@@ -148,5 +172,19 @@ impl IntoResponse for AppError {
                 .insert(HEADER_RETRY_COUNT, HeaderValue::from(retries));
         }
         response
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(what) => Self::Missing(what),
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => {
+                tracing::error!(error = %other, "control plane store failed");
+                Self::Store(other.to_string())
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! a two-tier response cache).
 
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -51,6 +52,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // The control plane is ready before the first request: migrated, keys loaded.
+    state.store.migrate().await?;
+    state.keys.refresh(&state.store).await?;
+    let refresher = {
+        let (keys, store) = (std::sync::Arc::clone(&state.keys), state.store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(auth::REFRESH_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.refresh(&store).await {
+                    tracing::warn!(error = %e, "reloading API keys failed; keeping the last set");
+                }
+            }
+        })
+    };
+    let _stop_refresher = AbortOnDrop(refresher);
     let cache = std::sync::Arc::clone(&state.cache);
     let upkeep = tokio::spawn(async move {
         cache.warm_up().await;

@@ -19,6 +19,8 @@ pub const HEADER_CACHE_NAMESPACE: &str = "x-portkey-cache-namespace";
 pub const HEADER_FORCE_REFRESH: &str = "x-portkey-cache-force-refresh";
 /// Cosine similarity of a semantic hit, 4 decimals.
 pub const HEADER_SIMILARITY: &str = "x-deja-similarity";
+/// Version of the saved config a request named, on its response.
+pub const HEADER_CONFIG_VERSION: &str = "x-deja-config-version";
 /// Route chosen by the caller, by name.
 pub const HEADER_ROUTE: &str = "x-deja-route";
 

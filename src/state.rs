@@ -6,7 +6,9 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
-use crate::gateway::VerifyBudget;
+use crate::auth::KeyRing;
+use crate::gateway::{SavedConfigs, VerifyBudget};
+use crate::store::{Store, StoreError};
 use crate::metrics::Metrics;
 use crate::upstream::{Forwarder, UpstreamError};
 
@@ -25,6 +27,9 @@ pub enum StartError {
     /// The embedding model could not be loaded.
     #[error(transparent)]
     Embedding(#[from] EmbedError),
+    /// The control plane's store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The listener failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -45,6 +50,12 @@ pub struct AppState {
     pub redis: Option<redis::Client>,
     /// Bounds the upstream calls made to verify semantic hits.
     pub verify_budget: Arc<VerifyBudget>,
+    /// The control plane's database.
+    pub store: Store,
+    /// Active API keys, refreshed from the store.
+    pub keys: Arc<KeyRing>,
+    /// Saved configs recently read, by `slug[@version]`.
+    pub saved_configs: Arc<SavedConfigs>,
 }
 
 impl AppState {
@@ -75,7 +86,11 @@ impl AppState {
             .map(redis::Client::open)
             .transpose()?;
         let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
+        let store = Store::connect_lazy(&config.store.url)?;
         Ok(Self {
+            store,
+            keys: Arc::new(KeyRing::default()),
+            saved_configs: Arc::new(SavedConfigs::default()),
             verify_budget,
             config: Arc::new(config),
             metrics,

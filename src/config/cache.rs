@@ -37,6 +37,9 @@ pub struct RouteCacheConfig {
     /// Share (0..1) of semantic hits also sent upstream in the background, after the client has
     /// its answer, to check the cached answer still agrees; default 0 (off).
     pub verify_sample_rate: f64,
+    /// Entries are shared by every tenant (answers that do not depend on who asks); default off:
+    /// each tenant's entries are its own.
+    pub shared: bool,
 }
 
 impl Default for RouteCacheConfig {
@@ -48,6 +51,7 @@ impl Default for RouteCacheConfig {
             max_entries: 100_000,
             guards: Guard::all(),
             verify_sample_rate: 0.0,
+            shared: false,
         }
     }
 }

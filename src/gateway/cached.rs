@@ -31,10 +31,17 @@ pub(super) async fn answer(
     route: &RouteConfig,
     overrides: &RequestConfig,
     request: ChatRequest,
+    tenant: Option<&str>,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
     let settings = overrides.cache_over(&route.cache)?;
-    let namespace = header_str(call.headers, HEADER_CACHE_NAMESPACE).unwrap_or("");
+    let asked_namespace = header_str(call.headers, HEADER_CACHE_NAMESPACE).unwrap_or("");
+    // Tenants never share entries unless the route is marked shared.
+    let namespace = match tenant {
+        Some(tenant) if !route.cache.shared => format!("{tenant}\u{1f}{asked_namespace}"),
+        _ => asked_namespace.to_owned(),
+    };
+    let namespace = namespace.as_str();
     let keys = match settings.mode() {
         CacheMode::Off => None,
         CacheMode::Simple | CacheMode::Semantic => {
@@ -239,6 +246,7 @@ impl Flow<'_> {
             retries: 0,
             cache: Some(cache),
             similarity,
+            config_version: None,
         })
     }
 
@@ -312,6 +320,7 @@ impl GatewayResponse {
             retries: shared.retries,
             cache: Some(CacheStatus::Miss),
             similarity: None,
+            config_version: None,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! (look up the cache: the next seam), forward with retries, then count and log the request.
 
 mod cached;
+pub mod saved;
 mod verify;
 mod writeback;
 
+pub use saved::SavedConfigs;
 pub use verify::VerifyBudget;
 
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use http::HeaderMap;
 
 use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
 use crate::error::AppError;
+use crate::auth;
 use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
 use crate::request::ChatRequest;
 use crate::state::AppState;
@@ -69,6 +72,8 @@ pub struct GatewayResponse {
     pub cache: Option<CacheStatus>,
     /// Cosine similarity of a semantic hit.
     pub similarity: Option<f32>,
+    /// Version of the saved config the request named, sent as `x-deja-config-version`.
+    pub config_version: Option<String>,
 }
 
 /// Where the caller asked to go: `/r/{route}/...` and the request headers.
@@ -109,6 +114,7 @@ async fn chat_inner(
     body: Result<Bytes, AppError>,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
+    let principal = auth::caller(state, call.headers)?;
     let named = named_route(&state.config, call)?;
     log.route = named.map(|r| r.name.clone());
     let request = ChatRequest::parse(body?)?;
@@ -119,10 +125,13 @@ async fn chat_inner(
         None => route_for_model(&state.config, &request.model),
     };
     log.route = Some(route.name.clone());
-    let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+    let (overrides, version) = saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
-    cached::answer(state, call, route, &overrides, request, log).await
+    let tenant = principal.as_ref().map(|p| p.tenant.as_str());
+    let mut response = cached::answer(state, call, route, &overrides, request, tenant, log).await?;
+    response.config_version = version;
+    Ok(response)
 }
 
 /// Sends one call upstream under the route's policy with the request's overrides laid over it.
@@ -157,6 +166,7 @@ async fn forward(
         retries: forwarded.retries,
         cache: log.cache,
         similarity: None,
+        config_version: None,
     })
 }
 
@@ -170,7 +180,8 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
             None => default_route(&state.config),
         };
         log.route = Some(route.name.clone());
-        let overrides = RequestConfig::parse(header_str(call.headers, HEADER_CONFIG))?;
+        auth::caller(state, call.headers)?;
+        let (overrides, _) = saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
         forward(state, route, &overrides, "/models", None, false, &mut log).await
     }
     .await;

@@ -13,7 +13,9 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::error::AppError;
 use crate::gateway::GatewayResponse;
-use crate::portkey::{HEADER_CACHE_STATUS, HEADER_RETRY_COUNT, HEADER_SIMILARITY};
+use crate::portkey::{
+    HEADER_CACHE_STATUS, HEADER_CONFIG_VERSION, HEADER_RETRY_COUNT, HEADER_SIMILARITY,
+};
 use crate::state::AppState;
 use crate::upstream::AnswerBody;
 
@@ -66,6 +68,12 @@ impl IntoResponse for GatewayResponse {
                 HEADER_CACHE_STATUS,
                 HeaderValue::from_static(cache.header_value()),
             );
+        }
+        if let Some(version) = self
+            .config_version
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.insert(HEADER_CONFIG_VERSION, version);
         }
         if let Some(similarity) = self
             .similarity

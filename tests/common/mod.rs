@@ -106,9 +106,15 @@ pub fn config(upstream_url: &str, extra: &str) -> Config {
 
 /// [`config`] with another default cache mode.
 pub fn config_with_mode(upstream_url: &str, default_mode: &str, extra: &str) -> Config {
+    // Each gateway keeps its control plane in memory unless the test names a store.
+    let store = if extra.contains("[store]") {
+        ""
+    } else {
+        "[store]\nurl = \"sqlite::memory:\"\n"
+    };
     let text = format!(
         "[upstream]\nbase_url = \"{upstream_url}\"\napi_key = \"sk-provider-test\"\ntimeout = \"5s\"\n\
-         [cache]\ndefault_mode = \"{default_mode}\"\n{extra}"
+         {store}[cache]\ndefault_mode = \"{default_mode}\"\n{extra}"
     );
     Config::from_toml_with_env(&text, "test", &[]).unwrap()
 }

@@ -1,0 +1,70 @@
+//! `x-portkey-config` naming a saved config: `SLUG` (newest version) or `SLUG@VERSION_ID`, read
+//! from the store and kept for a few seconds, so an update or rollback reaches every replica
+//! within that time without a database read per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{RetryConfig, RouteCacheConfig};
+use crate::error::AppError;
+use crate::portkey::{PortkeyConfigError, RequestConfig};
+use crate::state::AppState;
+
+/// How long a saved config read from the store is used before it is read again.
+pub const FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// Saved configs recently read, by `slug[@version]`.
+pub struct SavedConfigs {
+    recent: moka::sync::Cache<String, Arc<(RequestConfig, String)>>,
+}
+
+impl Default for SavedConfigs {
+    fn default() -> Self {
+        Self {
+            recent: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FRESH_FOR)
+                .build(),
+        }
+    }
+}
+
+/// The per-request config the header asks for, and the saved version it came from.
+pub async fn resolve(
+    state: &AppState,
+    header: Option<&str>,
+) -> Result<(RequestConfig, Option<String>), AppError> {
+    let Some(raw) = header.map(str::trim).filter(|h| !h.is_empty() && !h.starts_with('{')) else {
+        return Ok((RequestConfig::parse(header)?, None));
+    };
+    if let Some(hit) = state.saved_configs.recent.get(raw) {
+        return Ok((hit.0.clone(), Some(hit.1.clone())));
+    }
+    let (slug, version) = match raw.split_once('@') {
+        Some((slug, version)) => (slug, Some(version)),
+        None => (raw, None),
+    };
+    let saved = match state.store.config(slug, version).await {
+        Ok(saved) => saved,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err(PortkeyConfigError::UnknownSaved(raw.to_owned()).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config = validated(&saved.config)?;
+    state
+        .saved_configs
+        .recent
+        .insert(raw.to_owned(), Arc::new((config.clone(), saved.version_id.clone())));
+    Ok((config, Some(saved.version_id)))
+}
+
+/// A config body checked with the same schema and rules as the inline header.
+pub fn validated(body: &Value) -> Result<RequestConfig, AppError> {
+    let config = RequestConfig::parse(Some(&body.to_string()))?;
+    config.retry_over(&RetryConfig::default())?;
+    config.cache_over(&RouteCacheConfig::default())?;
+    Ok(config)
+}
