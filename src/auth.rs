@@ -38,7 +38,10 @@ impl KeyRing {
     pub async fn refresh(&self, store: &Store) -> Result<usize, StoreError> {
         let keys = store.active_keys().await?;
         let count = keys.len();
-        let mut slot = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = Arc::new(keys);
         Ok(count)
     }
@@ -47,7 +50,12 @@ impl KeyRing {
     /// constant time, so the time taken says nothing about which bytes matched.
     pub fn find(&self, secret: &str) -> Option<Principal> {
         let hash = hash_key(secret);
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let keys = Arc::clone(
+            &self
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let mut found = None;
         for key in keys.iter() {
             if bool::from(key.hash.ct_eq(&hash)) {
@@ -63,7 +71,9 @@ impl KeyRing {
 }
 
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    let portkey = headers.get("x-portkey-api-key").and_then(|v| v.to_str().ok());
+    let portkey = headers
+        .get("x-portkey-api-key")
+        .and_then(|v| v.to_str().ok());
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -99,7 +109,9 @@ pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<Principal, AppErro
         .find(secret)
         .ok_or(AppError::Unauthorized("Invalid or revoked API key"))?;
     if principal.scope != Scope::Admin {
-        return Err(AppError::Forbidden("This API key has inference scope; admin calls need admin scope"));
+        return Err(AppError::Forbidden(
+            "This API key has inference scope; admin calls need admin scope",
+        ));
     }
     Ok(principal)
 }

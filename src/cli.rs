@@ -1,4 +1,4 @@
-//! Command line: `deja serve`, `deja check-config` and `deja eval`.
+//! Command line: `deja serve`, `deja check-config`, `deja eval` and `deja keys`.
 
 use std::path::PathBuf;
 
@@ -53,6 +53,15 @@ pub enum Command {
         #[arg(long, requires = "pairs")]
         write_route: Option<String>,
     },
+    /// Issue, list and revoke API keys (stored as hashes in `[store]`).
+    Keys {
+        /// Config file; default `./deja.toml` when present, else embedded defaults.
+        #[arg(long, env = "DEJA_CONFIG")]
+        config: Option<PathBuf>,
+        /// What to do with keys.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Validate the configuration and exit (non-zero on errors).
     CheckConfig {
         /// Config file; default `./deja.toml` when present, else embedded defaults.
@@ -68,4 +77,25 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `deja keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Issue a key; it is printed once and only its hash is kept.
+    Create {
+        /// Tenant the key belongs to; tenants never share cache entries.
+        #[arg(long)]
+        tenant: String,
+        /// `admin` (control plane and models) or `inference` (models only).
+        #[arg(long, value_enum)]
+        scope: crate::store::keys::Scope,
+    },
+    /// List keys (ids, tenants, scopes; never secrets).
+    List,
+    /// Revoke a key by id; every gateway refuses it within seconds.
+    Revoke {
+        /// Key id, as `list` shows it.
+        id: String,
+    },
 }

@@ -52,6 +52,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keys { config, action } => match deja::store::cli::run(config.as_deref(), &action)
+        {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config, log_format } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,

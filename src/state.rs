@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use crate::auth::KeyRing;
 use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
-use crate::auth::KeyRing;
 use crate::gateway::{SavedConfigs, VerifyBudget};
-use crate::store::{Store, StoreError};
 use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 use crate::upstream::{Forwarder, UpstreamError};
 
 /// Why the gateway could not be assembled from a valid config.

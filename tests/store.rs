@@ -7,8 +7,9 @@
     reason = "tests fail by panicking"
 )]
 
-#[path = "common/postgres.rs"]
-mod postgres;
+mod common;
+
+use common::postgres;
 
 use deja::store::keys::{Scope, hash_key};
 use deja::store::{Store, StoreError};

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::auth;
 use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
 use crate::error::AppError;
-use crate::auth;
 use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
 use crate::request::ChatRequest;
 use crate::state::AppState;
@@ -125,7 +125,8 @@ async fn chat_inner(
         None => route_for_model(&state.config, &request.model),
     };
     log.route = Some(route.name.clone());
-    let (overrides, version) = saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
+    let (overrides, version) =
+        saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
     let tenant = principal.as_ref().map(|p| p.tenant.as_str());

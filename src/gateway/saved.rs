@@ -36,7 +36,10 @@ pub async fn resolve(
     state: &AppState,
     header: Option<&str>,
 ) -> Result<(RequestConfig, Option<String>), AppError> {
-    let Some(raw) = header.map(str::trim).filter(|h| !h.is_empty() && !h.starts_with('{')) else {
+    let Some(raw) = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && !h.starts_with('{'))
+    else {
         return Ok((RequestConfig::parse(header)?, None));
     };
     if let Some(hit) = state.saved_configs.recent.get(raw) {
@@ -54,10 +57,10 @@ pub async fn resolve(
         Err(e) => return Err(e.into()),
     };
     let config = validated(&saved.config)?;
-    state
-        .saved_configs
-        .recent
-        .insert(raw.to_owned(), Arc::new((config.clone(), saved.version_id.clone())));
+    state.saved_configs.recent.insert(
+        raw.to_owned(),
+        Arc::new((config.clone(), saved.version_id.clone())),
+    );
     Ok((config, Some(saved.version_id)))
 }
 

@@ -1,5 +1,6 @@
 //! The table of paths; handlers are thin: extract, call a service, shape the response.
 
+mod admin;
 mod chat;
 mod ops;
 
@@ -29,6 +30,18 @@ pub fn table() -> Router<AppState> {
         )
         .route("/v1/models", get(chat::models))
         .route("/r/{route}/v1/models", get(chat::models_on_route))
+        .route(
+            "/v1/configs",
+            post(admin::create_config).get(admin::list_configs),
+        )
+        .route(
+            "/v1/configs/{slug}",
+            get(admin::get_config)
+                .put(admin::update_config)
+                .delete(admin::delete_config),
+        )
+        .route("/v1/configs/{slug}/versions", get(admin::config_versions))
+        .route("/v1/configs/{slug}/rollback", post(admin::rollback_config))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

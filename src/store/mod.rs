@@ -3,6 +3,7 @@
 //! applied at start. Queries are written once in SQL both dialects accept, with parameters
 //! numbered in order of first use (`$1`, `$2`...).
 
+pub mod cli;
 pub mod configs;
 pub mod keys;
 

@@ -9,6 +9,7 @@
     reason = "each test binary uses a different part of the rig"
 )]
 
+pub mod postgres;
 pub mod redis;
 pub mod upstream;
 

@@ -1,0 +1,185 @@
+//! Portkey's control-plane API for saved configs on deja's own base URL, plus deja's versions and
+//! rollback. Every call needs an admin-scope key; bodies are validated like the inline header.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::error::AppError;
+use crate::gateway::saved::validated;
+use crate::state::AppState;
+use crate::store::configs::SavedConfig;
+
+#[derive(Deserialize)]
+pub(super) struct CreateConfig {
+    name: Option<String>,
+    config: Value,
+    /// deja's addition: choose the slug (such as `pc-01ai-retry-123`) instead of a generated one.
+    slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct UpdateConfig {
+    name: Option<String>,
+    config: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Rollback {
+    version_id: String,
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, AppError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| AppError::InvalidJson(e.body_text()))
+}
+
+fn config_json(c: &SavedConfig) -> Value {
+    json!({
+        "id": c.id, "slug": c.slug, "name": c.name, "config": c.config, "version_id": c.version_id,
+        "status": "active", "object": "config",
+        "created_at": c.created_at, "last_updated_at": c.updated_at,
+    })
+}
+
+fn slug_ok(slug: &str) -> Result<(), AppError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::InvalidField {
+            param: "slug",
+            message: "'slug' must be 1-64 letters, digits, '-' or '_'".to_owned(),
+        })
+    }
+}
+
+pub(super) async fn create_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    json: Result<Json<CreateConfig>, JsonRejection>,
+) -> Response {
+    let result = async {
+        let admin = auth::admin(&state, &headers)?;
+        let req = body(json)?;
+        validated(&req.config)?;
+        if let Some(slug) = &req.slug {
+            slug_ok(slug)?;
+        }
+        let name = req.name.as_deref().unwrap_or("config");
+        let saved = state
+            .store
+            .create_config(&admin.tenant, name, req.slug.as_deref(), &req.config)
+            .await?;
+        Ok::<_, AppError>(Json(json!({
+            "id": saved.id, "slug": saved.slug, "version_id": saved.version_id, "object": "config",
+        })))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn list_configs(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let configs = state.store.list_configs().await?;
+        let data: Vec<Value> = configs.iter().map(config_json).collect();
+        Ok::<_, AppError>(Json(
+            json!({"object": "list", "total": data.len(), "data": data}),
+        ))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn get_config(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let (slug, version) = match slug.split_once('@') {
+            Some((s, v)) => (s.to_owned(), Some(v.to_owned())),
+            None => (slug, None),
+        };
+        let saved = state.store.config(&slug, version.as_deref()).await?;
+        Ok::<_, AppError>(Json(config_json(&saved)))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn update_config(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    json: Result<Json<UpdateConfig>, JsonRejection>,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let req = body(json)?;
+        if let Some(config) = &req.config {
+            validated(config)?;
+        }
+        let saved = state
+            .store
+            .update_config(&slug, req.name.as_deref(), req.config.as_ref())
+            .await?;
+        Ok::<_, AppError>(Json(
+            json!({"version_id": saved.version_id, "object": "config"}),
+        ))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn delete_config(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        state.store.delete_config(&slug).await?;
+        Ok::<_, AppError>(Json(json!({"success": true, "object": "config"})))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn config_versions(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let versions = state.store.config_versions(&slug).await?;
+        Ok::<_, AppError>(Json(
+            json!({"object": "list", "total": versions.len(), "data": versions}),
+        ))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn rollback_config(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    json: Result<Json<Rollback>, JsonRejection>,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let req = body(json)?;
+        let saved = state.store.rollback_config(&slug, &req.version_id).await?;
+        Ok::<_, AppError>(Json(
+            json!({"version_id": saved.version_id, "object": "config"}),
+        ))
+    };
+    result.await.into_response()
+}

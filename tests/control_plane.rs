@@ -1,0 +1,445 @@
+//! The control plane over HTTP and the command line, on a SQLite file and on Postgres: API keys
+//! (missing, wrong scope, revoked), tenants in the cache partition, and saved configs created,
+//! used by slug and version, updated, rolled back and deleted without a restart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::postgres::PgDatabase;
+use common::{Gateway, Reply, Upstream, client, config};
+use deja::store::Store;
+use deja::store::keys::Scope;
+use serde_json::{Value, json};
+
+struct Plane {
+    gw: Gateway,
+    upstream: Upstream,
+    store: Store,
+    admin: String,
+    inference: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn plane(url: Option<String>, require_auth: bool, extra: &str) -> Plane {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display()));
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
+    let (_, inference) = store.create_key("acme", Scope::Inference).await.unwrap();
+    let upstream = Upstream::spawn().await;
+    let text =
+        format!("[store]\nurl = \"{url}\"\n[server]\nrequire_auth = {require_auth}\n{extra}");
+    let gw = Gateway::spawn(config(&upstream.url, &text)).await;
+    Plane {
+        gw,
+        upstream,
+        store,
+        admin,
+        inference,
+        _dir: Some(dir),
+    }
+}
+
+async fn call(
+    p: &Plane,
+    method: http::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client().request(method, format!("{}{path}", p.gw.url));
+    if let Some(key) = key {
+        req = req.header("x-portkey-api-key", key);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// (status, cache status, config version, body)
+async fn chat(
+    p: &Plane,
+    headers: &[(&str, &str)],
+    question: &str,
+) -> (u16, String, Option<String>, Value) {
+    let mut req = client()
+        .post(format!("{}/v1/chat/completions", p.gw.url))
+        .json(
+            &json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]}),
+        );
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    let header = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    let (status, cache, version) = (
+        res.status().as_u16(),
+        header("x-portkey-cache-status").unwrap_or_default(),
+        header("x-deja-config-version"),
+    );
+    (
+        status,
+        cache,
+        version,
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 6 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
+    let p = plane(None, true, "").await;
+    let (status, _, _, body) = chat(&p, &[], "hi").await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let bearer = format!("Bearer {}", p.inference);
+    assert_eq!(chat(&p, &[("authorization", &bearer)], "hi").await.0, 200);
+    assert_eq!(
+        chat(&p, &[("x-portkey-api-key", "dk-not-a-key")], "hi")
+            .await
+            .0,
+        401
+    );
+    // A provider key is not a deja key.
+    assert_eq!(
+        chat(&p, &[("authorization", "Bearer sk-openai-abc")], "hi")
+            .await
+            .0,
+        401
+    );
+
+    let id = p
+        .store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.scope == Scope::Inference)
+        .unwrap()
+        .id;
+    p.store.revoke_key(&id).await.unwrap();
+    eventually("revocation", || async {
+        chat(&p, &[("authorization", &bearer)], "hi").await.0 == 401
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_require_auth_anonymous_calls_pass_but_a_bad_deja_key_does_not() {
+    let p = plane(None, false, "").await;
+    assert_eq!(chat(&p, &[], "hi").await.0, 200);
+    assert_eq!(
+        chat(&p, &[("authorization", "Bearer unused")], "hi")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        chat(&p, &[("authorization", "Bearer dk-revoked-or-wrong")], "hi")
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn tenants_never_share_entries_unless_the_route_is_shared() {
+    let p = plane(None, true, "").await;
+    let (_, other) = p
+        .store
+        .create_key("globex", Scope::Inference)
+        .await
+        .unwrap();
+    eventually("the new key", || async {
+        chat(&p, &[("x-portkey-api-key", &other)], "warm").await.0 == 200
+    })
+    .await;
+    let acme = [("x-portkey-api-key", p.inference.as_str())];
+    let globex = [("x-portkey-api-key", other.as_str())];
+    assert_eq!(chat(&p, &acme, "What is deja?").await.1, "MISS");
+    assert_eq!(chat(&p, &acme, "What is deja?").await.1, "HIT");
+    assert_eq!(
+        chat(&p, &globex, "What is deja?").await.1,
+        "MISS",
+        "another tenant"
+    );
+
+    let shared = plane(
+        None,
+        true,
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nshared = true\n",
+    )
+    .await;
+    let (_, other) = shared
+        .store
+        .create_key("globex", Scope::Inference)
+        .await
+        .unwrap();
+    eventually("the new key", || async {
+        chat(&shared, &[("x-portkey-api-key", &other)], "warm")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    assert_eq!(
+        chat(
+            &shared,
+            &[("x-portkey-api-key", &shared.inference)],
+            "What is deja?"
+        )
+        .await
+        .1,
+        "MISS"
+    );
+    assert_eq!(
+        chat(&shared, &[("x-portkey-api-key", &other)], "What is deja?")
+            .await
+            .1,
+        "HIT",
+        "shared route"
+    );
+}
+
+async fn saved_configs_flow(p: &Plane) {
+    use http::Method;
+    let body = json!({"name": "01ai retry", "slug": "pc-01ai-retry-123", "config": {"retry": {"attempts": 2, "on_status_codes": [503]}}});
+    assert_eq!(
+        call(p, Method::POST, "/v1/configs", None, Some(body.clone()))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(
+            p,
+            Method::POST,
+            "/v1/configs",
+            Some(&p.inference),
+            Some(body.clone())
+        )
+        .await
+        .0,
+        403
+    );
+    let bad = json!({"name": "bad", "config": {"retry": {"attempts": 12}}});
+    let (status, err) = call(p, Method::POST, "/v1/configs", Some(&p.admin), Some(bad)).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry.attempts"),
+        "{err}"
+    );
+    let (status, created) = call(
+        p,
+        Method::POST,
+        "/v1/configs",
+        Some(&p.admin),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["slug"], "pc-01ai-retry-123");
+    let v1 = created["version_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(p, Method::POST, "/v1/configs", Some(&p.admin), Some(body))
+            .await
+            .0,
+        409
+    );
+
+    // The tutorial's call: retries from the saved config, its version on the answer.
+    let key = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-config", "pc-01ai-retry-123"),
+    ];
+    p.upstream.script([Reply::status(503), Reply::ok()]);
+    let calls = p.upstream.calls();
+    let (status, _, version, _) = chat(p, &key, "retry me").await;
+    assert_eq!((status, version.as_deref()), (200, Some(v1.as_str())));
+    assert_eq!(p.upstream.calls() - calls, 2);
+
+    let update = json!({"config": {"retry": {"attempts": 0}}});
+    let (status, updated) = call(
+        p,
+        Method::PUT,
+        "/v1/configs/pc-01ai-retry-123",
+        Some(&p.admin),
+        Some(update),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v2 = updated["version_id"].as_str().unwrap().to_owned();
+    eventually("the update", || async {
+        chat(p, &key, "after update").await.2.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    p.upstream.script([Reply::status(503)]);
+    assert_eq!(chat(p, &key, "no retry now").await.0, 503);
+
+    let pinned = format!("pc-01ai-retry-123@{v1}");
+    let (_, _, version, _) = chat(
+        p,
+        &[
+            ("x-portkey-api-key", &p.inference),
+            ("x-portkey-config", &pinned),
+        ],
+        "pinned",
+    )
+    .await;
+    assert_eq!(version.as_deref(), Some(v1.as_str()));
+
+    let (status, rolled) = call(
+        p,
+        Method::POST,
+        "/v1/configs/pc-01ai-retry-123/rollback",
+        Some(&p.admin),
+        Some(json!({"version_id": v1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v3 = rolled["version_id"].as_str().unwrap().to_owned();
+    let (_, got) = call(
+        p,
+        Method::GET,
+        "/v1/configs/pc-01ai-retry-123",
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            got["version_id"].as_str(),
+            got["config"]["retry"]["attempts"].as_u64()
+        ),
+        (Some(v3.as_str()), Some(2))
+    );
+    let (_, versions) = call(
+        p,
+        Method::GET,
+        "/v1/configs/pc-01ai-retry-123/versions",
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert_eq!(versions["total"], 3);
+    let (_, list) = call(p, Method::GET, "/v1/configs", Some(&p.admin), None).await;
+    assert_eq!(list["total"], 1);
+
+    assert_eq!(
+        call(
+            p,
+            Method::DELETE,
+            "/v1/configs/pc-01ai-retry-123",
+            Some(&p.admin),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            p,
+            Method::GET,
+            "/v1/configs/pc-01ai-retry-123",
+            Some(&p.admin),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let gone = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-config", "pc-nope"),
+    ];
+    let (status, _, _, err) = chat(p, &gone, "unknown").await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("config_not_found"))
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pc-nope")
+    );
+}
+
+#[tokio::test]
+async fn saved_configs_on_sqlite() {
+    saved_configs_flow(&plane(None, true, "").await).await;
+}
+
+#[tokio::test]
+async fn saved_configs_on_postgres() {
+    let db = PgDatabase::create().await;
+    saved_configs_flow(&plane(Some(db.url.clone()), true, "").await).await;
+}
+
+#[test]
+fn keys_are_issued_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deja.toml");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
+    std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    let deja = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deja"))
+            .args(["keys", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let created = deja(&["create", "--tenant", "acme", "--scope", "admin"]);
+    let secret = created.lines().next().unwrap();
+    assert!(secret.starts_with("dk-"), "{created}");
+    let id = created.split_whitespace().nth(2).unwrap().to_owned();
+    let listed = deja(&["list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("acme") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret), "a secret was listed");
+    let db = std::fs::read(dir.path().join("deja.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is stored"
+    );
+    deja(&["revoke", &id]);
+    assert!(deja(&["list"]).contains("revoked"));
+}
