@@ -21,6 +21,8 @@ pub const HEADER_FORCE_REFRESH: &str = "x-portkey-cache-force-refresh";
 pub const HEADER_SIMILARITY: &str = "x-deja-similarity";
 /// Version of the saved config a request named, on its response.
 pub const HEADER_CONFIG_VERSION: &str = "x-deja-config-version";
+/// Virtual key slug: the provider credential this call uses.
+pub const HEADER_VIRTUAL_KEY: &str = "x-portkey-virtual-key";
 /// Route chosen by the caller, by name.
 pub const HEADER_ROUTE: &str = "x-deja-route";
 
@@ -58,6 +60,12 @@ pub struct RequestConfig {
     /// Per-attempt timeout in milliseconds, as Portkey names it.
     #[serde(default)]
     pub request_timeout: Option<u64>,
+    /// Slug of the virtual key whose provider credential the call uses.
+    #[serde(default)]
+    pub virtual_key: Option<String>,
+    /// The `Authorization` value resolved from the virtual key (never from the JSON).
+    #[serde(skip)]
+    pub provider_auth: Option<http::HeaderValue>,
 }
 
 /// Portkey's `cache` object; every field optional.

@@ -9,8 +9,10 @@ use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
 use crate::gateway::{SavedConfigs, VerifyBudget};
 use crate::metrics::Metrics;
+use crate::store::seal::Sealer;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Forwarder, UpstreamError};
+use secrecy::ExposeSecret;
 
 /// Why the gateway could not be assembled from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Saved configs recently read, by `slug[@version]`.
     pub saved_configs: Arc<SavedConfigs>,
+    /// Seals and opens virtual keys' credentials; `None` without a secret key.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 impl AppState {
@@ -87,7 +91,14 @@ impl AppState {
             .transpose()?;
         let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
         let store = Store::connect_lazy(&config.store.url)?;
+        let sealer = config
+            .store
+            .secret_key
+            .as_ref()
+            .and_then(|k| Sealer::from_hex(k.expose_secret()))
+            .map(Arc::new);
         Ok(Self {
+            sealer,
             store,
             keys: Arc::new(KeyRing::default()),
             saved_configs: Arc::new(SavedConfigs::default()),

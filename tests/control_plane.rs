@@ -17,6 +17,8 @@ use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
 
+const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 struct Plane {
     gw: Gateway,
     upstream: Upstream,
@@ -35,8 +37,9 @@ async fn plane(url: Option<String>, require_auth: bool, extra: &str) -> Plane {
     let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
     let (_, inference) = store.create_key("acme", Scope::Inference).await.unwrap();
     let upstream = Upstream::spawn().await;
-    let text =
-        format!("[store]\nurl = \"{url}\"\n[server]\nrequire_auth = {require_auth}\n{extra}");
+    let text = format!(
+        "[store]\nurl = \"{url}\"\nsecret_key = \"{SECRET}\"\n[server]\nrequire_auth = {require_auth}\n{extra}"
+    );
     let gw = Gateway::spawn(config(&upstream.url, &text)).await;
     Plane {
         gw,
@@ -442,4 +445,158 @@ fn keys_are_issued_listed_and_revoked_from_the_command_line() {
     );
     deja(&["revoke", &id]);
     assert!(deja(&["list"]).contains("revoked"));
+}
+
+#[tokio::test]
+async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
+    use http::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vk.db");
+    let p = plane(
+        Some(format!("sqlite://{}?mode=rwc", file.display())),
+        true,
+        "",
+    )
+    .await;
+    let secret = "sk-yi-virtual-1234567890";
+    let new = json!({"name": "01.AI prod", "provider": "lingyi", "key": secret, "note": "team A"});
+    assert_eq!(
+        call(
+            &p,
+            Method::POST,
+            "/v1/virtual-keys",
+            Some(&p.inference),
+            Some(new.clone())
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, created) = call(
+        &p,
+        Method::POST,
+        "/v1/virtual-keys",
+        Some(&p.admin),
+        Some(new),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let slug = created["slug"].as_str().unwrap().to_owned();
+    assert!(slug.starts_with("01-ai-prod-"), "{slug}");
+    let (_, listed) = call(&p, Method::GET, "/v1/virtual-keys", Some(&p.admin), None).await;
+    assert_eq!(listed["data"][0]["key"], "sk-y****7890");
+    let (_, one) = call(
+        &p,
+        Method::GET,
+        &format!("/v1/virtual-keys/{slug}"),
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert!(!one.to_string().contains(secret) && !listed.to_string().contains(secret));
+    let db = std::fs::read(&file).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "stored in the clear"
+    );
+
+    let with_key = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-virtual-key", slug.as_str()),
+    ];
+    assert_eq!(chat(&p, &with_key, "via a virtual key").await.0, 200);
+    let last = p.upstream.received().pop().unwrap();
+    assert_eq!(last.headers["authorization"], format!("Bearer {secret}"));
+
+    let saved =
+        json!({"name": "vk config", "config": {"virtual_key": slug, "retry": {"attempts": 1}}});
+    let (_, cfg) = call(&p, Method::POST, "/v1/configs", Some(&p.admin), Some(saved)).await;
+    let cfg_slug = cfg["slug"].as_str().unwrap();
+    let via_config = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-config", cfg_slug),
+    ];
+    assert_eq!(chat(&p, &via_config, "via a saved config").await.0, 200);
+    assert_eq!(
+        p.upstream.received().pop().unwrap().headers["authorization"],
+        format!("Bearer {secret}")
+    );
+
+    let rotated = "sk-yi-rotated-0987654321";
+    let (status, _) = call(
+        &p,
+        Method::PUT,
+        &format!("/v1/virtual-keys/{slug}"),
+        Some(&p.admin),
+        Some(json!({"key": rotated})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("the rotated key", || async {
+        chat(
+            &p,
+            &with_key,
+            &format!("rotated {}", deja::store::random_hex(4)),
+        )
+        .await;
+        p.upstream.received().pop().unwrap().headers["authorization"] == format!("Bearer {rotated}")
+    })
+    .await;
+
+    let unknown = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-virtual-key", "nope"),
+    ];
+    let (status, _, _, err) = chat(&p, &unknown, "unknown key").await;
+    assert_eq!(
+        (status, err["error"]["param"].as_str()),
+        (400, Some("x-portkey-virtual-key"))
+    );
+    assert_eq!(
+        call(
+            &p,
+            Method::DELETE,
+            &format!("/v1/virtual-keys/{slug}"),
+            Some(&p.admin),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    eventually("the deletion", || async {
+        chat(&p, &with_key, "deleted").await.0 == 400
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_secret_key_virtual_keys_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
+    let upstream = Upstream::spawn().await;
+    let gw = Gateway::spawn(config(
+        &upstream.url,
+        &format!("[store]\nurl = \"{url}\"\n"),
+    ))
+    .await;
+    let res = client()
+        .post(format!("{}/v1/virtual-keys", gw.url))
+        .header("x-portkey-api-key", admin)
+        .json(&json!({"name": "x", "provider": "lingyi", "key": "sk-x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let err: Value = res.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DEJA_SECRET_KEY"),
+        "{err}"
+    );
 }

@@ -143,6 +143,12 @@ impl Config {
                 .find(|(k, v)| k == "YI_API_KEY" && !v.is_empty())
                 .map(|(_, v)| v.clone().into());
         }
+        if self.store.secret_key.is_none() {
+            self.store.secret_key = vars
+                .iter()
+                .find(|(k, v)| k == "DEJA_SECRET_KEY" && !v.is_empty())
+                .map(|(_, v)| v.clone().into());
+        }
         if !self.routes.iter().any(|r| r.name == DEFAULT_ROUTE) {
             self.routes.push(RouteConfig::named(DEFAULT_ROUTE));
         }

@@ -186,6 +186,7 @@ impl Flow<'_> {
                         asked_id: self
                             .keys
                             .map_or(String::new(), |k| k.exact[..16].to_owned()),
+                        auth: self.overrides.provider_auth.clone(),
                     }
                 });
                 let answer = self.cached_answer(hit.body, CacheStatus::SemanticHit, similarity)?;

@@ -125,8 +125,9 @@ async fn chat_inner(
         None => route_for_model(&state.config, &request.model),
     };
     log.route = Some(route.name.clone());
-    let (overrides, version) =
+    let (mut overrides, version) =
         saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
+    saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
     let tenant = principal.as_ref().map(|p| p.tenant.as_str());
@@ -155,6 +156,7 @@ async fn forward(
             stream,
             timeout: timeout_for(&state.config, route, overrides),
             retry: &retry,
+            auth: overrides.provider_auth.as_ref(),
         })
         .await;
     log.attempts = forwarded.retries + 1;
@@ -182,7 +184,9 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
         };
         log.route = Some(route.name.clone());
         auth::caller(state, call.headers)?;
-        let (overrides, _) = saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
+        let (mut overrides, _) =
+            saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
+        saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
         forward(state, route, &overrides, "/models", None, false, &mut log).await
     }
     .await;

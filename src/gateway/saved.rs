@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use crate::config::{RetryConfig, RouteCacheConfig};
@@ -18,12 +19,17 @@ pub const FRESH_FOR: Duration = Duration::from_secs(2);
 /// Saved configs recently read, by `slug[@version]`.
 pub struct SavedConfigs {
     recent: moka::sync::Cache<String, Arc<(RequestConfig, String)>>,
+    credentials: moka::sync::Cache<String, HeaderValue>,
 }
 
 impl Default for SavedConfigs {
     fn default() -> Self {
         Self {
             recent: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(FRESH_FOR)
+                .build(),
+            credentials: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(FRESH_FOR)
                 .build(),
@@ -70,4 +76,53 @@ pub fn validated(body: &Value) -> Result<RequestConfig, AppError> {
     config.retry_over(&RetryConfig::default())?;
     config.cache_over(&RouteCacheConfig::default())?;
     Ok(config)
+}
+
+/// Sets `config.provider_auth` from the virtual key the call names (`x-portkey-virtual-key`, or
+/// `virtual_key` in its config), opened with the store's secret key.
+pub async fn resolve_virtual_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    config: &mut RequestConfig,
+) -> Result<(), AppError> {
+    let from_header = headers
+        .get(crate::portkey::HEADER_VIRTUAL_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let Some(slug) = from_header
+        .or(config.virtual_key.as_deref())
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    if let Some(auth) = state.saved_configs.credentials.get(&slug) {
+        config.provider_auth = Some(auth);
+        return Ok(());
+    }
+    let sealer = state.sealer.as_ref().ok_or(AppError::Store(
+        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
+    ))?;
+    let sealed = match state.store.sealed_virtual_key(&slug).await {
+        Ok(sealed) => sealed,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err(AppError::InvalidField {
+                param: crate::portkey::HEADER_VIRTUAL_KEY,
+                message: format!("virtual key `{slug}` does not exist"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let opened = sealer.open(&sealed).ok_or_else(|| {
+        AppError::Internal(format!(
+            "virtual key `{slug}` cannot be opened with the current secret key"
+        ))
+    })?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {opened}")).map_err(|_| {
+        AppError::Internal(format!("virtual key `{slug}` is not a valid header value"))
+    })?;
+    auth.set_sensitive(true);
+    state.saved_configs.credentials.insert(slug, auth.clone());
+    config.provider_auth = Some(auth);
+    Ok(())
 }

@@ -59,6 +59,8 @@ pub(super) struct Sample {
     pub timeout: Duration,
     /// Exact key of the request, for the log.
     pub asked_id: String,
+    /// The provider credential the request would have used.
+    pub auth: Option<http::HeaderValue>,
 }
 
 /// Decides whether this hit is verified (the route's sample rate, then the budget) and, if so,
@@ -99,6 +101,7 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
             stream: false,
             timeout: sample.timeout,
             retry: &retry,
+            auth: sample.auth.as_ref(),
         })
         .await;
     let fresh = match forwarded.result {

@@ -183,3 +183,139 @@ pub(super) async fn rollback_config(
     };
     result.await.into_response()
 }
+
+#[derive(Deserialize)]
+pub(super) struct CreateVirtualKey {
+    name: String,
+    provider: String,
+    key: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct UpdateVirtualKey {
+    name: Option<String>,
+    key: Option<String>,
+    note: Option<String>,
+}
+
+/// The provider credential sealed, and masked for showing.
+fn seal(state: &AppState, key: &str) -> Result<(String, String), AppError> {
+    let sealer = state.sealer.as_ref().ok_or(AppError::Store(
+        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
+    ))?;
+    let sealed = sealer
+        .seal(key)
+        .ok_or_else(|| AppError::Internal("sealing a virtual key failed".to_owned()))?;
+    Ok((sealed, crate::store::seal::mask(key)))
+}
+
+fn virtual_key_json(v: &crate::store::virtual_keys::VirtualKey) -> Value {
+    json!({
+        "id": v.id, "slug": v.slug, "name": v.name, "provider": v.provider, "key": v.key,
+        "note": v.note, "status": "active", "object": "virtual-key",
+        "created_at": v.created_at, "last_updated_at": v.updated_at,
+    })
+}
+
+pub(super) async fn create_virtual_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    json: Result<Json<CreateVirtualKey>, JsonRejection>,
+) -> Response {
+    let result = async {
+        let admin = auth::admin(&state, &headers)?;
+        let req = body(json)?;
+        if req.key.trim().is_empty() {
+            return Err(AppError::InvalidField {
+                param: "key",
+                message: "'key' must be the provider's API key".to_owned(),
+            });
+        }
+        let (sealed, masked) = seal(&state, req.key.trim())?;
+        let created = state
+            .store
+            .create_virtual_key(&crate::store::virtual_keys::NewVirtualKey {
+                tenant: &admin.tenant,
+                name: &req.name,
+                provider: &req.provider,
+                sealed: &sealed,
+                masked: &masked,
+                note: req.note.as_deref().unwrap_or(""),
+            })
+            .await?;
+        Ok(Json(
+            json!({"id": created.id, "slug": created.slug, "object": "virtual-key"}),
+        ))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn list_virtual_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let keys = state.store.list_virtual_keys().await?;
+        let data: Vec<Value> = keys.iter().map(virtual_key_json).collect();
+        Ok::<_, AppError>(Json(
+            json!({"object": "list", "total": data.len(), "data": data}),
+        ))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn get_virtual_key(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let key = state.store.virtual_key(&slug).await?;
+        Ok::<_, AppError>(Json(virtual_key_json(&key)))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn update_virtual_key(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    json: Result<Json<UpdateVirtualKey>, JsonRejection>,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let req = body(json)?;
+        let credential = match req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            Some(key) => Some(seal(&state, key)?),
+            None => None,
+        };
+        let updated = state
+            .store
+            .update_virtual_key(
+                &slug,
+                req.name.as_deref(),
+                req.note.as_deref(),
+                credential.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
+            )
+            .await?;
+        Ok::<_, AppError>(Json(virtual_key_json(&updated)))
+    };
+    result.await.into_response()
+}
+
+pub(super) async fn delete_virtual_key(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        state.store.delete_virtual_key(&slug).await?;
+        Ok::<_, AppError>(Json(json!({"success": true, "object": "virtual-key"})))
+    };
+    result.await.into_response()
+}

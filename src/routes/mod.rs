@@ -42,6 +42,16 @@ pub fn table() -> Router<AppState> {
         )
         .route("/v1/configs/{slug}/versions", get(admin::config_versions))
         .route("/v1/configs/{slug}/rollback", post(admin::rollback_config))
+        .route(
+            "/v1/virtual-keys",
+            post(admin::create_virtual_key).get(admin::list_virtual_keys),
+        )
+        .route(
+            "/v1/virtual-keys/{slug}",
+            get(admin::get_virtual_key)
+                .put(admin::update_virtual_key)
+                .delete(admin::delete_virtual_key),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

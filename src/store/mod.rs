@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod configs;
 pub mod keys;
+pub mod seal;
+pub mod virtual_keys;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -96,6 +96,8 @@ pub struct UpstreamCall<'a> {
     pub timeout: Duration,
     /// Retry policy.
     pub retry: &'a RetryConfig,
+    /// `Authorization` for this call (a virtual key's credential) instead of `[upstream] api_key`.
+    pub auth: Option<&'a HeaderValue>,
 }
 
 /// Sends calls to the provider with retries; built once and shared.
@@ -181,7 +183,7 @@ impl Forwarder {
                 .body(body.clone()),
             None => self.client.get(url),
         };
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = call.auth.or(self.auth.as_ref()) {
             request = request.header(http::header::AUTHORIZATION, auth.clone());
         }
         let response = request.send().await.map_err(transport_error)?;
