@@ -22,6 +22,11 @@ const PYTHON: &str = "tests/sdk/.venv/bin/python";
 
 /// Runs the SDK script with one job per prompt; returns its results in order.
 fn run_sdk(gw: &Gateway, jobs: &[(&str, bool)]) -> Vec<Value> {
+    run_sdk_with(gw, jobs, &[])
+}
+
+/// [`run_sdk`] with environment for the script (`DEJA_API_KEY`, `DEJA_VIRTUAL_KEY`).
+fn run_sdk_with(gw: &Gateway, jobs: &[(&str, bool)], env: &[(&str, &str)]) -> Vec<Value> {
     assert!(
         Path::new(PYTHON).exists(),
         "the SDK venv is missing: run scripts/test.sh (or tests/sdk/setup.sh)"
@@ -31,6 +36,7 @@ fn run_sdk(gw: &Gateway, jobs: &[(&str, bool)]) -> Vec<Value> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -148,4 +154,49 @@ async fn a_stream_broken_midway_is_an_api_error_in_the_sdk_and_is_not_cached() {
         "a broken stream is never stored"
     );
     assert_eq!(results[1]["text"], "hello from the stand-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_uses_a_deja_api_key_and_a_virtual_key_header() {
+    use deja::store::Store;
+    use deja::store::keys::Scope;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
+    let (_, key) = store.create_key("acme", Scope::Inference).await.unwrap();
+    let upstream = Upstream::spawn().await;
+    let secret = "ab".repeat(32);
+    let extra = format!(
+        "[store]\nurl = \"{url}\"\nsecret_key = \"{secret}\"\n[server]\nrequire_auth = true\n"
+    );
+    let gw = Gateway::spawn(config_with_mode(&upstream.url, "simple", &extra)).await;
+    let created: Value = common::client()
+        .post(format!("{}/v1/virtual-keys", gw.url))
+        .header("x-portkey-api-key", &admin)
+        .json(&json!({"name": "yi", "provider": "lingyi", "key": "sk-yi-for-python"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slug = created["slug"].as_str().unwrap().to_owned();
+    let sdk = tokio::task::spawn_blocking(move || {
+        let ok = run_sdk_with(
+            &gw,
+            &[("Hello", false)],
+            &[("DEJA_API_KEY", &key), ("DEJA_VIRTUAL_KEY", &slug)],
+        );
+        let refused = run_sdk_with(&gw, &[("Hello", false)], &[("DEJA_API_KEY", "dk-wrong")]);
+        (gw, ok, refused)
+    });
+    let (_gw, ok, refused) = sdk.await.unwrap();
+    assert_eq!(ok[0]["text"], "hello from the stand-in", "{ok:?}");
+    assert_eq!(
+        upstream.received()[0].headers["authorization"],
+        "Bearer sk-yi-for-python"
+    );
+    assert_eq!(refused[0]["status"], 401, "{refused:?}");
 }

@@ -6,11 +6,19 @@ error when it raised one.
 """
 
 import json
+import os
 import sys
 
 import openai
 
-client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="sk-deja-test", max_retries=0)
+# A deja API key as the SDK's api_key, and a virtual key as a default header, when given.
+virtual_key = os.environ.get("DEJA_VIRTUAL_KEY")
+client = openai.OpenAI(
+    base_url=sys.argv[1] + "/v1",
+    api_key=os.environ.get("DEJA_API_KEY", "sk-deja-test"),
+    default_headers={"x-portkey-virtual-key": virtual_key} if virtual_key else None,
+    max_retries=0,
+)
 
 for line in sys.stdin:
     job = json.loads(line)
@@ -48,5 +56,5 @@ for line in sys.stdin:
             "similarity": raw.headers.get("x-deja-similarity"),
         }
     except openai.APIError as e:
-        result = {"error": type(e).__name__, "message": e.message}
+        result = {"error": type(e).__name__, "message": e.message, "status": getattr(e, "status_code", None)}
     print(json.dumps(result, ensure_ascii=False), flush=True)
