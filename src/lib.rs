@@ -12,6 +12,7 @@ pub mod eval;
 pub mod gateway;
 pub mod metrics;
 pub mod portkey;
+pub mod reqlog;
 pub mod request;
 pub mod routes;
 pub mod state;
@@ -68,6 +69,11 @@ pub async fn serve(
         })
     };
     let _stop_refresher = AbortOnDrop(refresher);
+    let _stop_log_writer = state.request_log.as_ref().map(|logger| {
+        AbortOnDrop(tokio::spawn(
+            std::sync::Arc::clone(logger).run(state.store.clone()),
+        ))
+    });
     let cache = std::sync::Arc::clone(&state.cache);
     let upkeep = tokio::spawn(async move {
         cache.warm_up().await;

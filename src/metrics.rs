@@ -38,6 +38,8 @@ pub const STREAMS: &str = "deja_streams";
 /// Semantic hits verified against a fresh upstream answer, by route and result (`agree`,
 /// `disagree`, `error`, `skipped` when over `verify_max_per_second`).
 pub const SEMANTIC_VERIFIED: &str = "deja_semantic_verified";
+/// Request log records, by result: `written` to the store, `dropped` (queue full or write failed).
+pub const REQUEST_LOG: &str = "deja_request_log_records";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -101,6 +103,12 @@ pub struct Metrics {
     refusals: Family<RouteGuard, Counter>,
     streams: Family<RouteOutcome, Counter>,
     verified: Family<RouteResult, Counter>,
+    request_log: Family<ResultOnly, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultOnly {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -212,7 +220,14 @@ impl Metrics {
             "Semantic hits checked against a fresh upstream answer, by route and result",
             verified.clone(),
         );
+        let request_log = Family::default();
+        registry.register(
+            REQUEST_LOG,
+            "Request log records, by result (written, dropped)",
+            request_log.clone(),
+        );
         Self {
+            request_log,
             verified,
             streams,
             refusals,
@@ -354,6 +369,13 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Counts request log records `written` or `dropped`.
+    pub fn request_log(&self, result: &'static str, n: u64) {
+        self.request_log
+            .get_or_create(&ResultOnly { result })
+            .inc_by(n);
     }
 
     /// Prometheus text exposition of every metric.

@@ -9,6 +9,7 @@ use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
 use crate::gateway::{SavedConfigs, VerifyBudget};
 use crate::metrics::Metrics;
+use crate::reqlog::RequestLogger;
 use crate::store::seal::Sealer;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Forwarder, UpstreamError};
@@ -60,6 +61,8 @@ pub struct AppState {
     pub saved_configs: Arc<SavedConfigs>,
     /// Seals and opens virtual keys' credentials; `None` without a secret key.
     pub sealer: Option<Arc<Sealer>>,
+    /// The request log's queue; `None` with `[log] enabled = false`.
+    pub request_log: Option<Arc<RequestLogger>>,
 }
 
 impl AppState {
@@ -97,7 +100,12 @@ impl AppState {
             .as_ref()
             .and_then(|k| Sealer::from_hex(k.expose_secret()))
             .map(Arc::new);
+        let request_log = config
+            .log
+            .enabled
+            .then(|| Arc::new(RequestLogger::new(&config.log, Arc::clone(&metrics))));
         Ok(Self {
+            request_log,
             sealer,
             store,
             keys: Arc::new(KeyRing::default()),

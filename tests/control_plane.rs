@@ -600,3 +600,102 @@ async fn without_a_secret_key_virtual_keys_are_refused_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
+    use http::Method;
+    let p = plane(None, true, "").await;
+    let key = [("x-portkey-api-key", p.inference.as_str())];
+    chat(&p, &key, "log me").await;
+    chat(&p, &key, "log me").await;
+    p.upstream.script([Reply::status(503)]);
+    chat(&p, &key, "fail me").await;
+    let rows = logs_until(&p, 3).await;
+    let newest = &rows["data"][0];
+    assert_eq!(
+        (newest["status"].as_i64(), newest["tenant"].as_str()),
+        (Some(503), Some("acme")),
+        "{rows}"
+    );
+    let hit = &rows["data"][1];
+    assert_eq!(
+        (hit["cache_status"].as_str(), hit["tokens"].as_i64()),
+        (Some("hit"), Some(10)),
+        "{rows}"
+    );
+    assert_eq!(hit["route"], "default");
+    assert!(
+        hit["prompt"].is_null() && hit["answer"].is_null(),
+        "no bodies by default"
+    );
+    assert!(hit["latency_ms"].as_f64().unwrap() > 0.0);
+    let (_, hits) = call(
+        &p,
+        Method::GET,
+        "/v1/logs?cache_status=HIT",
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert_eq!(hits["total"], 1);
+    let (_, failed) = call(
+        &p,
+        Method::GET,
+        "/v1/logs?status=503&route=default",
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert_eq!(failed["total"], 1);
+    assert_eq!(
+        call(&p, Method::GET, "/v1/logs", Some(&p.inference), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&p, Method::GET, "/v1/logs?status=abc", Some(&p.admin), None)
+            .await
+            .0,
+        400
+    );
+
+    let verbose = plane(None, true, "[log]\nbodies = true\n").await;
+    chat(
+        &verbose,
+        &[("x-portkey-api-key", verbose.inference.as_str())],
+        "keep my words",
+    )
+    .await;
+    let rows = logs_until(&verbose, 1).await;
+    assert!(
+        rows["data"][0]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("keep my words")
+    );
+    assert!(
+        rows["data"][0]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("hello from the stand-in")
+    );
+}
+
+/// `GET /v1/logs` once it holds `n` rows (the writer is asynchronous).
+async fn logs_until(p: &Plane, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let rows = call(p, http::Method::GET, "/v1/logs", Some(&p.admin), None)
+            .await
+            .1;
+        if rows["total"] == n {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} log rows did not appear: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

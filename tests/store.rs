@@ -12,6 +12,7 @@ mod common;
 use common::postgres;
 
 use deja::store::keys::{Scope, hash_key};
+use deja::store::logs::{LogFilter, LogRecord};
 use deja::store::{Store, StoreError};
 use serde_json::json;
 
@@ -83,6 +84,72 @@ async fn exercise(store: &Store) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.list_configs().await.unwrap().len(), 1);
+
+    let row = |id: &str, at: i64, status: i64, cache: &str| LogRecord {
+        id: id.to_owned(),
+        at,
+        endpoint: "chat.completions".to_owned(),
+        route: "default".to_owned(),
+        tenant: "acme".to_owned(),
+        model: "yi-lightning".to_owned(),
+        config_version: String::new(),
+        cache_status: cache.to_owned(),
+        similarity: (cache == "semantic_hit").then_some(0.97),
+        attempts: 1,
+        status,
+        latency_ms: 1.5,
+        tokens: 10,
+        prompt: None,
+        answer: None,
+    };
+    store
+        .insert_logs(&[
+            row("a", 1_000, 200, "miss"),
+            row("b", 2_000, 200, "semantic_hit"),
+            row("c", 3_000, 503, "miss"),
+        ])
+        .await
+        .unwrap();
+    let query = |filter: LogFilter| async move {
+        let rows = store
+            .query_logs(&LogFilter {
+                limit: 10,
+                ..filter
+            })
+            .await
+            .unwrap();
+        rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(query(LogFilter::default()).await, ["c", "b", "a"]);
+    assert_eq!(
+        query(LogFilter {
+            status: Some(503),
+            ..LogFilter::default()
+        })
+        .await,
+        ["c"]
+    );
+    assert_eq!(
+        query(LogFilter {
+            from: Some(1_500),
+            to: Some(2_500),
+            ..LogFilter::default()
+        })
+        .await,
+        ["b"]
+    );
+    let hits = LogFilter {
+        cache_status: Some("semantic_hit".to_owned()),
+        route: Some("default".to_owned()),
+        ..LogFilter::default()
+    };
+    let hit = store
+        .query_logs(&LogFilter { limit: 10, ..hits })
+        .await
+        .unwrap();
+    assert_eq!((hit.len(), hit[0].similarity), (1, Some(0.97)));
+    assert_eq!(store.prune_logs(2_500).await.unwrap(), 2);
+    assert_eq!(query(LogFilter::default()).await, ["c"]);
 
     let (key, secret) = store.create_key("acme", Scope::Admin).await.unwrap();
     assert!(secret.starts_with("dk-") && secret.len() > 40);

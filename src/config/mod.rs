@@ -4,6 +4,7 @@
 mod cache;
 mod embedding;
 mod env;
+mod log;
 mod retry;
 mod route;
 mod server;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
 pub use embedding::{EmbeddingConfig, ModelName};
+pub use log::LogConfig;
 pub use retry::RetryConfig;
 pub use route::RouteConfig;
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
@@ -75,6 +77,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The control plane's database.
     pub store: StoreConfig,
+    /// The request log.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             embedding: EmbeddingConfig::default(),
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
             store: StoreConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -163,6 +168,7 @@ impl Config {
         self.server.validate("server", &mut errors);
         self.upstream.validate("upstream", &mut errors);
         self.store.validate("store", &mut errors);
+        self.log.validate("log", &mut errors);
         self.redis.validate("redis", &mut errors);
         self.cache.validate("cache", &mut errors);
         self.embedding.validate("embedding", &mut errors);

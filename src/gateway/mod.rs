@@ -18,9 +18,11 @@ use crate::auth;
 use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
+use crate::reqlog::Pending;
 use crate::request::ChatRequest;
 use crate::state::AppState;
-use crate::upstream::{Answer, UpstreamCall, status_label};
+use crate::store::logs::LogRecord;
+use crate::upstream::{Answer, AnswerBody, UpstreamCall, status_label};
 
 /// What the cache did for a request; sent as `x-portkey-cache-status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,10 @@ struct RequestLog {
     cache: Option<CacheStatus>,
     similarity: Option<f32>,
     note: Option<&'static str>,
+    tenant: Option<String>,
+    config_version: Option<String>,
+    /// The request body, kept for the request log only with `[log] bodies = true`.
+    prompt: Option<Bytes>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -115,9 +121,13 @@ async fn chat_inner(
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
     let principal = auth::caller(state, call.headers)?;
+    log.tenant = principal.as_ref().map(|p| p.tenant.clone());
     let named = named_route(&state.config, call)?;
     log.route = named.map(|r| r.name.clone());
     let request = ChatRequest::parse(body?)?;
+    if state.request_log.as_ref().is_some_and(|l| l.bodies()) {
+        log.prompt = Some(request.raw.clone());
+    }
     log.model = Some(request.model.clone());
     log.stream = request.stream;
     let route = match named {
@@ -128,6 +138,7 @@ async fn chat_inner(
     let (mut overrides, version) =
         saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
     saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
+    log.config_version.clone_from(&version);
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
     let tenant = principal.as_ref().map(|p| p.tenant.as_str());
@@ -257,6 +268,33 @@ fn finish(
     state
         .metrics
         .request(route, status_label(status.as_u16()), cache, elapsed);
+    if let Some(logger) = &state.request_log {
+        let answer = result.as_ref().ok().and_then(|r| match &r.answer.body {
+            AnswerBody::Full(body) => Some(body.clone()),
+            AnswerBody::Stream(_) => None,
+        });
+        logger.record(Pending {
+            record: LogRecord {
+                id: format!("req_{}", crate::store::random_hex(8)),
+                at: crate::store::now_ms(),
+                endpoint: endpoint.to_owned(),
+                route: route.to_owned(),
+                tenant: log.tenant.clone().unwrap_or_default(),
+                model: log.model.clone().unwrap_or_default(),
+                config_version: log.config_version.clone().unwrap_or_default(),
+                cache_status: cache.to_owned(),
+                similarity: log.similarity.map(f64::from),
+                attempts: i64::from(log.attempts),
+                status: i64::from(status.as_u16()),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                tokens: 0,
+                prompt: None,
+                answer: None,
+            },
+            answer,
+            prompt: log.prompt.clone(),
+        });
+    }
     let error = result.as_ref().err().map(AppError::kind);
     tracing::info!(
         endpoint,

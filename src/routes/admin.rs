@@ -319,3 +319,42 @@ pub(super) async fn delete_virtual_key(
     };
     result.await.into_response()
 }
+
+#[derive(Deserialize)]
+pub(super) struct LogQuery {
+    /// From this time, Unix ms.
+    from: Option<i64>,
+    /// Up to this time, Unix ms.
+    to: Option<i64>,
+    route: Option<String>,
+    status: Option<i64>,
+    cache_status: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
+            param: "query",
+            message: e.body_text(),
+        })?;
+        let filter = crate::store::logs::LogFilter {
+            from: q.from,
+            to: q.to,
+            route: q.route,
+            status: q.status,
+            cache_status: q.cache_status.map(|c| c.to_lowercase().replace(' ', "_")),
+            limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        };
+        let rows = state.store.query_logs(&filter).await?;
+        Ok::<_, AppError>(Json(
+            json!({"object": "list", "total": rows.len(), "data": rows}),
+        ))
+    };
+    result.await.into_response()
+}

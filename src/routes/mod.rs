@@ -52,6 +52,7 @@ pub fn table() -> Router<AppState> {
                 .put(admin::update_virtual_key)
                 .delete(admin::delete_virtual_key),
         )
+        .route("/v1/logs", get(admin::logs))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

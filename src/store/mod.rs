@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod configs;
 pub mod keys;
+pub mod logs;
 pub mod seal;
 pub mod virtual_keys;
 

@@ -1,0 +1,42 @@
+//! `[log]`: the request log kept in the store.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Record every request in the store; default on.
+    pub enabled: bool,
+    /// Keep prompts and answers too; default off (they may hold personal data).
+    pub bodies: bool,
+    /// How long rows are kept; default `7d`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Records waiting to be written; past it new ones are dropped (and counted). Default 10000.
+    pub queue: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bodies: false,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            queue: 10_000,
+        }
+    }
+}
+
+impl LogConfig {
+    pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        if self.retention.is_zero() {
+            errors.push(format!("{path}.retention must be above 0"));
+        }
+        if self.queue == 0 {
+            errors.push(format!("{path}.queue must be above 0"));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The request log's writer: `finish` hands each request's record to a bounded queue (never
+//! waiting: when the queue is full the record is dropped and counted), and one task writes the
+//! queue to the store in batches, reads `usage` from the answers there, and prunes old rows.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::LogConfig;
+use crate::metrics::Metrics;
+use crate::store::logs::LogRecord;
+use crate::store::{Store, now_ms};
+
+/// Most records written in one transaction.
+const BATCH: usize = 200;
+/// How often old rows are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// A record on its way to the store, with the bodies it may need.
+pub struct Pending {
+    /// The row, `tokens` still 0.
+    pub record: LogRecord,
+    /// The answer, to read `usage` from (and keep, with `bodies`).
+    pub answer: Option<Bytes>,
+    /// The request, kept only with `bodies`.
+    pub prompt: Option<Bytes>,
+}
+
+/// The queue's sending side, and its receiving side until the writer takes it.
+pub struct RequestLogger {
+    sender: mpsc::Sender<Pending>,
+    receiver: Mutex<Option<mpsc::Receiver<Pending>>>,
+    metrics: Arc<Metrics>,
+    config: LogConfig,
+}
+
+impl RequestLogger {
+    /// A logger whose queue holds `config.queue` records.
+    pub fn new(config: &LogConfig, metrics: Arc<Metrics>) -> Self {
+        let (sender, receiver) = mpsc::channel(config.queue);
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            metrics,
+            config: config.clone(),
+        }
+    }
+
+    /// Whether request bodies are kept.
+    pub fn bodies(&self) -> bool {
+        self.config.bodies
+    }
+
+    /// Queues a record without waiting; a full queue drops it.
+    pub fn record(&self, pending: Pending) {
+        if self.sender.try_send(pending).is_err() {
+            self.metrics.request_log("dropped", 1);
+        }
+    }
+
+    /// Writes queued records until the process ends; prunes rows past the retention.
+    pub async fn run(self: Arc<Self>, store: Store) {
+        let receiver = self
+            .receiver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut receiver) = receiver else {
+            return;
+        };
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    let rows: Vec<LogRecord> = batch.drain(..).map(|p| self.finish(p)).collect();
+                    match store.insert_logs(&rows).await {
+                        Ok(()) => self.metrics.request_log("written", rows.len() as u64),
+                        Err(e) => {
+                            tracing::warn!(error = %e, rows = rows.len(), "request log write failed; rows dropped");
+                            self.metrics.request_log("dropped", rows.len() as u64);
+                        }
+                    }
+                }
+                _ = prune.tick() => {
+                    let retention = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+                    match store.prune_logs(now_ms().saturating_sub(retention)).await {
+                        Ok(n) if n > 0 => tracing::info!(rows = n, "request log pruned"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "request log pruning failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&self, pending: Pending) -> LogRecord {
+        let mut record = pending.record;
+        if let Some(answer) = &pending.answer {
+            record.tokens = serde_json::from_slice::<serde_json::Value>(answer)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/usage/total_tokens")
+                        .and_then(serde_json::Value::as_i64)
+                })
+                .unwrap_or(0);
+        }
+        if self.config.bodies {
+            let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+            record.prompt = pending.prompt.as_ref().map(text);
+            record.answer = pending.answer.as_ref().map(text);
+        }
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Pending {
+        Pending {
+            record: LogRecord {
+                id: "r".to_owned(),
+                at: 0,
+                endpoint: "chat.completions".to_owned(),
+                route: "default".to_owned(),
+                tenant: String::new(),
+                model: String::new(),
+                config_version: String::new(),
+                cache_status: "miss".to_owned(),
+                similarity: None,
+                attempts: 1,
+                status: 200,
+                latency_ms: 1.0,
+                tokens: 0,
+                prompt: None,
+                answer: None,
+            },
+            answer: Some(Bytes::from_static(br#"{"usage":{"total_tokens":42}}"#)),
+            prompt: Some(Bytes::from_static(b"{}")),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        let config = LogConfig {
+            queue: 1,
+            ..LogConfig::default()
+        };
+        let logger = RequestLogger::new(&config, Arc::clone(&metrics));
+        logger.record(pending());
+        logger.record(pending());
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("deja_request_log_records_total{result=\"dropped\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tokens_come_from_usage_and_bodies_only_when_asked() {
+        let metrics = Arc::new(Metrics::new());
+        let quiet = RequestLogger::new(&LogConfig::default(), Arc::clone(&metrics));
+        let row = quiet.finish(pending());
+        assert_eq!((row.tokens, row.prompt.as_deref()), (42, None));
+        let verbose = RequestLogger::new(
+            &LogConfig {
+                bodies: true,
+                ..LogConfig::default()
+            },
+            metrics,
+        );
+        let row = verbose.finish(pending());
+        assert_eq!(row.prompt.as_deref(), Some("{}"));
+        assert!(row.answer.unwrap().contains("42"));
+    }
+}
