@@ -40,6 +40,10 @@ pub const STREAMS: &str = "deja_streams";
 pub const SEMANTIC_VERIFIED: &str = "deja_semantic_verified";
 /// Request log records, by result: `written` to the store, `dropped` (queue full or write failed).
 pub const REQUEST_LOG: &str = "deja_request_log_records";
+/// Whether a target's circuit is open (1) or closed (0), by route and target path.
+pub const CIRCUIT_OPEN: &str = "deja_target_circuit_open";
+/// Answers by the target that gave them, by route and target path.
+pub const TARGET_ANSWERS: &str = "deja_target_answers";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
@@ -104,6 +108,14 @@ pub struct Metrics {
     streams: Family<RouteOutcome, Counter>,
     verified: Family<RouteResult, Counter>,
     request_log: Family<ResultOnly, Counter>,
+    circuit: Family<RouteTarget, Gauge>,
+    target_answers: Family<RouteTarget, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteTarget {
+    route: String,
+    target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,7 +238,21 @@ impl Metrics {
             "Request log records, by result (written, dropped)",
             request_log.clone(),
         );
+        let circuit = Family::default();
+        registry.register(
+            CIRCUIT_OPEN,
+            "Whether a target's circuit breaker is open (1) or closed (0), by route and target",
+            circuit.clone(),
+        );
+        let target_answers = Family::default();
+        registry.register(
+            TARGET_ANSWERS,
+            "Answers by the target of a strategy that gave them, by route and target",
+            target_answers.clone(),
+        );
         Self {
+            circuit,
+            target_answers,
             request_log,
             verified,
             streams,
@@ -376,6 +402,26 @@ impl Metrics {
         self.request_log
             .get_or_create(&ResultOnly { result })
             .inc_by(n);
+    }
+
+    /// Sets whether a target's circuit is open.
+    pub fn circuit(&self, route: &str, target: &str, open: bool) {
+        self.circuit
+            .get_or_create(&RouteTarget {
+                route: route.to_owned(),
+                target: target.to_owned(),
+            })
+            .set(i64::from(open));
+    }
+
+    /// Counts an answer given by a strategy's target.
+    pub fn target_answer(&self, route: &str, target: &str) {
+        self.target_answers
+            .get_or_create(&RouteTarget {
+                route: route.to_owned(),
+                target: target.to_owned(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of every metric.

@@ -7,7 +7,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
-use crate::gateway::{SavedConfigs, VerifyBudget};
+use crate::gateway::{Breakers, SavedConfigs, VerifyBudget};
 use crate::metrics::Metrics;
 use crate::reqlog::RequestLogger;
 use crate::store::seal::Sealer;
@@ -63,6 +63,8 @@ pub struct AppState {
     pub sealer: Option<Arc<Sealer>>,
     /// The request log's queue; `None` with `[log] enabled = false`.
     pub request_log: Option<Arc<RequestLogger>>,
+    /// Circuit breaker state of strategy targets.
+    pub breakers: Arc<Breakers>,
 }
 
 impl AppState {
@@ -105,6 +107,7 @@ impl AppState {
             .enabled
             .then(|| Arc::new(RequestLogger::new(&config.log, Arc::clone(&metrics))));
         Ok(Self {
+            breakers: Arc::new(Breakers::default()),
             request_log,
             sealer,
             store,

@@ -159,6 +159,7 @@ impl Config {
         }
         for route in &mut self.routes {
             route.cache.mode.get_or_insert(self.cache.default_mode);
+            route.build_plan();
         }
     }
 

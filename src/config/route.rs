@@ -6,6 +6,7 @@ use serde::Deserialize;
 use wildmatch::WildMatch;
 
 use super::{RetryConfig, RouteCacheConfig};
+use crate::portkey::{RequestConfig, Strategy, TargetFields};
 
 /// One route: a name, the models it claims, and its policies.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,15 @@ pub struct RouteConfig {
     /// Per-attempt upstream timeout for this route; default `[upstream] timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// How to pick among `targets` (Portkey's shape).
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Providers this route sends to, instead of `[upstream]` (Portkey's shape).
+    #[serde(default)]
+    pub targets: Vec<RequestConfig>,
+    /// `strategy` and `targets` as one config node, built at load.
+    #[serde(skip)]
+    pub plan: Option<RequestConfig>,
 }
 
 fn all_models() -> Vec<String> {
@@ -40,6 +50,9 @@ impl RouteConfig {
             retry: RetryConfig::default(),
             cache: RouteCacheConfig::default(),
             timeout: None,
+            strategy: None,
+            targets: Vec::new(),
+            plan: None,
         }
     }
 
@@ -48,7 +61,27 @@ impl RouteConfig {
         self.models.iter().any(|g| WildMatch::new(g).matches(model))
     }
 
+    /// Builds `plan` from `strategy` and `targets`.
+    pub(super) fn build_plan(&mut self) {
+        if self.targets.is_empty() {
+            return;
+        }
+        self.plan = Some(RequestConfig {
+            targets_fields: TargetFields {
+                strategy: self.strategy.clone(),
+                targets: Some(self.targets.clone()),
+                ..TargetFields::default()
+            },
+            ..RequestConfig::default()
+        });
+    }
+
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
+        if let Some(plan) = &self.plan {
+            plan.check_targets(&format!("{path}."), errors);
+        } else if self.strategy.is_some() {
+            errors.push(format!("{path}.strategy needs targets"));
+        }
         let valid_name = !self.name.is_empty()
             && self.name.len() <= 64
             && self

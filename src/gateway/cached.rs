@@ -248,6 +248,8 @@ impl Flow<'_> {
             cache: Some(cache),
             similarity,
             config_version: None,
+            target: None,
+            model: None,
         })
     }
 
@@ -322,6 +324,8 @@ impl GatewayResponse {
             cache: Some(CacheStatus::Miss),
             similarity: None,
             config_version: None,
+            target: None,
+            model: None,
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The request path, free of HTTP framework types: resolve the route and the per-request config,
 //! (look up the cache: the next seam), forward with retries, then count and log the request.
 
+mod breaker;
 mod cached;
 pub mod saved;
+mod strategy;
 mod verify;
 mod writeback;
 
+pub use breaker::Breakers;
 pub use saved::SavedConfigs;
 pub use verify::VerifyBudget;
 
@@ -76,6 +79,10 @@ pub struct GatewayResponse {
     pub similarity: Option<f32>,
     /// Version of the saved config the request named, sent as `x-deja-config-version`.
     pub config_version: Option<String>,
+    /// The strategy target that answered: its index among its siblings and its path.
+    pub target: Option<(usize, String)>,
+    /// The model a target's `override_params` asked for, sent as `x-deja-model`.
+    pub model: Option<String>,
 }
 
 /// Where the caller asked to go: `/r/{route}/...` and the request headers.
@@ -97,6 +104,7 @@ struct RequestLog {
     note: Option<&'static str>,
     tenant: Option<String>,
     config_version: Option<String>,
+    target: Option<String>,
     /// The request body, kept for the request log only with `[log] bodies = true`.
     prompt: Option<Bytes>,
 }
@@ -157,6 +165,25 @@ async fn forward(
     stream: bool,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
+    let timeout = timeout_for(&state.config, route, overrides);
+    if overrides.has_targets() || route.plan.is_some() {
+        let ctx = strategy::Ctx {
+            state,
+            route,
+            path,
+            body,
+            stream,
+        };
+        let merged;
+        let plan = match &route.plan {
+            Some(plan) if !overrides.has_targets() => {
+                merged = plan.with_request(overrides);
+                &merged
+            }
+            _ => overrides,
+        };
+        return strategy::run(&ctx, plan, timeout, log).await;
+    }
     let retry = overrides.retry_over(&route.retry)?;
     let forwarded = state
         .forwarder
@@ -168,6 +195,7 @@ async fn forward(
             timeout: timeout_for(&state.config, route, overrides),
             retry: &retry,
             auth: overrides.provider_auth.as_ref(),
+            base_url: None,
         })
         .await;
     log.attempts = forwarded.retries + 1;
@@ -181,6 +209,8 @@ async fn forward(
         cache: log.cache,
         similarity: None,
         config_version: None,
+        target: None,
+        model: None,
     })
 }
 
@@ -305,6 +335,7 @@ fn finish(
         similarity = log.similarity,
         attempts = log.attempts,
         note = log.note,
+        target = log.target.as_deref(),
         stream = log.stream,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         error,

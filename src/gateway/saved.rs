@@ -96,14 +96,19 @@ pub async fn resolve_virtual_key(
     else {
         return Ok(());
     };
-    if let Some(auth) = state.saved_configs.credentials.get(&slug) {
-        config.provider_auth = Some(auth);
-        return Ok(());
+    config.provider_auth = Some(credential(state, &slug).await?);
+    Ok(())
+}
+
+/// The `Authorization` value of virtual key `slug`, opened with the store's secret key.
+pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, AppError> {
+    if let Some(auth) = state.saved_configs.credentials.get(slug) {
+        return Ok(auth);
     }
     let sealer = state.sealer.as_ref().ok_or(AppError::Store(
         "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
     ))?;
-    let sealed = match state.store.sealed_virtual_key(&slug).await {
+    let sealed = match state.store.sealed_virtual_key(slug).await {
         Ok(sealed) => sealed,
         Err(crate::store::StoreError::NotFound(_)) => {
             return Err(AppError::InvalidField {
@@ -114,15 +119,11 @@ pub async fn resolve_virtual_key(
         Err(e) => return Err(e.into()),
     };
     let opened = sealer.open(&sealed).ok_or_else(|| {
-        AppError::Internal(format!(
-            "virtual key `{slug}` cannot be opened with the current secret key"
-        ))
+        AppError::Internal(format!("virtual key `{slug}` cannot be opened with the current secret key"))
     })?;
-    let mut auth = HeaderValue::from_str(&format!("Bearer {opened}")).map_err(|_| {
-        AppError::Internal(format!("virtual key `{slug}` is not a valid header value"))
-    })?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {opened}"))
+        .map_err(|_| AppError::Internal(format!("virtual key `{slug}` is not a valid header value")))?;
     auth.set_sensitive(true);
-    state.saved_configs.credentials.insert(slug, auth.clone());
-    config.provider_auth = Some(auth);
-    Ok(())
+    state.saved_configs.credentials.insert(slug.to_owned(), auth.clone());
+    Ok(auth)
 }

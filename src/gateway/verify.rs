@@ -102,6 +102,7 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
             timeout: sample.timeout,
             retry: &retry,
             auth: sample.auth.as_ref(),
+            base_url: None,
         })
         .await;
     let fresh = match forwarded.result {

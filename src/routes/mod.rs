@@ -15,7 +15,8 @@ use http::{HeaderValue, StatusCode, header};
 use crate::error::AppError;
 use crate::gateway::GatewayResponse;
 use crate::portkey::{
-    HEADER_CACHE_STATUS, HEADER_CONFIG_VERSION, HEADER_RETRY_COUNT, HEADER_SIMILARITY,
+    HEADER_CACHE_STATUS, HEADER_CONFIG_VERSION, HEADER_LAST_USED_OPTION, HEADER_MODEL,
+    HEADER_RETRY_COUNT, HEADER_SIMILARITY, HEADER_TARGET,
 };
 use crate::state::AppState;
 use crate::upstream::AnswerBody;
@@ -92,6 +93,15 @@ impl IntoResponse for GatewayResponse {
                 HEADER_CACHE_STATUS,
                 HeaderValue::from_static(cache.header_value()),
             );
+        }
+        if let Some((index, path)) = self.target {
+            headers.insert(HEADER_LAST_USED_OPTION, HeaderValue::from(index));
+            if let Ok(path) = HeaderValue::from_str(&path) {
+                headers.insert(HEADER_TARGET, path);
+            }
+        }
+        if let Some(model) = self.model.and_then(|m| HeaderValue::from_str(&m).ok()) {
+            headers.insert(HEADER_MODEL, model);
         }
         if let Some(version) = self
             .config_version

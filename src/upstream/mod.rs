@@ -1,6 +1,7 @@
 //! The provider side: one shared reqwest client, the attempt that sends a request and reads its
 //! answer within the per-attempt timeout, and the retry loop around it (in `retry`).
 
+pub mod providers;
 pub mod retry;
 
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub struct UpstreamCall<'a> {
     pub retry: &'a RetryConfig,
     /// `Authorization` for this call (a virtual key's credential) instead of `[upstream] api_key`.
     pub auth: Option<&'a HeaderValue>,
+    /// Base URL for this call (a target's provider or host) instead of `[upstream] base_url`.
+    pub base_url: Option<&'a str>,
 }
 
 /// Sends calls to the provider with retries; built once and shared.
@@ -140,7 +143,10 @@ impl Forwarder {
 
     /// Makes the call, retrying per `call.retry`.
     pub async fn send(&self, call: UpstreamCall<'_>) -> Forwarded {
-        let url = format!("{}{}", self.base_url, call.path);
+        let base = call
+            .base_url
+            .map_or(self.base_url.as_str(), |b| b.trim_end_matches('/'));
+        let url = format!("{base}{}", call.path);
         let (result, retries) =
             retry::run(call.retry, |budget| self.attempt(&url, &call, budget)).await;
         if retries > 0 {

@@ -7,6 +7,10 @@ use serde::Deserialize;
 
 use crate::config::{CacheMode, RetryConfig, RouteCacheConfig};
 
+pub mod targets;
+
+pub use targets::{CircuitBreaker, Strategy, StrategyMode, TargetFields};
+
 /// Inline config JSON, or the id of a saved config.
 pub const HEADER_CONFIG: &str = "x-portkey-config";
 /// Retries made before the answer, on every response.
@@ -23,6 +27,12 @@ pub const HEADER_SIMILARITY: &str = "x-deja-similarity";
 pub const HEADER_CONFIG_VERSION: &str = "x-deja-config-version";
 /// Virtual key slug: the provider credential this call uses.
 pub const HEADER_VIRTUAL_KEY: &str = "x-portkey-virtual-key";
+/// Index, among its siblings, of the strategy target that answered.
+pub const HEADER_LAST_USED_OPTION: &str = "x-portkey-last-used-option-index";
+/// Path of the strategy target that answered, such as `targets[1].targets[0]`.
+pub const HEADER_TARGET: &str = "x-deja-target";
+/// Model a target's `override_params` asked for.
+pub const HEADER_MODEL: &str = "x-deja-model";
 /// Route chosen by the caller, by name.
 pub const HEADER_ROUTE: &str = "x-deja-route";
 
@@ -66,6 +76,9 @@ pub struct RequestConfig {
     /// The `Authorization` value resolved from the virtual key (never from the JSON).
     #[serde(skip)]
     pub provider_auth: Option<http::HeaderValue>,
+    /// `strategy`, `targets` and the other fields of a target node.
+    #[serde(flatten)]
+    pub targets_fields: TargetFields,
 }
 
 /// Portkey's `cache` object; every field optional.
@@ -119,10 +132,18 @@ impl RequestConfig {
         if !value.is_object() {
             return Err(PortkeyConfigError::Syntax("expected an object".to_owned()));
         }
-        serde_path_to_error::deserialize(value).map_err(|e| PortkeyConfigError::Field {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })
+        let config: Self =
+            serde_path_to_error::deserialize(value).map_err(|e| PortkeyConfigError::Field {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        let mut errors = Vec::new();
+        config.check_targets("", &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(PortkeyConfigError::Invalid(errors))
+        }
     }
 
     /// The route's retry policy with this config's fields laid over it, validated.
