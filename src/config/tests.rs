@@ -191,13 +191,26 @@ fn auth_is_required_by_default_only_beyond_loopback() {
     assert!(open.server.auth_required());
     let forced = load("[server]\nrequire_auth = true\n", &[]).unwrap();
     assert!(forced.server.auth_required());
-    let off = load("[server]\nlisten = \"0.0.0.0:8080\"\nrequire_auth = false\n", &[]).unwrap();
+    let off = load(
+        "[server]\nlisten = \"0.0.0.0:8080\"\nrequire_auth = false\n",
+        &[],
+    )
+    .unwrap();
     assert!(!off.server.auth_required());
-    let bad = load("[store]\nurl = \"mysql://x\"\nsecret_key = \"short\"\n", &[])
-        .unwrap_err()
-        .to_string();
-    assert!(bad.contains("store.url must start with sqlite: or postgres://"), "{bad}");
-    assert!(bad.contains("store.secret_key (or DEJA_SECRET_KEY) must be 64 hex characters"), "{bad}");
+    let bad = load(
+        "[store]\nurl = \"mysql://x\"\nsecret_key = \"short\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("store.url must start with sqlite: or postgres://"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("store.secret_key (or DEJA_SECRET_KEY) must be 64 hex characters"),
+        "{bad}"
+    );
     let from_env = load("", &[("DEJA_SECRET_KEY", &"ab".repeat(32))]).unwrap();
     assert!(from_env.store.secret_key.is_some());
 }

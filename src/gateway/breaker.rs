@@ -27,7 +27,10 @@ impl Breakers {
         if breaker.is_none() {
             return true;
         }
-        let mut states = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = states.entry(key.to_owned()).or_default();
         match state.open_until {
             None => true,
@@ -53,7 +56,10 @@ impl Breakers {
             return;
         };
         let key = format!("{route}:{target}");
-        let mut states = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let state = states.entry(key).or_default();
         if ok {
             *state = State::default();

@@ -119,11 +119,17 @@ pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, App
         Err(e) => return Err(e.into()),
     };
     let opened = sealer.open(&sealed).ok_or_else(|| {
-        AppError::Internal(format!("virtual key `{slug}` cannot be opened with the current secret key"))
+        AppError::Internal(format!(
+            "virtual key `{slug}` cannot be opened with the current secret key"
+        ))
     })?;
-    let mut auth = HeaderValue::from_str(&format!("Bearer {opened}"))
-        .map_err(|_| AppError::Internal(format!("virtual key `{slug}` is not a valid header value")))?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {opened}")).map_err(|_| {
+        AppError::Internal(format!("virtual key `{slug}` is not a valid header value"))
+    })?;
     auth.set_sensitive(true);
-    state.saved_configs.credentials.insert(slug.to_owned(), auth.clone());
+    state
+        .saved_configs
+        .credentials
+        .insert(slug.to_owned(), auth.clone());
     Ok(auth)
 }

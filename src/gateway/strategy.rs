@@ -83,7 +83,9 @@ fn node<'a>(
         let moves_on = |status: http::StatusCode| {
             strategy
                 .and_then(|s| s.on_status_codes.as_ref())
-                .map_or(!status.is_success(), |codes| codes.contains(&status.as_u16()))
+                .map_or(!status.is_success(), |codes| {
+                    codes.contains(&status.as_u16())
+                })
         };
         let child_path = |i: usize| {
             if path.is_empty() {
@@ -137,10 +139,14 @@ fn node<'a>(
                     .collect();
                 let total: f64 = candidates.iter().map(|(_, w)| w).sum();
                 let mut roll = rand::rng().random::<f64>() * total;
-                let Some(&(i, _)) = candidates.iter().find(|(_, w)| {
-                    roll -= w;
-                    roll < 0.0
-                }).or(candidates.last()) else {
+                let Some(&(i, _)) = candidates
+                    .iter()
+                    .find(|(_, w)| {
+                        roll -= w;
+                        roll < 0.0
+                    })
+                    .or(candidates.last())
+                else {
                     return (Err(all_open()), path, index);
                 };
                 let target = child_path(i);
@@ -160,7 +166,9 @@ fn node<'a>(
 
 fn all_open() -> AppError {
     AppError::Upstream {
-        source: UpstreamError::Unreachable("every target is disabled or its circuit is open".to_owned()),
+        source: UpstreamError::Unreachable(
+            "every target is disabled or its circuit is open".to_owned(),
+        ),
         retries: 0,
     }
 }

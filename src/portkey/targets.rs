@@ -99,9 +99,9 @@ impl RequestConfig {
                     "{path}provider `{provider}` is not known; known providers: {}",
                     providers::names()
                 )),
-                Some("") if t.custom_host.is_none() => errors.push(format!(
-                    "{path}provider `{provider}` needs a custom_host"
-                )),
+                Some("") if t.custom_host.is_none() => {
+                    errors.push(format!("{path}provider `{provider}` needs a custom_host"))
+                }
                 Some(_) => {}
             }
         }
@@ -118,7 +118,9 @@ impl RequestConfig {
         if let Some(cb) = t.cb_config
             && (cb.failure_threshold == 0 || cb.cooldown == 0)
         {
-            errors.push(format!("{path}cb_config needs failure_threshold and cooldown above 0"));
+            errors.push(format!(
+                "{path}cb_config needs failure_threshold and cooldown above 0"
+            ));
         }
         match (&t.strategy, &t.targets) {
             (Some(_), None) => errors.push(format!("{path}strategy needs targets")),
@@ -126,10 +128,14 @@ impl RequestConfig {
                 errors.push(format!("{path}targets must list at least one target"));
             }
             (_, Some(targets)) => {
-                if t.strategy.as_ref().is_some_and(|s| s.mode == StrategyMode::Loadbalance)
+                if t.strategy
+                    .as_ref()
+                    .is_some_and(|s| s.mode == StrategyMode::Loadbalance)
                     && targets.iter().all(|c| c.targets_fields.weight == Some(0.0))
                 {
-                    errors.push(format!("{path}loadbalance needs a target with a weight above 0"));
+                    errors.push(format!(
+                        "{path}loadbalance needs a target with a weight above 0"
+                    ));
                 }
                 for (i, child) in targets.iter().enumerate() {
                     child.check_targets(&format!("{path}targets[{i}]."), errors);
@@ -156,6 +162,9 @@ impl RequestConfig {
 
     /// Whether the config routes through targets.
     pub fn has_targets(&self) -> bool {
-        self.targets_fields.targets.as_ref().is_some_and(|t| !t.is_empty())
+        self.targets_fields
+            .targets
+            .as_ref()
+            .is_some_and(|t| !t.is_empty())
     }
 }
