@@ -47,6 +47,26 @@ pub const TARGET_ANSWERS: &str = "deja_target_answers";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
 
+/// Every metric family deja registers, with its Prometheus type (for dashboards and their tests).
+pub const ALL: &[(&str, &str)] = &[
+    (REQUESTS, "counter"),
+    (REQUEST_DURATION, "histogram"),
+    (UPSTREAM_ATTEMPTS, "counter"),
+    (UPSTREAM_RETRIES, "counter"),
+    (CACHE_LOOKUPS, "counter"),
+    (CACHE_WRITES, "counter"),
+    (EMBEDDING_DURATION, "histogram"),
+    (INDEX_ENTRIES, "gauge"),
+    (SEMANTIC_SIMILARITY, "histogram"),
+    (GUARD_REFUSALS, "counter"),
+    (STREAMS, "counter"),
+    (SEMANTIC_VERIFIED, "counter"),
+    (REQUEST_LOG, "counter"),
+    (CIRCUIT_OPEN, "gauge"),
+    (TARGET_ANSWERS, "counter"),
+    (TOKENS_SAVED, "counter"),
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
     route: String,
