@@ -1,6 +1,7 @@
 //! deja: a self-hosted, OpenAI-compatible gateway for 01.AI with a retrying forwarder (and, next,
 //! a two-tier response cache).
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod cache;

@@ -730,3 +730,55 @@ async fn logs_until(p: &Plane, n: u64) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn cache_analytics_come_from_the_request_log() {
+    use http::Method;
+    let p = plane(
+        None,
+        true,
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"simple\"\n",
+    )
+    .await;
+    let key = [("x-portkey-api-key", p.inference.as_str())];
+    for _ in 0..3 {
+        chat(&p, &key, "analytics").await;
+    }
+    logs_until(&p, 3).await;
+    let (status, report) = call(
+        &p,
+        Method::GET,
+        "/v1/analytics/cache?window=1h",
+        Some(&p.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let route = &report["routes"][0];
+    assert_eq!(
+        (route["route"].as_str(), route["requests"].as_u64()),
+        (Some("default"), Some(3))
+    );
+    assert!(
+        (route["exact_hit_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9,
+        "{route}"
+    );
+    assert_eq!(
+        route["tokens_saved"], 20,
+        "two hits of the stand-in's 10 tokens"
+    );
+    assert!((route["cost_saved_usd"].as_f64().unwrap() - 20.0 * 0.14 / 1e6).abs() < 1e-12);
+    assert_eq!(route["latency"]["hit"]["count"], 2);
+    assert_eq!(
+        call(
+            &p,
+            Method::GET,
+            "/v1/analytics/cache?window=soon",
+            Some(&p.admin),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+}

@@ -17,6 +17,9 @@ pub struct LogConfig {
     pub retention: Duration,
     /// Records waiting to be written; past it new ones are dropped (and counted). Default 10000.
     pub queue: usize,
+    /// USD per million tokens by model glob, for the cost the cache saved; default: 01.AI's
+    /// list prices (`yi-lightning` 0.14, `yi-large*` 2.80...).
+    pub prices: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 impl Default for LogConfig {
@@ -26,6 +29,7 @@ impl Default for LogConfig {
             bodies: false,
             retention: Duration::from_secs(7 * 24 * 3600),
             queue: 10_000,
+            prices: None,
         }
     }
 }
@@ -38,5 +42,20 @@ impl LogConfig {
         if self.queue == 0 {
             errors.push(format!("{path}.queue must be above 0"));
         }
+    }
+}
+
+impl LogConfig {
+    /// Prices by model glob, most specific (longest) glob first.
+    pub fn price_list(&self) -> Vec<(String, f64)> {
+        let mut list: Vec<(String, f64)> = match &self.prices {
+            Some(prices) => prices.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            None => crate::analytics::DEFAULT_PRICES
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+        };
+        list.sort_by_key(|(glob, _)| std::cmp::Reverse(glob.len()));
+        list
     }
 }

@@ -358,3 +358,46 @@ pub(super) async fn logs(
     };
     result.await.into_response()
 }
+
+#[derive(Deserialize)]
+pub(super) struct CacheQuery {
+    /// Window back from now, such as `1h` or `30m`; default `1h`.
+    window: Option<String>,
+    route: Option<String>,
+}
+
+pub(super) async fn cache_analytics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<CacheQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        auth::admin(&state, &headers)?;
+        let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
+            param: "query",
+            message: e.body_text(),
+        })?;
+        let window =
+            humantime::parse_duration(q.window.as_deref().unwrap_or("1h")).map_err(|e| {
+                AppError::InvalidField {
+                    param: "window",
+                    message: format!("'window' must be a duration such as 1h: {e}"),
+                }
+            })?;
+        let from = crate::store::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let rows = state
+            .store
+            .query_logs(&crate::store::logs::LogFilter {
+                from: Some(from),
+                route: q.route,
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await?;
+        let routes = crate::analytics::cache_report(&rows, &state.config.log.price_list());
+        Ok::<_, AppError>(Json(
+            json!({"object": "cache_analytics", "window_ms": window.as_millis() as u64, "routes": routes}),
+        ))
+    };
+    result.await.into_response()
+}

@@ -54,6 +54,7 @@ pub fn table() -> Router<AppState> {
                 .delete(admin::delete_virtual_key),
         )
         .route("/v1/logs", get(admin::logs))
+        .route("/v1/analytics/cache", get(admin::cache_analytics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
