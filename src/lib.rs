@@ -1,6 +1,7 @@
 //! deja: a self-hosted, OpenAI-compatible gateway for 01.AI with a retrying forwarder (and, next,
 //! a two-tier response cache).
 
+pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod auth;
@@ -75,6 +76,11 @@ pub async fn serve(
             std::sync::Arc::clone(logger).run(state.store.clone()),
         ))
     });
+    let _stop_alerts = AbortOnDrop(tokio::spawn(alerts::run(
+        std::sync::Arc::clone(&state.config),
+        std::sync::Arc::clone(&state.metrics),
+        reqwest::Client::new(),
+    )));
     let cache = std::sync::Arc::clone(&state.cache);
     let upkeep = tokio::spawn(async move {
         cache.warm_up().await;

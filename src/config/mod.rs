@@ -1,6 +1,7 @@
 //! Typed configuration: the TOML file, `DEJA__SECTION__KEY` environment overrides, defaults, and
 //! validation that names the key path of every error before the port is bound.
 
+mod alerts;
 mod cache;
 mod embedding;
 mod env;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use alerts::{AlertMetric, AlertRule, AlertingConfig, Comparison};
 pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
 pub use embedding::{EmbeddingConfig, ModelName};
 pub use log::LogConfig;
@@ -79,6 +81,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// The request log.
     pub log: LogConfig,
+    /// Alert rules on deja's own metrics.
+    pub alerts: Vec<AlertRule>,
+    /// How alerts are evaluated.
+    pub alerting: AlertingConfig,
 }
 
 impl Default for Config {
@@ -92,6 +98,8 @@ impl Default for Config {
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            alerts: Vec::new(),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -170,6 +178,12 @@ impl Config {
         self.upstream.validate("upstream", &mut errors);
         self.store.validate("store", &mut errors);
         self.log.validate("log", &mut errors);
+        for (i, alert) in self.alerts.iter().enumerate() {
+            alert.validate(&format!("alerts[{i}]"), &mut errors);
+        }
+        if self.alerting.interval.is_zero() {
+            errors.push("alerting.interval must be above 0".to_owned());
+        }
         self.redis.validate("redis", &mut errors);
         self.cache.validate("cache", &mut errors);
         self.embedding.validate("embedding", &mut errors);
