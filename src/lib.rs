@@ -1,5 +1,6 @@
-//! deja: a self-hosted, OpenAI-compatible gateway for 01.AI with a retrying forwarder (and, next,
-//! a two-tier response cache).
+//! deja: a self-hosted, OpenAI-compatible gateway for 01.AI: retries, fallback and load
+//! balancing across providers, a two-tier (exact and semantic) response cache that also records
+//! and replays streams, and a control plane (API keys, virtual keys, saved configs, request log).
 
 pub mod alerts;
 pub mod analytics;

@@ -1,5 +1,6 @@
-//! The request path, free of HTTP framework types: resolve the route and the per-request config,
-//! (look up the cache: the next seam), forward with retries, then count and log the request.
+//! The request path, free of HTTP framework types: who is calling (`auth`), which route, the
+//! per-request config (inline or saved, and its virtual key: `saved`), the cache (`cached`), the
+//! upstream call with retries or through a strategy's targets (`strategy`), then count and log.
 
 mod breaker;
 mod cached;
@@ -192,7 +193,7 @@ async fn forward(
             path,
             body,
             stream,
-            timeout: timeout_for(&state.config, route, overrides),
+            timeout,
             retry: &retry,
             auth: overrides.provider_auth.as_ref(),
             base_url: None,
