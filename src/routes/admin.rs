@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -67,53 +66,47 @@ pub(super) async fn create_config(
     State(state): State<AppState>,
     headers: HeaderMap,
     json: Result<Json<CreateConfig>, JsonRejection>,
-) -> Response {
-    let result = async {
-        let admin = auth::admin(&state, &headers)?;
-        let req = body(json)?;
-        validated(&req.config)?;
-        if let Some(slug) = &req.slug {
-            slug_ok(slug)?;
-        }
-        let name = req.name.as_deref().unwrap_or("config");
-        let saved = state
-            .store
-            .create_config(&admin.tenant, name, req.slug.as_deref(), &req.config)
-            .await?;
-        Ok::<_, AppError>(Json(json!({
-            "id": saved.id, "slug": saved.slug, "version_id": saved.version_id, "object": "config",
-        })))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    let admin = auth::admin(&state, &headers)?;
+    let req = body(json)?;
+    validated(&req.config)?;
+    if let Some(slug) = &req.slug {
+        slug_ok(slug)?;
+    }
+    let name = req.name.as_deref().unwrap_or("config");
+    let saved = state
+        .store
+        .create_config(&admin.tenant, name, req.slug.as_deref(), &req.config)
+        .await?;
+    Ok(Json(json!({
+        "id": saved.id, "slug": saved.slug, "version_id": saved.version_id, "object": "config",
+    })))
 }
 
-pub(super) async fn list_configs(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let configs = state.store.list_configs().await?;
-        let data: Vec<Value> = configs.iter().map(config_json).collect();
-        Ok::<_, AppError>(Json(
-            json!({"object": "list", "total": data.len(), "data": data}),
-        ))
-    };
-    result.await.into_response()
+pub(super) async fn list_configs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let configs = state.store.list_configs().await?;
+    let data: Vec<Value> = configs.iter().map(config_json).collect();
+    Ok(Json(
+        json!({"object": "list", "total": data.len(), "data": data}),
+    ))
 }
 
 pub(super) async fn get_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let (slug, version) = match slug.split_once('@') {
-            Some((s, v)) => (s.to_owned(), Some(v.to_owned())),
-            None => (slug, None),
-        };
-        let saved = state.store.config(&slug, version.as_deref()).await?;
-        Ok::<_, AppError>(Json(config_json(&saved)))
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let (slug, version) = match slug.split_once('@') {
+        Some((s, v)) => (s.to_owned(), Some(v.to_owned())),
+        None => (slug, None),
     };
-    result.await.into_response()
+    let saved = state.store.config(&slug, version.as_deref()).await?;
+    Ok(Json(config_json(&saved)))
 }
 
 pub(super) async fn update_config(
@@ -121,50 +114,41 @@ pub(super) async fn update_config(
     Path(slug): Path<String>,
     headers: HeaderMap,
     json: Result<Json<UpdateConfig>, JsonRejection>,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let req = body(json)?;
-        if let Some(config) = &req.config {
-            validated(config)?;
-        }
-        let saved = state
-            .store
-            .update_config(&slug, req.name.as_deref(), req.config.as_ref())
-            .await?;
-        Ok::<_, AppError>(Json(
-            json!({"version_id": saved.version_id, "object": "config"}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let req = body(json)?;
+    if let Some(config) = &req.config {
+        validated(config)?;
+    }
+    let saved = state
+        .store
+        .update_config(&slug, req.name.as_deref(), req.config.as_ref())
+        .await?;
+    Ok(Json(
+        json!({"version_id": saved.version_id, "object": "config"}),
+    ))
 }
 
 pub(super) async fn delete_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        state.store.delete_config(&slug).await?;
-        Ok::<_, AppError>(Json(json!({"success": true, "object": "config"})))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    state.store.delete_config(&slug).await?;
+    Ok(Json(json!({"success": true, "object": "config"})))
 }
 
 pub(super) async fn config_versions(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let versions = state.store.config_versions(&slug).await?;
-        Ok::<_, AppError>(Json(
-            json!({"object": "list", "total": versions.len(), "data": versions}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let versions = state.store.config_versions(&slug).await?;
+    Ok(Json(
+        json!({"object": "list", "total": versions.len(), "data": versions}),
+    ))
 }
 
 pub(super) async fn rollback_config(
@@ -172,16 +156,13 @@ pub(super) async fn rollback_config(
     Path(slug): Path<String>,
     headers: HeaderMap,
     json: Result<Json<Rollback>, JsonRejection>,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let req = body(json)?;
-        let saved = state.store.rollback_config(&slug, &req.version_id).await?;
-        Ok::<_, AppError>(Json(
-            json!({"version_id": saved.version_id, "object": "config"}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let req = body(json)?;
+    let saved = state.store.rollback_config(&slug, &req.version_id).await?;
+    Ok(Json(
+        json!({"version_id": saved.version_id, "object": "config"}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -223,61 +204,52 @@ pub(super) async fn create_virtual_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     json: Result<Json<CreateVirtualKey>, JsonRejection>,
-) -> Response {
-    let result = async {
-        let admin = auth::admin(&state, &headers)?;
-        let req = body(json)?;
-        if req.key.trim().is_empty() {
-            return Err(AppError::InvalidField {
-                param: "key",
-                message: "'key' must be the provider's API key".to_owned(),
-            });
-        }
-        let (sealed, masked) = seal(&state, req.key.trim())?;
-        let created = state
-            .store
-            .create_virtual_key(&crate::store::virtual_keys::NewVirtualKey {
-                tenant: &admin.tenant,
-                name: &req.name,
-                provider: &req.provider,
-                sealed: &sealed,
-                masked: &masked,
-                note: req.note.as_deref().unwrap_or(""),
-            })
-            .await?;
-        Ok(Json(
-            json!({"id": created.id, "slug": created.slug, "object": "virtual-key"}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    let admin = auth::admin(&state, &headers)?;
+    let req = body(json)?;
+    if req.key.trim().is_empty() {
+        return Err(AppError::InvalidField {
+            param: "key",
+            message: "'key' must be the provider's API key".to_owned(),
+        });
+    }
+    let (sealed, masked) = seal(&state, req.key.trim())?;
+    let created = state
+        .store
+        .create_virtual_key(&crate::store::virtual_keys::NewVirtualKey {
+            tenant: &admin.tenant,
+            name: &req.name,
+            provider: &req.provider,
+            sealed: &sealed,
+            masked: &masked,
+            note: req.note.as_deref().unwrap_or(""),
+        })
+        .await?;
+    Ok(Json(
+        json!({"id": created.id, "slug": created.slug, "object": "virtual-key"}),
+    ))
 }
 
 pub(super) async fn list_virtual_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let keys = state.store.list_virtual_keys().await?;
-        let data: Vec<Value> = keys.iter().map(virtual_key_json).collect();
-        Ok::<_, AppError>(Json(
-            json!({"object": "list", "total": data.len(), "data": data}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let keys = state.store.list_virtual_keys().await?;
+    let data: Vec<Value> = keys.iter().map(virtual_key_json).collect();
+    Ok(Json(
+        json!({"object": "list", "total": data.len(), "data": data}),
+    ))
 }
 
 pub(super) async fn get_virtual_key(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let key = state.store.virtual_key(&slug).await?;
-        Ok::<_, AppError>(Json(virtual_key_json(&key)))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let key = state.store.virtual_key(&slug).await?;
+    Ok(Json(virtual_key_json(&key)))
 }
 
 pub(super) async fn update_virtual_key(
@@ -285,39 +257,33 @@ pub(super) async fn update_virtual_key(
     Path(slug): Path<String>,
     headers: HeaderMap,
     json: Result<Json<UpdateVirtualKey>, JsonRejection>,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let req = body(json)?;
-        let credential = match req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-            Some(key) => Some(seal(&state, key)?),
-            None => None,
-        };
-        let updated = state
-            .store
-            .update_virtual_key(
-                &slug,
-                req.name.as_deref(),
-                req.note.as_deref(),
-                credential.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
-            )
-            .await?;
-        Ok::<_, AppError>(Json(virtual_key_json(&updated)))
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let req = body(json)?;
+    let credential = match req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        Some(key) => Some(seal(&state, key)?),
+        None => None,
     };
-    result.await.into_response()
+    let updated = state
+        .store
+        .update_virtual_key(
+            &slug,
+            req.name.as_deref(),
+            req.note.as_deref(),
+            credential.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
+        )
+        .await?;
+    Ok(Json(virtual_key_json(&updated)))
 }
 
 pub(super) async fn delete_virtual_key(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        state.store.delete_virtual_key(&slug).await?;
-        Ok::<_, AppError>(Json(json!({"success": true, "object": "virtual-key"})))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    state.store.delete_virtual_key(&slug).await?;
+    Ok(Json(json!({"success": true, "object": "virtual-key"})))
 }
 
 #[derive(Deserialize)]
@@ -336,27 +302,24 @@ pub(super) async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
-            param: "query",
-            message: e.body_text(),
-        })?;
-        let filter = crate::store::logs::LogFilter {
-            from: q.from,
-            to: q.to,
-            route: q.route,
-            status: q.status,
-            cache_status: q.cache_status.map(|c| c.to_lowercase().replace(' ', "_")),
-            limit: q.limit.unwrap_or(100).clamp(1, 1000),
-        };
-        let rows = state.store.query_logs(&filter).await?;
-        Ok::<_, AppError>(Json(
-            json!({"object": "list", "total": rows.len(), "data": rows}),
-        ))
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
+        param: "query",
+        message: e.body_text(),
+    })?;
+    let filter = crate::store::logs::LogFilter {
+        from: q.from,
+        to: q.to,
+        route: q.route,
+        status: q.status,
+        cache_status: q.cache_status.map(|c| c.to_lowercase().replace(' ', "_")),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    result.await.into_response()
+    let rows = state.store.query_logs(&filter).await?;
+    Ok(Json(
+        json!({"object": "list", "total": rows.len(), "data": rows}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -370,34 +333,30 @@ pub(super) async fn cache_analytics(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<axum::extract::Query<CacheQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        auth::admin(&state, &headers)?;
-        let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
-            param: "query",
-            message: e.body_text(),
-        })?;
-        let window =
-            humantime::parse_duration(q.window.as_deref().unwrap_or("1h")).map_err(|e| {
-                AppError::InvalidField {
-                    param: "window",
-                    message: format!("'window' must be a duration such as 1h: {e}"),
-                }
-            })?;
-        let from = crate::store::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let rows = state
-            .store
-            .query_logs(&crate::store::logs::LogFilter {
-                from: Some(from),
-                route: q.route,
-                limit: 100_000,
-                ..Default::default()
-            })
-            .await?;
-        let routes = crate::analytics::cache_report(&rows, &state.config.log.price_list());
-        Ok::<_, AppError>(Json(
-            json!({"object": "cache_analytics", "window_ms": window.as_millis() as u64, "routes": routes}),
-        ))
-    };
-    result.await.into_response()
+) -> Result<Json<Value>, AppError> {
+    auth::admin(&state, &headers)?;
+    let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
+        param: "query",
+        message: e.body_text(),
+    })?;
+    let window = humantime::parse_duration(q.window.as_deref().unwrap_or("1h")).map_err(|e| {
+        AppError::InvalidField {
+            param: "window",
+            message: format!("'window' must be a duration such as 1h: {e}"),
+        }
+    })?;
+    let from = crate::store::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let rows = state
+        .store
+        .query_logs(&crate::store::logs::LogFilter {
+            from: Some(from),
+            route: q.route,
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await?;
+    let routes = crate::analytics::cache_report(&rows, &state.config.log.price_list());
+    Ok(Json(
+        json!({"object": "cache_analytics", "window_ms": window.as_millis() as u64, "routes": routes}),
+    ))
 }
