@@ -41,28 +41,11 @@ fn main() -> ExitCode {
                 plot,
                 write_route,
             };
-            match deja::eval::command::run(&args) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            print_or_fail(deja::eval::command::run(&args))
         }
-        Command::Keys { config, action } => match deja::store::cli::run(config.as_deref(), &action)
-        {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Keys { config, action } => {
+            print_or_fail(deja::store::cli::run(config.as_deref(), &action))
+        }
         Command::Serve { config, log_format } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,
@@ -79,6 +62,20 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Prints a command's report, or its error with causes, and exits accordingly.
+fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
         }
     }
 }
