@@ -42,6 +42,29 @@ pub enum EvalError {
     Output(String),
 }
 
+/// Reads each non-blank line of JSONL `text` with `row`, which gets the parsed line and a maker
+/// of errors that name `path` and the line number.
+pub fn parse_jsonl<T>(
+    path: &str,
+    text: &str,
+    mut row: impl FnMut(&Value, &dyn Fn(String) -> EvalError) -> Result<T, EvalError>,
+) -> Result<Vec<T>, EvalError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let error = |message: String| EvalError::Format {
+            path: path.to_owned(),
+            line: i + 1,
+            message,
+        };
+        let value: Value = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+        out.push(row(&value, &error)?);
+    }
+    Ok(out)
+}
+
 /// The thresholds every sweep reports: 0.70 to 0.99 by 0.01.
 pub fn thresholds() -> Vec<f32> {
     (70..=99).map(|t| t as f32 / 100.0).collect()

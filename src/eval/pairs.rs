@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{EvalError, Prompt, Verdict, embed_all, judge};
+use super::{EvalError, Prompt, Verdict, embed_all, judge, parse_jsonl};
 use crate::cache::guard::Guard;
 use crate::embedding::Embedder;
 
@@ -40,17 +40,7 @@ pub struct Rates {
 
 /// Reads labelled pairs from JSONL text.
 pub fn parse(path: &str, text: &str) -> Result<Vec<(Prompt, Prompt, Labels)>, EvalError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| EvalError::Format {
-            path: path.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let row: Value = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
+    parse_jsonl(path, text, |row, error| {
         let prompt = |field: &str| {
             let value = row
                 .get(field)
@@ -63,7 +53,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<(Prompt, Prompt, Labels)>, Ev
             .and_then(Value::as_bool)
             .ok_or_else(|| error("\"same_answer\" must be true or false".to_owned()))?;
         let label = |field: &str| row.get(field).and_then(Value::as_str).map(str::to_owned);
-        out.push((
+        Ok((
             a,
             b,
             Labels {
@@ -71,9 +61,8 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<(Prompt, Prompt, Labels)>, Ev
                 lang: label("lang"),
                 category: label("category"),
             },
-        ));
-    }
-    Ok(out)
+        ))
+    })
 }
 
 /// The labels of a pair.

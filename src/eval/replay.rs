@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{EvalError, Prompt, Verdict, cosine, embed_all, judge};
+use super::{EvalError, Prompt, Verdict, cosine, embed_all, judge, parse_jsonl};
 use crate::cache::guard::Guard;
 use crate::embedding::Embedder;
 
@@ -28,27 +28,16 @@ pub struct ReplayRates {
 
 /// Reads the prompts of a replay file.
 pub fn parse(path: &str, text: &str) -> Result<Vec<Prompt>, EvalError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| EvalError::Format {
-            path: path.to_owned(),
-            line: i + 1,
-            message,
-        };
-        let row: Value = serde_json::from_str(line).map_err(|e| error(e.to_string()))?;
-        let prompt = match &row {
+    parse_jsonl(path, text, |row, error| {
+        let prompt = match row {
             Value::Object(o) => o
                 .get("messages")
                 .or_else(|| o.get("prompt"))
                 .ok_or_else(|| error("expected \"prompt\" or \"messages\"".to_owned()))?,
             other => other,
         };
-        out.push(Prompt::from_json(prompt).map_err(error)?);
-    }
-    Ok(out)
+        Prompt::from_json(prompt).map_err(error)
+    })
 }
 
 /// The guard sets a replay compares: none, each guard alone, and `configured`.
