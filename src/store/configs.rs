@@ -200,19 +200,7 @@ impl Store {
 
     /// Deletes `slug` (its versions stay, for the record).
     pub async fn delete_config(&self, slug: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE configs SET deleted_at = $1, slug = $2 WHERE slug = $3 AND deleted_at IS NULL",
-        )
-        .bind(now_ms())
-        // Frees the slug for a new config.
-        .bind(format!("{slug}~deleted~{}", random_hex(4)))
-        .bind(slug)
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("config `{slug}`")));
-        }
-        Ok(())
+        self.soft_delete("configs", "", slug, "config").await
     }
 }
 

@@ -95,6 +95,31 @@ impl Store {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// Marks the live row of `table` named `slug` deleted and renames its slug, so the slug is
+    /// free for a new row; `also` sets more columns (such as erasing a secret). `what` names the
+    /// row in a not-found error.
+    async fn soft_delete(
+        &self,
+        table: &'static str,
+        also: &'static str,
+        slug: &str,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE {table} SET deleted_at = $1, slug = $2{also} WHERE slug = $3 AND deleted_at IS NULL"
+        );
+        let done = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(format!("{slug}~deleted~{}", random_hex(4)))
+            .bind(slug)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("{what} `{slug}`")));
+        }
+        Ok(())
+    }
 }
 
 /// Unix time in milliseconds.

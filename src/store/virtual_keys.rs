@@ -151,15 +151,7 @@ impl Store {
 
     /// Deletes `slug`; its sealed credential is erased.
     pub async fn delete_virtual_key(&self, slug: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE virtual_keys SET deleted_at = $1, sealed = '', slug = $2 WHERE slug = $3 AND deleted_at IS NULL")
-            .bind(now_ms())
-            .bind(format!("{slug}~deleted~{}", random_hex(4)))
-            .bind(slug)
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("virtual key `{slug}`")));
-        }
-        Ok(())
+        self.soft_delete("virtual_keys", ", sealed = ''", slug, "virtual key")
+            .await
     }
 }
