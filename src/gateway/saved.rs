@@ -105,9 +105,7 @@ pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, App
     if let Some(auth) = state.saved_configs.credentials.get(slug) {
         return Ok(auth);
     }
-    let sealer = state.sealer.as_ref().ok_or(AppError::Store(
-        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
-    ))?;
+    let sealer = sealer(state)?;
     let sealed = match state.store.sealed_virtual_key(slug).await {
         Ok(sealed) => sealed,
         Err(crate::store::StoreError::NotFound(_)) => {
@@ -132,4 +130,11 @@ pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, App
         .credentials
         .insert(slug.to_owned(), auth.clone());
     Ok(auth)
+}
+
+/// The sealer of virtual keys, or why there is none.
+pub fn sealer(state: &AppState) -> Result<&crate::store::seal::Sealer, AppError> {
+    state.sealer.as_deref().ok_or(AppError::Store(
+        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
+    ))
 }

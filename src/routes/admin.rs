@@ -183,9 +183,7 @@ pub(super) struct UpdateVirtualKey {
 
 /// The provider credential sealed, and masked for showing.
 fn seal(state: &AppState, key: &str) -> Result<(String, String), AppError> {
-    let sealer = state.sealer.as_ref().ok_or(AppError::Store(
-        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
-    ))?;
+    let sealer = crate::gateway::saved::sealer(state)?;
     let sealed = sealer
         .seal(key)
         .ok_or_else(|| AppError::Internal("sealing a virtual key failed".to_owned()))?;
