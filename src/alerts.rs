@@ -101,23 +101,17 @@ fn value(rule: &AlertRule, old: &Snapshot, new: &Snapshot) -> Option<f64> {
             ),
         ),
         AlertMetric::P95LatencyMs => {
+            // Cumulative bucket counts in the window: the newer scrape's minus the older's.
             let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-            for (name, labels, v) in &new.series {
-                if name == "deja_request_duration_seconds_bucket" && on_route(labels) {
-                    let le = labels
-                        .get("le")
-                        .and_then(|l| l.parse::<f64>().ok())
-                        .unwrap_or(f64::INFINITY);
-                    *buckets.entry(le.to_bits()).or_default() += v;
-                }
-            }
-            for (name, labels, v) in &old.series {
-                if name == "deja_request_duration_seconds_bucket" && on_route(labels) {
-                    let le = labels
-                        .get("le")
-                        .and_then(|l| l.parse::<f64>().ok())
-                        .unwrap_or(f64::INFINITY);
-                    *buckets.entry(le.to_bits()).or_default() -= v;
+            for (snapshot, sign) in [(new, 1.0), (old, -1.0)] {
+                for (name, labels, v) in &snapshot.series {
+                    if name == "deja_request_duration_seconds_bucket" && on_route(labels) {
+                        let le = labels
+                            .get("le")
+                            .and_then(|l| l.parse::<f64>().ok())
+                            .unwrap_or(f64::INFINITY);
+                        *buckets.entry(le.to_bits()).or_default() += sign * v;
+                    }
                 }
             }
             let mut bounds: Vec<(f64, f64)> = buckets
@@ -126,6 +120,8 @@ fn value(rule: &AlertRule, old: &Snapshot, new: &Snapshot) -> Option<f64> {
                 .collect();
             bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
             let total = bounds.last().map_or(0.0, |b| b.1);
+            // The upper bound of the bucket holding the 95th percentile, as Prometheus'
+            // histogram_quantile would give without interpolating.
             (total > 0.0).then(|| {
                 let bound = bounds
                     .iter()
@@ -206,5 +202,65 @@ async fn notify(client: &reqwest::Client, rule: &AlertRule, firing: bool, value:
             tracing::warn!(alert = %rule.name, status = r.status().as_u16(), "alert webhook refused")
         }
         Err(e) => tracing::warn!(alert = %rule.name, error = %e, "alert webhook unreachable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(metric: AlertMetric, route: Option<&str>) -> AlertRule {
+        AlertRule {
+            name: "t".to_owned(),
+            metric,
+            route: route.map(str::to_owned),
+            op: Comparison::Above,
+            threshold: 0.0,
+            window: Duration::from_secs(60),
+            webhook: String::new(),
+        }
+    }
+
+    fn requests(metrics: &Metrics, route: &str, n: usize, ms: u64, status: &'static str) {
+        for _ in 0..n {
+            metrics.request(route, status, "miss", Duration::from_millis(ms));
+        }
+    }
+
+    #[test]
+    fn p95_is_the_bucket_bound_holding_the_95th_percentile_of_the_window_only() {
+        let metrics = Metrics::new();
+        // Before the window: slow requests that must not count.
+        requests(&metrics, "chat", 50, 5_000, "200");
+        let old = Snapshot::read(&metrics);
+        requests(&metrics, "chat", 94, 10, "200");
+        requests(&metrics, "chat", 6, 2_000, "200");
+        requests(&metrics, "other", 100, 30_000, "200");
+        let new = Snapshot::read(&metrics);
+        let on_chat = rule(AlertMetric::P95LatencyMs, Some("chat"));
+        // 94 of 100 under 16 ms: the 95th is in the 2.048 s bucket.
+        assert_eq!(value(&on_chat, &old, &new), Some(2048.0));
+
+        let old = Snapshot::read(&metrics);
+        requests(&metrics, "chat", 96, 10, "200");
+        requests(&metrics, "chat", 4, 2_000, "200");
+        let new = Snapshot::read(&metrics);
+        assert_eq!(value(&on_chat, &old, &new), Some(16.0));
+        // Nothing happened in a window: no value, so no alert either way.
+        assert_eq!(value(&on_chat, &new, &new), None);
+    }
+
+    #[test]
+    fn error_ratio_counts_4xx_and_5xx_on_the_rule_route() {
+        let metrics = Metrics::new();
+        let old = Snapshot::read(&metrics);
+        requests(&metrics, "chat", 3, 1, "200");
+        requests(&metrics, "chat", 1, 1, "503");
+        requests(&metrics, "other", 4, 1, "500");
+        let new = Snapshot::read(&metrics);
+        let ratio = value(&rule(AlertMetric::ErrorRatio, Some("chat")), &old, &new);
+        assert_eq!(ratio, Some(0.25));
+        let all = value(&rule(AlertMetric::ErrorRatio, None), &old, &new);
+        assert_eq!(all, Some(5.0 / 8.0));
     }
 }

@@ -142,21 +142,16 @@ mod tests {
         model: &str,
     ) -> LogRecord {
         LogRecord {
-            id: String::new(),
-            at: 0,
             endpoint: "chat.completions".to_owned(),
             route: "support".to_owned(),
-            tenant: String::new(),
             model: model.to_owned(),
-            config_version: String::new(),
             cache_status: cache.to_owned(),
             similarity,
             attempts: 1,
             status: 200,
             latency_ms,
             tokens,
-            prompt: None,
-            answer: None,
+            ..LogRecord::default()
         }
     }
 

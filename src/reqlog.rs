@@ -101,14 +101,16 @@ impl RequestLogger {
 
     fn finish(&self, pending: Pending) -> LogRecord {
         let mut record = pending.record;
-        if let Some(answer) = &pending.answer {
-            record.tokens = serde_json::from_slice::<serde_json::Value>(answer)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/usage/total_tokens")
-                        .and_then(serde_json::Value::as_i64)
-                })
-                .unwrap_or(0);
+        if let Some(usage) = pending
+            .answer
+            .as_ref()
+            .and_then(|a| serde_json::from_slice::<serde_json::Value>(a).ok())
+            .and_then(|mut v| v.get_mut("usage").map(serde_json::Value::take))
+        {
+            let count = |field: &str| usage.get(field).and_then(serde_json::Value::as_i64);
+            record.tokens = count("total_tokens").unwrap_or(0);
+            record.prompt_tokens = count("prompt_tokens").unwrap_or(0);
+            record.completion_tokens = count("completion_tokens").unwrap_or(0);
         }
         if self.config.bodies {
             let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
@@ -127,22 +129,17 @@ mod tests {
         Pending {
             record: LogRecord {
                 id: "r".to_owned(),
-                at: 0,
                 endpoint: "chat.completions".to_owned(),
                 route: "default".to_owned(),
-                tenant: String::new(),
-                model: String::new(),
-                config_version: String::new(),
                 cache_status: "miss".to_owned(),
-                similarity: None,
                 attempts: 1,
                 status: 200,
                 latency_ms: 1.0,
-                tokens: 0,
-                prompt: None,
-                answer: None,
+                ..LogRecord::default()
             },
-            answer: Some(Bytes::from_static(br#"{"usage":{"total_tokens":42}}"#)),
+            answer: Some(Bytes::from_static(
+                br#"{"usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42}}"#,
+            )),
             prompt: Some(Bytes::from_static(b"{}")),
         }
     }
@@ -169,7 +166,11 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let quiet = RequestLogger::new(&LogConfig::default(), Arc::clone(&metrics));
         let row = quiet.finish(pending());
-        assert_eq!((row.tokens, row.prompt.as_deref()), (42, None));
+        assert_eq!(
+            (row.tokens, row.prompt_tokens, row.completion_tokens),
+            (42, 30, 12)
+        );
+        assert_eq!(row.prompt, None);
         let verbose = RequestLogger::new(
             &LogConfig {
                 bodies: true,

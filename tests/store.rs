@@ -99,8 +99,17 @@ async fn exercise(store: &Store) {
         status,
         latency_ms: 1.5,
         tokens: 10,
-        prompt: None,
-        answer: None,
+        prompt: Some(format!("prompt {id}")),
+        nearest: (cache == "miss").then_some(0.93),
+        guard: if status == 503 {
+            "numbers".to_owned()
+        } else {
+            String::new()
+        },
+        config: "pc-01ai-retry-123".to_owned(),
+        prompt_tokens: 7,
+        completion_tokens: 3,
+        ..LogRecord::default()
     };
     store
         .insert_logs(&[
@@ -148,6 +157,30 @@ async fn exercise(store: &Store) {
         .await
         .unwrap();
     assert_eq!((hit.len(), hit[0].similarity), (1, Some(0.97)));
+    assert_eq!(hit[0].prompt.as_deref(), Some("prompt b"));
+    let light = store
+        .query_logs(&LogFilter {
+            limit: 10,
+            without_bodies: true,
+            ..LogFilter::default()
+        })
+        .await
+        .unwrap();
+    let c = &light[0];
+    assert_eq!(
+        (
+            c.prompt.as_deref(),
+            c.nearest,
+            c.guard.as_str(),
+            c.similarity
+        ),
+        (None, Some(0.93), "numbers", None)
+    );
+    assert_eq!(
+        (c.config.as_str(), c.prompt_tokens, c.completion_tokens),
+        ("pc-01ai-retry-123", 7, 3)
+    );
+    assert_eq!(light[1].nearest, None);
     assert_eq!(store.prune_logs(2_500).await.unwrap(), 2);
     assert_eq!(query(LogFilter::default()).await, ["c"]);
 

@@ -248,8 +248,20 @@ impl SemanticIndex {
         threshold: f32,
         now_ms: u64,
     ) -> Option<Found> {
+        self.search_scored(partition, query, threshold, now_ms).ok()
+    }
+
+    /// Like [`search`](Self::search), but a miss says how close the nearest live entry came
+    /// (`None` when the partition has none): the near-miss signal for lowering a threshold.
+    pub fn search_scored(
+        &self,
+        partition: u128,
+        query: &[f32],
+        threshold: f32,
+        now_ms: u64,
+    ) -> Result<Found, Option<f32>> {
         let inner = self.read();
-        let members = inner.by_partition.get(&partition)?;
+        let members = inner.by_partition.get(&partition).ok_or(None)?;
         let usable = |slot: usize| {
             let s = &inner.slots[slot];
             s.alive && s.entry.partition == partition && s.entry.expires_at_ms > now_ms
@@ -280,10 +292,13 @@ impl SemanticIndex {
                 )
             })
         };
-        let (slot, sim) = best.filter(|(_, sim)| *sim >= threshold)?;
+        let (slot, sim) = match best {
+            Some((slot, sim)) if sim >= threshold => (slot, sim),
+            other => return Err(other.map(|(_, sim)| sim)),
+        };
         let s = &inner.slots[slot];
         s.last_used.store(self.tick(), Ordering::Relaxed);
-        Some(Found {
+        Ok(Found {
             id: s.entry.id.clone(),
             similarity: sim,
             prompt: s.entry.prompt.clone(),

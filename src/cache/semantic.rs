@@ -27,13 +27,18 @@ pub enum Lookup {
     /// A stored answer to serve.
     Hit(SemanticHit),
     /// Nothing close enough.
-    Miss,
+    Miss {
+        /// How close the nearest stored question came (none stored: `None`).
+        nearest: Option<f32>,
+    },
     /// A close entry, refused by a guard.
     Refused {
         /// The guard that refused it.
         guard: Guard,
         /// The stored entry's id (its exact key), for the log.
         stored: String,
+        /// Its similarity.
+        similarity: f32,
     },
 }
 
@@ -146,15 +151,18 @@ impl SemanticTier {
         guards: &[Guard],
     ) -> Result<Lookup, CacheError> {
         let Some(index) = self.indexes.get(route) else {
-            return Ok(Lookup::Miss);
+            return Ok(Lookup::Miss { nearest: None });
         };
-        let Some(found) = index.search(partition_id(partition), vector, threshold, now_ms()) else {
-            return Ok(Lookup::Miss);
+        let found = match index.search_scored(partition_id(partition), vector, threshold, now_ms())
+        {
+            Ok(found) => found,
+            Err(nearest) => return Ok(Lookup::Miss { nearest }),
         };
         if let Some(refused) = guard::refuse(guards, asked, &found.prompt) {
             return Ok(Lookup::Refused {
                 guard: refused,
                 stored: found.id,
+                similarity: found.similarity,
             });
         }
         let body = match (found.body, &self.redis) {
@@ -176,7 +184,7 @@ impl SemanticTier {
                 // Gone from Redis (expired or evicted there): drop it here too.
                 index.remove(&found.id);
                 self.metrics.index_entries(route, index.len());
-                Ok(Lookup::Miss)
+                Ok(Lookup::Miss { nearest: None })
             }
         }
     }

@@ -197,11 +197,16 @@ impl Flow<'_> {
                 log.similarity = similarity;
                 Some(answer)
             }
-            Ok(Lookup::Miss) => {
+            Ok(Lookup::Miss { nearest }) => {
                 metrics.cache_lookup(route, "semantic", "miss");
+                log.nearest = nearest;
                 None
             }
-            Ok(Lookup::Refused { guard, stored }) => {
+            Ok(Lookup::Refused {
+                guard,
+                stored,
+                similarity,
+            }) => {
                 // Ids (exact keys), never text: prompts may hold personal data.
                 let asked_id = self.keys.map_or("", |k| &k.exact[..16]);
                 let stored_id = stored.get(..16).unwrap_or(&stored);
@@ -209,6 +214,8 @@ impl Flow<'_> {
                     stored = stored_id, "semantic candidate refused by a guard");
                 metrics.cache_lookup(route, "semantic", "miss");
                 metrics.guard_refusal(route, guard.label());
+                log.nearest = Some(similarity);
+                log.guard = Some(guard.label());
                 None
             }
             Err(e) => {

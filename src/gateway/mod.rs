@@ -105,6 +105,12 @@ struct RequestLog {
     note: Option<&'static str>,
     tenant: Option<String>,
     config_version: Option<String>,
+    /// Saved config slug and virtual key slug the call named.
+    config: Option<String>,
+    virtual_key: Option<String>,
+    /// On a semantic miss, the nearest candidate's similarity and the guard that refused it.
+    nearest: Option<f32>,
+    guard: Option<&'static str>,
     target: Option<String>,
     /// The request body, kept for the request log only with `[log] bodies = true`.
     prompt: Option<Bytes>,
@@ -146,7 +152,12 @@ async fn chat_inner(
     log.route = Some(route.name.clone());
     let (mut overrides, version) =
         saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
-    saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
+    log.virtual_key = saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
+    if version.is_some() {
+        log.config = header_str(call.headers, HEADER_CONFIG)
+            .and_then(|h| h.trim().split('@').next())
+            .map(str::to_owned);
+    }
     log.config_version.clone_from(&version);
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
@@ -313,14 +324,16 @@ fn finish(
                 tenant: log.tenant.clone().unwrap_or_default(),
                 model: log.model.clone().unwrap_or_default(),
                 config_version: log.config_version.clone().unwrap_or_default(),
+                config: log.config.clone().unwrap_or_default(),
+                virtual_key: log.virtual_key.clone().unwrap_or_default(),
                 cache_status: cache.to_owned(),
                 similarity: log.similarity.map(f64::from),
+                nearest: log.nearest.map(f64::from),
+                guard: log.guard.unwrap_or_default().to_owned(),
                 attempts: i64::from(log.attempts),
                 status: i64::from(status.as_u16()),
                 latency_ms: elapsed.as_secs_f64() * 1000.0,
-                tokens: 0,
-                prompt: None,
-                answer: None,
+                ..LogRecord::default()
             },
             answer,
             prompt: log.prompt.clone(),

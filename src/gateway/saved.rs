@@ -79,12 +79,12 @@ pub fn validated(body: &Value) -> Result<RequestConfig, AppError> {
 }
 
 /// Sets `config.provider_auth` from the virtual key the call names (`x-portkey-virtual-key`, or
-/// `virtual_key` in its config), opened with the store's secret key.
+/// `virtual_key` in its config), opened with the store's secret key; returns the slug it named.
 pub async fn resolve_virtual_key(
     state: &AppState,
     headers: &HeaderMap,
     config: &mut RequestConfig,
-) -> Result<(), AppError> {
+) -> Result<Option<String>, AppError> {
     let from_header = headers
         .get(crate::portkey::HEADER_VIRTUAL_KEY)
         .and_then(|v| v.to_str().ok())
@@ -94,10 +94,10 @@ pub async fn resolve_virtual_key(
         .or(config.virtual_key.as_deref())
         .map(str::to_owned)
     else {
-        return Ok(());
+        return Ok(None);
     };
     config.provider_auth = Some(credential(state, &slug).await?);
-    Ok(())
+    Ok(Some(slug))
 }
 
 /// The `Authorization` value of virtual key `slug`, opened with the store's secret key.

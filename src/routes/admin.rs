@@ -313,6 +313,7 @@ pub(super) async fn logs(
         status: q.status,
         cache_status: q.cache_status.map(|c| c.to_lowercase().replace(' ', "_")),
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        without_bodies: false,
     };
     let rows = state.store.query_logs(&filter).await?;
     Ok(Json(
@@ -350,6 +351,7 @@ pub(super) async fn cache_analytics(
             from: Some(from),
             route: q.route,
             limit: 100_000,
+            without_bodies: true,
             ..Default::default()
         })
         .await?;

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use super::{Store, StoreError};
 
 /// One answered request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LogRecord {
     /// Row id.
     pub id: String,
@@ -21,8 +21,12 @@ pub struct LogRecord {
     pub tenant: String,
     /// Model asked for.
     pub model: String,
+    /// Saved config slug it named ("" for none).
+    pub config: String,
     /// Saved config version it used ("" for none).
     pub config_version: String,
+    /// Virtual key slug it named ("" for none).
+    pub virtual_key: String,
     /// Cache status (`hit`, `semantic_hit`, `miss`, `refresh`, `disabled`, `none`).
     pub cache_status: String,
     /// Similarity of a semantic hit.
@@ -35,6 +39,15 @@ pub struct LogRecord {
     pub latency_ms: f64,
     /// `usage.total_tokens` of the answer, 0 when unknown (streams).
     pub tokens: i64,
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: i64,
+    /// `usage.completion_tokens`.
+    pub completion_tokens: i64,
+    /// On a semantic miss, the nearest stored question's similarity (a near miss when just
+    /// under the threshold).
+    pub nearest: Option<f64>,
+    /// The guard that refused the nearest candidate ("" when none did).
+    pub guard: String,
     /// The request body, with `[log] bodies = true`.
     pub prompt: Option<String>,
     /// The answer body, with `[log] bodies = true`.
@@ -56,10 +69,13 @@ pub struct LogFilter {
     pub cache_status: Option<String>,
     /// At most this many rows, newest first.
     pub limit: i64,
+    /// Leave the bodies out (analytics reads many rows and needs none of them).
+    pub without_bodies: bool,
 }
 
 const COLUMNS: &str = "id, at, endpoint, route, tenant, model, config_version, cache_status, \
-     similarity, attempts, status, latency_ms, tokens, prompt, answer";
+     similarity, attempts, status, latency_ms, tokens, prompt, answer, config, virtual_key, \
+     prompt_tokens, completion_tokens, nearest, guard";
 
 fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
     Ok(LogRecord {
@@ -78,6 +94,12 @@ fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
         tokens: row.try_get("tokens")?,
         prompt: row.try_get("prompt")?,
         answer: row.try_get("answer")?,
+        config: row.try_get("config")?,
+        virtual_key: row.try_get("virtual_key")?,
+        prompt_tokens: row.try_get("prompt_tokens")?,
+        completion_tokens: row.try_get("completion_tokens")?,
+        nearest: row.try_get("nearest")?,
+        guard: row.try_get("guard")?,
     })
 }
 
@@ -87,7 +109,8 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         for r in rows {
             sqlx::query(&format!(
-                "INSERT INTO request_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, -1.0), $10, $11, $12, $13, $14, $15)"
+                "INSERT INTO request_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, -1.0), $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18, $19, NULLIF($20, -1.0), $21)"
             ))
             .bind(&r.id)
             .bind(r.at)
@@ -105,6 +128,12 @@ impl Store {
             .bind(r.tokens)
             .bind(r.prompt.as_deref())
             .bind(r.answer.as_deref())
+            .bind(&r.config)
+            .bind(&r.virtual_key)
+            .bind(r.prompt_tokens)
+            .bind(r.completion_tokens)
+            .bind(r.nearest.unwrap_or(-1.0))
+            .bind(&r.guard)
             .execute(&mut *tx)
             .await?;
         }
@@ -141,8 +170,13 @@ impl Store {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        let columns = if filter.without_bodies {
+            COLUMNS.replace("prompt, answer", "NULL AS prompt, NULL AS answer")
+        } else {
+            COLUMNS.to_owned()
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM request_log {filter_sql} ORDER BY at DESC LIMIT {limit}"
+            "SELECT {columns} FROM request_log {filter_sql} ORDER BY at DESC LIMIT {limit}"
         );
         let mut query = sqlx::query(&sql);
         if let Some(v) = filter.from {
