@@ -1,6 +1,7 @@
 //! The table of paths; handlers are thin: extract, call a service, shape the response.
 
 mod admin;
+mod analytics;
 mod chat;
 mod ops;
 
@@ -54,7 +55,10 @@ pub fn table() -> Router<AppState> {
                 .delete(admin::delete_virtual_key),
         )
         .route("/v1/logs", get(admin::logs))
-        .route("/v1/analytics/cache", get(admin::cache_analytics))
+        .route("/v1/analytics/cache", get(analytics::cache))
+        .route("/v1/analytics/graphs/{name}", get(analytics::graph))
+        .route("/v1/analytics/graphs/{group}/{name}", get(analytics::graph))
+        .route("/v1/analytics/summary/cache", get(analytics::cache_summary))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
