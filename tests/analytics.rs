@@ -224,16 +224,18 @@ async fn portkey_graphs_come_from_the_request_log_in_portkey_shape() {
 async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
     let s = setup(
         "semantic",
-        "[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache]\nsimilarity_threshold = 0.96\n",
+        "[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache]\nsimilarity_threshold = 0.94\n",
     )
     .await;
     let asked = [
         "What is an AI gateway?",
-        "What's an AI gateway?",
+        "What's an AI gateway?", // a semantic hit
         "How many refunds did we process in 2023?",
-        "How many refunds did we process in 2024?",
+        "How many refunds did we process in 2024?", // 0.948: over, refused by `numbers`
+        "How do I cancel my subscription?",
+        "I want to stop my subscription.", // 0.914: a near miss under 0.94
         "How do I reset my password?",
-        "How can I change my password?",
+        "How can I change my password?", // 0.960: over, refused by `content`
     ];
     let mut statuses = Vec::new();
     for q in asked {
@@ -244,10 +246,9 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
     let (status, report) = get(&s, "/v1/analytics/cache?window=10m&buckets=10", &s.admin).await;
     assert_eq!(status, 200, "{report}");
     let r = &report["routes"][0];
-    eprintln!("{}", serde_json::to_string_pretty(r).unwrap());
     assert_eq!(
         (r["route"].as_str(), r["threshold"].as_f64()),
-        (Some("support"), Some(0.96f32 as f64))
+        (Some("support"), Some(f64::from(0.94f32)))
     );
     assert_eq!(r["requests"], asked.len());
     assert_eq!(
@@ -262,8 +263,9 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
             .map(|v| v.as_u64().unwrap())
             .sum()
     };
+    assert_eq!(r["guard_refusals"]["content"], 1, "reset vs change");
     assert_eq!(sum("hits"), 1);
-    assert_eq!(sum("refused"), 1);
+    assert_eq!(sum("refused"), 2);
     // Every miss that had a stored question to compare with has its nearest similarity logged.
     let data = rows["data"].as_array().unwrap();
     let with_nearest: Vec<f64> = data
@@ -274,9 +276,10 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
     assert_eq!(sum("misses"), with_nearest.len() as u64);
     let near = with_nearest
         .iter()
-        .filter(|s| (0.93..0.96).contains(*s))
+        .filter(|s| (0.91..0.94).contains(*s))
         .count();
     assert_eq!(r["near_misses"]["count"], near);
+    assert_eq!(near, 1, "the subscription pair: {with_nearest:?}");
     assert_eq!(r["series"].as_array().unwrap().len(), 10);
     let served: u64 = r["series"]
         .as_array()

@@ -16,7 +16,7 @@ use std::process::Command;
 use common::{Gateway, Reply, Upstream, config_with_mode, shared_embedder};
 use deja::store::Store;
 use deja::store::keys::Scope;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -104,4 +104,32 @@ async fn the_tutorial_runs_on_portkeys_node_sdk() {
         "{seen}"
     );
     assert_eq!(upstream.calls(), 3, "two tries, then one miss");
+
+    // portkey.analytics.* against deja's request log.
+    let a = &seen["analytics"];
+    assert_eq!(a["requests"]["object"], "analytics-graph", "{a}");
+    assert_eq!(a["requests"]["summary"]["total"], 4, "{a}");
+    assert!(a["requests"]["data_points"].as_array().unwrap().len() > 1);
+    assert_eq!(
+        a["byConfig"]["total"], 1,
+        "only the chat that named the saved config"
+    );
+    assert_eq!(
+        (
+            &a["cacheHitRate"]["hits"],
+            &a["cacheHitRate"]["semantic_hits"]
+        ),
+        (&json!(2), &json!(1)),
+        "{a}"
+    );
+    assert_eq!(a["cacheLatency"]["total"], 2);
+    assert_eq!(
+        a["tokens"]["total"], 40,
+        "four answers of the stand-in's 10 tokens"
+    );
+    assert_eq!(a["errorsRate"]["rate"], 0.0);
+    assert_eq!(a["cacheSummary"]["tokens_saved"], 20);
+    assert!(a["latency"]["p99"].as_f64().unwrap() > 0.0);
+    // The tutorial names its model `01-ai/gpt-4`, which has no price: its spend shows as 0.
+    assert_eq!(a["cost"]["total"], 0.0);
 }

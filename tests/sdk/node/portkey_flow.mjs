@@ -41,4 +41,28 @@ for (const question of ['什么是AI网关?', '什么是AI网关?', 'AI网关是
   );
   out.cache.push({ text: r.choices[0].message.content, headers: r.getHeaders() });
 }
+
+// Analytics through the SDK's own calls, once the request log (written in batches) holds the
+// four chats above.
+const window = {
+  time_of_generation_min: new Date(Date.now() - 3600_000).toISOString(),
+  time_of_generation_max: new Date(Date.now() + 60_000).toISOString(),
+};
+const graphs = admin.analytics.graphs;
+for (let i = 0; i < 100; i++) {
+  const r = await graphs.requests(window);
+  if (r.summary.total >= 4) break;
+  await new Promise((done) => setTimeout(done, 50));
+}
+out.analytics = {
+  requests: await graphs.requests(window),
+  byConfig: (await graphs.requests({ ...window, configs: cfg.slug })).summary,
+  cacheHitRate: (await graphs.cache_hit_rate(window)).summary,
+  cacheLatency: (await graphs.cache_latency(window)).summary,
+  latency: (await graphs.latency(window)).summary,
+  cost: (await graphs.cost(window)).summary,
+  tokens: (await graphs.tokens(window)).summary,
+  errorsRate: (await graphs.errors_rate(window)).summary,
+  cacheSummary: (await admin.analytics.summary.cache(window)).summary,
+};
 console.log(JSON.stringify(out));
