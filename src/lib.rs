@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod embedding;
 pub mod error;
 pub mod eval;

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 struct Setup {
     gw: Gateway,
+    store: Store,
     upstream: Upstream,
     admin: String,
     inference: String,
@@ -46,6 +47,7 @@ async fn setup(mode: &str, extra: &str) -> Setup {
     };
     Setup {
         gw,
+        store,
         upstream,
         admin,
         inference,
@@ -288,4 +290,211 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
         .map(|p| p["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(served, asked.len() as u64);
+}
+
+/// `/dashboard` in headless Chromium after real traffic: every chart drew data (counted by the
+/// page and by pixels of the series' colours), the threshold is marked, nothing was fetched from
+/// elsewhere, and a new request appears without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_every_chart_in_chromium_and_refreshes_live() {
+    assert!(
+        std::path::Path::new("tests/sdk/node/node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/test.sh (or tests/sdk/setup.sh)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/test.sh (it installs Debian's chromium)"
+    );
+    let s = setup(
+        "semantic",
+        "[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache]\nsimilarity_threshold = 0.94\n\
+         [routes.retry]\nattempts = 2\nbase_delay = \"10ms\"\n",
+    )
+    .await;
+    s.upstream.script([Reply::status(503), Reply::ok()]);
+    for q in [
+        "What is an AI gateway?", // retried once, then a miss
+        "What's an AI gateway?",  // semantic hit
+        "What is an AI gateway?", // exact hit
+        "How many refunds did we process in 2023?",
+        "How many refunds did we process in 2024?", // refused by `numbers`
+        "How do I cancel my subscription?",
+        "I want to stop my subscription.", // near miss
+    ] {
+        ask(&s, q, &[]).await;
+    }
+    s.upstream.script([Reply::status(400)]);
+    ask(&s, "a question the provider refuses", &[]).await;
+    logged(&s, 8).await;
+    // A second route with an hour behind it, written to the same database as an earlier run
+    // would have: the charts must draw lines across the time axis, not single points.
+    s.store.insert_logs(&history()).await.unwrap();
+
+    let shot = tempfile::tempdir().unwrap();
+    let path = shot.path().join("dashboard.png");
+    let args = [
+        s.gw.url.clone(),
+        s.admin.clone(),
+        s.inference.clone(),
+        path.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("tests/sdk/node/dashboard.mjs")
+            .args(args)
+            .env("CHROMIUM", chromium)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["errors"], json!([]), "{seen}");
+    assert_eq!(seen["requestsOutside"], json!([]), "only deja was asked");
+    assert_eq!(
+        seen["keyLeftInUrl"], false,
+        "the key is moved out of the URL"
+    );
+
+    let named = |at: &str, name: &str| -> Value {
+        let routes = seen[at].as_array().unwrap();
+        let found = routes.iter().find(|r| r["route"] == name);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {seen}"))
+    };
+    let route = &named("first", "support");
+    assert_eq!(route["kpis"]["requests"], "8");
+    assert_eq!(route["kpis"]["guard refusals"], "1");
+    let charts = &route["charts"];
+    let series = [
+        ("hits", &["hit", "sem"][..]),
+        ("latency", &["hit", "miss"]),
+        ("savings", &["hit"]),
+        ("errors", &["err", "retry"]),
+        ("similarity", &["sem", "miss", "err"]),
+    ];
+    let inked = |c: &Value, colour: &str| c["inked"][colour].as_u64().unwrap();
+    // This route's traffic took seconds, so one time bucket: each chart drew its points (dots
+    // may cover each other), i.e. more pixels of its colours than the 10x10 legend swatches.
+    for (chart, colours) in series {
+        let c = &charts[chart];
+        assert!(
+            c["points"].as_u64().unwrap() >= 1,
+            "{chart} drew no data: {c}"
+        );
+        let drawn: u64 = colours.iter().map(|colour| inked(c, colour)).sum();
+        assert!(
+            drawn > 100 * colours.len() as u64 + 10,
+            "{chart} drew no data: {c}"
+        );
+    }
+    // The route with an hour behind it: every series is a line across the time axis.
+    let faq = &named("first", "faq")["charts"];
+    for (chart, colours) in &series[..4] {
+        let c = &faq[*chart];
+        assert!(
+            c["points"].as_u64().unwrap() >= 25,
+            "{chart} across the hour: {c}"
+        );
+        for colour in *colours {
+            assert!(inked(c, colour) > 300, "{chart} drew no {colour} line: {c}");
+        }
+    }
+    let similarity = &charts["similarity"];
+    assert!(similarity["points"].as_u64().unwrap() >= 3, "{similarity}");
+    assert!(
+        similarity["inked"]["threshold"].as_u64().unwrap() > 50,
+        "{similarity}"
+    );
+    let threshold: f64 = similarity["threshold"].as_str().unwrap().parse().unwrap();
+    assert!((threshold - 0.94).abs() < 1e-6);
+
+    assert_eq!(seen["liveStatus"], 200);
+    assert_eq!(
+        named("after", "support")["kpis"]["requests"],
+        "9",
+        "refreshed without a reload"
+    );
+    let png = std::fs::read(&path).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{}",
+        png.len()
+    );
+    // `DEJA_DASHBOARD_SCREENSHOT=docs/dashboard.png` keeps the README's picture current.
+    if let Ok(keep) = std::env::var("DEJA_DASHBOARD_SCREENSHOT") {
+        std::fs::copy(&path, keep).unwrap();
+    }
+}
+
+/// An hour of a busy `faq` route, one bucket of rows every 30 s: hits climbing as the cache
+/// fills, misses near a second, a few errors, retries, refusals and near misses.
+fn history() -> Vec<deja::store::logs::LogRecord> {
+    use deja::store::logs::LogRecord;
+    let now = deja::store::now_ms();
+    let mut seed: u64 = 7;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut rows = Vec::new();
+    for step in 0..110 {
+        let at = now - 3_300_000 + step * 30_000;
+        let warm = step as f64 / 110.0;
+        for i in 0..6 {
+            let roll = next();
+            let (cache, latency, similarity, nearest, guard) = if roll < 0.25 + 0.35 * warm {
+                ("hit", 1.0 + 3.0 * next(), None, None, "")
+            } else if roll < 0.40 + 0.45 * warm {
+                (
+                    "semantic_hit",
+                    6.0 + 4.0 * next(),
+                    Some(0.94 + 0.06 * next()),
+                    None,
+                    "",
+                )
+            } else if roll < 0.45 + 0.45 * warm {
+                (
+                    "miss",
+                    700.0 + 600.0 * next(),
+                    None,
+                    Some(0.94 + 0.05 * next()),
+                    "numbers",
+                )
+            } else {
+                (
+                    "miss",
+                    700.0 + 900.0 * next(),
+                    None,
+                    Some(0.80 + 0.14 * next()),
+                    "",
+                )
+            };
+            let failed = next() < 0.03;
+            rows.push(LogRecord {
+                id: format!("h{step}-{i}"),
+                at,
+                endpoint: "chat.completions".to_owned(),
+                route: "faq".to_owned(),
+                model: "yi-lightning".to_owned(),
+                cache_status: cache.to_owned(),
+                similarity,
+                nearest,
+                guard: guard.to_owned(),
+                attempts: if next() < 0.05 { 2 } else { 1 },
+                status: if failed { 503 } else { 200 },
+                latency_ms: latency,
+                tokens: 1_500,
+                ..LogRecord::default()
+            });
+        }
+    }
+    rows
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the client SDKs the SDK tests drive deja with: OpenAI's Python SDK from PyPI
-# (hash-pinned) into tests/sdk/.venv, and Portkey's Node SDK from npm (package-lock.json) into
-# tests/sdk/node/node_modules. Idempotent: skipped when what is installed matches the pins.
+# (hash-pinned) into tests/sdk/.venv, Portkey's Node SDK and playwright-core from npm
+# (package-lock.json) into tests/sdk/node/node_modules, and Debian's chromium for the dashboard
+# test (playwright-core drives it; no browser is downloaded from elsewhere). Idempotent: skipped
+# when what is installed matches the pins.
 set -euo pipefail
 cd "$(dirname "$0")"
 stamp=.venv/requirements.sha256
@@ -29,4 +31,13 @@ else
     (cd node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$lock" > node/node_modules/.lock.sha256
     echo "sdk: node clients installed in tests/sdk/node/node_modules"
+fi
+
+if [ -x /usr/bin/chromium ]; then
+    echo "sdk: chromium present"
+else
+    echo "chromium not found; installing Debian's package" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+    echo "sdk: chromium installed"
 fi
