@@ -39,6 +39,16 @@ pub enum AppError {
     /// A route named by path or header does not exist.
     #[error("No route named `{0}` is configured")]
     UnknownRoute(String),
+    /// The route is at its concurrency limit and cannot queue this request.
+    #[error("Route `{route}` is at capacity ({why}); retry after {retry_after_s} s")]
+    Overloaded {
+        /// The route.
+        route: String,
+        /// `queue full` or how long the request waited.
+        why: String,
+        /// Seconds to wait before retrying, also sent as `Retry-After`.
+        retry_after_s: u64,
+    },
     /// No endpoint at this path.
     #[error("Unknown endpoint: {0}")]
     NotFound(String),
@@ -82,6 +92,7 @@ impl AppError {
             Self::Config(_) => "invalid_config",
             Self::UnknownRoute(_) => "route_not_found",
             Self::NotFound(_) => "not_found",
+            Self::Overloaded { .. } => "rate_limit_exceeded",
             Self::Upstream { source, .. } => match source {
                 UpstreamError::Timeout(_) => "upstream_timeout",
                 UpstreamError::Unreachable(_) => "upstream_unreachable",
@@ -108,6 +119,7 @@ impl AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream {
                 source: UpstreamError::Timeout(_),
@@ -146,6 +158,7 @@ impl AppError {
         };
         let kind = match status.as_u16() {
             500..=599 => "api_error",
+            429 => "rate_limit_error",
             _ => "invalid_request_error",
         };
         json!({"error": {
@@ -166,10 +179,18 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if let Self::Upstream { retries, .. } = self {
-            response
-                .headers_mut()
-                .insert(HEADER_RETRY_COUNT, HeaderValue::from(retries));
+        match self {
+            Self::Upstream { retries, .. } => {
+                response
+                    .headers_mut()
+                    .insert(HEADER_RETRY_COUNT, HeaderValue::from(retries));
+            }
+            Self::Overloaded { retry_after_s, .. } => {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            _ => {}
         }
         response
     }

@@ -46,6 +46,13 @@ pub const CIRCUIT_OPEN: &str = "deja_target_circuit_open";
 pub const TARGET_ANSWERS: &str = "deja_target_answers";
 /// Tokens answered from cache instead of the provider (stored `usage.total_tokens`), by route and tier.
 pub const TOKENS_SAVED: &str = "deja_cache_tokens_saved";
+/// Requests waiting for a route's concurrency slot, by route.
+pub const ROUTE_QUEUE: &str = "deja_route_queue_depth";
+/// Requests turned away with 429 because a route was at capacity, by route and reason
+/// (`queue_full`, `queue_timeout`).
+pub const OVERLOAD: &str = "deja_overload_rejections";
+/// Prompts waiting for an embedding session.
+pub const EMBEDDING_QUEUE: &str = "deja_embedding_queue_depth";
 
 /// Every metric family deja registers, with its Prometheus type (for dashboards and their tests).
 pub const ALL: &[(&str, &str)] = &[
@@ -65,6 +72,9 @@ pub const ALL: &[(&str, &str)] = &[
     (CIRCUIT_OPEN, "gauge"),
     (TARGET_ANSWERS, "counter"),
     (TOKENS_SAVED, "counter"),
+    (ROUTE_QUEUE, "gauge"),
+    (OVERLOAD, "counter"),
+    (EMBEDDING_QUEUE, "gauge"),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +93,12 @@ struct RouteCache {
 struct RouteOutcome {
     route: String,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteReason {
+    route: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +146,9 @@ pub struct Metrics {
     request_log: Family<ResultOnly, Counter>,
     circuit: Family<RouteTarget, Gauge>,
     target_answers: Family<RouteTarget, Counter>,
+    route_queue: Family<RouteOnly, Gauge>,
+    overload: Family<RouteReason, Counter>,
+    embedding_queue: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -270,7 +289,28 @@ impl Metrics {
             "Answers by the target of a strategy that gave them, by route and target",
             target_answers.clone(),
         );
+        let route_queue = Family::default();
+        registry.register(
+            ROUTE_QUEUE,
+            "Requests waiting for a route's concurrency slot, by route",
+            route_queue.clone(),
+        );
+        let overload = Family::default();
+        registry.register(
+            OVERLOAD,
+            "Requests answered 429 because a route was at capacity, by route and reason",
+            overload.clone(),
+        );
+        let embedding_queue = Gauge::default();
+        registry.register(
+            EMBEDDING_QUEUE,
+            "Prompts waiting for an embedding session",
+            embedding_queue.clone(),
+        );
         Self {
+            route_queue,
+            overload,
+            embedding_queue,
             circuit,
             target_answers,
             request_log,
@@ -289,6 +329,30 @@ impl Metrics {
             writes,
             tokens_saved,
         }
+    }
+
+    /// Sets how many requests wait for a slot on `route`.
+    pub fn route_queue(&self, route: &str, waiting: usize) {
+        self.route_queue
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request turned away because `route` was at capacity.
+    pub fn overload(&self, route: &str, reason: &'static str) {
+        self.overload
+            .get_or_create(&RouteReason {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Moves the count of prompts waiting for an embedding session by `delta`.
+    pub fn embedding_queue(&self, delta: i64) {
+        self.embedding_queue.inc_by(delta);
     }
 
     /// Counts one answered request and its latency.

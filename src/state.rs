@@ -7,7 +7,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
-use crate::gateway::{Breakers, SavedConfigs, VerifyBudget};
+use crate::gateway::{Admission, Breakers, SavedConfigs, VerifyBudget};
 use crate::metrics::Metrics;
 use crate::reqlog::RequestLogger;
 use crate::store::seal::Sealer;
@@ -65,6 +65,8 @@ pub struct AppState {
     pub request_log: Option<Arc<RequestLogger>>,
     /// Circuit breaker state of strategy targets.
     pub breakers: Arc<Breakers>,
+    /// Per-route concurrency slots and queues.
+    pub admission: Arc<Admission>,
 }
 
 impl AppState {
@@ -107,6 +109,7 @@ impl AppState {
             .enabled
             .then(|| Arc::new(RequestLogger::new(&config.log, Arc::clone(&metrics))));
         Ok(Self {
+            admission: Arc::new(Admission::new(&config, Arc::clone(&metrics))),
             breakers: Arc::new(Breakers::default()),
             request_log,
             sealer,

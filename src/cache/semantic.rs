@@ -116,10 +116,21 @@ impl SemanticTier {
     /// Embeds one prompt on the blocking pool; at most `sessions` at once, the rest wait here.
     pub async fn embed(&self, text: &str) -> Result<Embedded, EmbedError> {
         let started = Instant::now();
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| EmbedError::Pool)?;
+        let permit = {
+            // Counted while waiting, however the wait ends (a caller may hang up meanwhile).
+            struct Waiting<'a>(&'a Metrics);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.embedding_queue(-1);
+                }
+            }
+            self.metrics.embedding_queue(1);
+            let _waiting = Waiting(&self.metrics);
+            Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| EmbedError::Pool)?
+        };
         let embedder = Arc::clone(&self.embedder);
         let text = text.to_owned();
         // The permit moves into the blocking task: a caller that hangs up does not free a

@@ -20,7 +20,7 @@ pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
 pub use embedding::{EmbeddingConfig, ModelName};
 pub use log::LogConfig;
 pub use retry::RetryConfig;
-pub use route::RouteConfig;
+pub use route::{LimitsConfig, RouteConfig};
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
 pub use store::StoreConfig;
 

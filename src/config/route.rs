@@ -35,6 +35,34 @@ pub struct RouteConfig {
     /// `strategy` and `targets` as one config node, built at load.
     #[serde(skip)]
     pub plan: Option<RequestConfig>,
+    /// How much of this route runs at once, and how much may wait.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[routes.limits]`: past `max_concurrent` requests in flight, up to `max_queued` wait (each at
+/// most `queue_timeout`); the rest get a fast 429 with `Retry-After`, so a burst cannot grow
+/// memory without bound.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests of this route handled at once (a stream counts until it ends); default 512.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a slot; default 1024. 0 refuses at once when all slots are busy.
+    pub max_queued: usize,
+    /// Longest wait for a slot; default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 512,
+            max_queued: 1024,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 fn all_models() -> Vec<String> {
@@ -53,6 +81,7 @@ impl RouteConfig {
             strategy: None,
             targets: Vec::new(),
             plan: None,
+            limits: LimitsConfig::default(),
         }
     }
 
@@ -104,6 +133,9 @@ impl RouteConfig {
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             errors.push(format!("{path}.timeout must be above 0"));
+        }
+        if self.limits.max_concurrent == 0 {
+            errors.push(format!("{path}.limits.max_concurrent must be at least 1"));
         }
         self.retry.validate(&format!("{path}.retry"), errors);
         self.cache.validate(&format!("{path}.cache"), errors);

@@ -2,6 +2,7 @@
 //! per-request config (inline or saved, and its virtual key: `saved`), the cache (`cached`), the
 //! upstream call with retries or through a strategy's targets (`strategy`), then count and log.
 
+mod admission;
 mod breaker;
 mod cached;
 pub mod saved;
@@ -9,6 +10,7 @@ mod strategy;
 mod verify;
 mod writeback;
 
+pub use admission::{Admission, Slot};
 pub use breaker::Breakers;
 pub use saved::SavedConfigs;
 pub use verify::VerifyBudget;
@@ -84,6 +86,27 @@ pub struct GatewayResponse {
     pub target: Option<(usize, String)>,
     /// The model a target's `override_params` asked for, sent as `x-deja-model`.
     pub model: Option<String>,
+}
+
+impl GatewayResponse {
+    /// Keeps the route's slot until a streamed body ends (a plain body is complete already, so
+    /// the slot is released when this returns).
+    fn hold(&mut self, slot: Option<Slot>) {
+        use futures_util::StreamExt;
+        let Some(slot) = slot else { return };
+        let body = std::mem::replace(&mut self.answer.body, AnswerBody::Full(Bytes::new()));
+        self.answer.body = match body {
+            AnswerBody::Stream(stream) => AnswerBody::Stream(
+                stream
+                    .map(move |chunk| {
+                        let _slot = &slot;
+                        chunk
+                    })
+                    .boxed(),
+            ),
+            full => full,
+        };
+    }
 }
 
 /// Where the caller asked to go: `/r/{route}/...` and the request headers.
@@ -162,8 +185,10 @@ async fn chat_inner(
     // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
     overrides.retry_over(&route.retry)?;
     let tenant = principal.as_ref().map(|p| p.tenant.as_str());
+    let slot = state.admission.admit(&route.name).await?;
     let mut response = cached::answer(state, call, route, &overrides, request, tenant, log).await?;
     response.config_version = version;
+    response.hold(slot);
     Ok(response)
 }
 
