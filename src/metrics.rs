@@ -51,6 +51,8 @@ pub const ROUTE_QUEUE: &str = "deja_route_queue_depth";
 /// Requests turned away with 429 because a route was at capacity, by route and reason
 /// (`queue_full`, `queue_timeout`).
 pub const OVERLOAD: &str = "deja_overload_rejections";
+/// Other replicas' semantic-tier changes applied, by result (`put`, `del`, `rebuild`, `error`).
+pub const REPLICA_EVENTS: &str = "deja_replica_events";
 /// Prompts waiting for an embedding session.
 pub const EMBEDDING_QUEUE: &str = "deja_embedding_queue_depth";
 
@@ -75,6 +77,7 @@ pub const ALL: &[(&str, &str)] = &[
     (ROUTE_QUEUE, "gauge"),
     (OVERLOAD, "counter"),
     (EMBEDDING_QUEUE, "gauge"),
+    (REPLICA_EVENTS, "counter"),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,6 +152,7 @@ pub struct Metrics {
     route_queue: Family<RouteOnly, Gauge>,
     overload: Family<RouteReason, Counter>,
     embedding_queue: Gauge,
+    replica_events: Family<ResultOnly, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -307,7 +311,14 @@ impl Metrics {
             "Prompts waiting for an embedding session",
             embedding_queue.clone(),
         );
+        let replica_events = Family::default();
+        registry.register(
+            REPLICA_EVENTS,
+            "Other replicas' semantic-tier changes applied, by result (put, del, rebuild, error)",
+            replica_events.clone(),
+        );
         Self {
+            replica_events,
             route_queue,
             overload,
             embedding_queue,
@@ -347,6 +358,13 @@ impl Metrics {
                 route: route.to_owned(),
                 reason,
             })
+            .inc();
+    }
+
+    /// Counts one change read from the other replicas.
+    pub fn replica_event(&self, result: &'static str) {
+        self.replica_events
+            .get_or_create(&ResultOnly { result })
             .inc();
     }
 

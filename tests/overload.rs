@@ -146,6 +146,10 @@ async fn a_stream_holds_its_slot_until_it_ends() {
     while let Some(chunk) = stream.chunk().await.unwrap() {
         rest.extend_from_slice(&chunk);
     }
-    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        String::from_utf8_lossy(&rest).contains("[DONE]"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
     assert_eq!(post(&gw, chat_body("after the stream")).await.status(), 200);
 }

@@ -155,6 +155,13 @@ impl Cache {
         self.semantic_ready.store(true, Ordering::Release);
     }
 
+    /// Applies the other replicas' semantic-tier changes until the process ends (with Redis).
+    pub async fn follow_replicas(&self) {
+        if let Some(tier) = &self.semantic {
+            tier.follow_replicas().await;
+        }
+    }
+
     /// Joins the single flight for `key`.
     pub fn join(&self, key: &str) -> Flight {
         self.coalescer.join(key)

@@ -18,6 +18,8 @@ use crate::config::{CacheMode, Config};
 use crate::embedding::{EmbedError, Embedded, Embedder};
 use crate::metrics::Metrics;
 
+mod replicate;
+
 /// Keys read per SCAN round while rebuilding.
 const SCAN_BATCH: usize = 500;
 
@@ -61,6 +63,8 @@ pub struct SemanticTier {
     redis: Option<RedisStore>,
     prefix: String,
     metrics: Arc<Metrics>,
+    /// This process among the replicas sharing Redis; its own published changes are skipped.
+    replica: String,
 }
 
 /// Unix milliseconds now.
@@ -105,6 +109,7 @@ impl SemanticTier {
             indexes,
             redis,
             metrics,
+            replica: crate::store::random_hex(8),
         }
     }
 
@@ -247,6 +252,7 @@ impl SemanticTier {
                 .arg(&key)
                 .arg(expires_at_ms)
                 .ignore();
+            self.publish(&mut pipe, "put", route, id);
             redis.run_pipe::<()>(&pipe).await?;
         }
         let evicted = index.insert(NewEntry {
@@ -260,11 +266,16 @@ impl SemanticTier {
         });
         self.metrics.index_entries(route, index.len());
         if let (Some(redis), false) = (&self.redis, evicted.is_empty()) {
-            let mut cmd = redis::cmd("UNLINK");
+            let mut pipe = redis::pipe();
+            let unlink = pipe.cmd("UNLINK");
             for gone in &evicted {
-                cmd.arg(self.redis_key(route, gone));
+                unlink.arg(self.redis_key(route, gone));
             }
-            redis.run::<()>(&cmd).await?;
+            unlink.ignore();
+            for gone in &evicted {
+                self.publish(&mut pipe, "del", route, gone);
+            }
+            redis.run_pipe::<()>(&pipe).await?;
         }
         Ok(())
     }
