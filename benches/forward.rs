@@ -5,7 +5,10 @@
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
 //! stream,semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS).
-//! Loopback only; it stops by itself.
+//! The `soak` scenario (not run by default; BENCH_SOAK_SECS, default 180) asks a fixed pool of
+//! distinct questions for minutes and prints, every 10 s, throughput, p99, errors, the
+//! gateway's resident memory and its semantic entries: memory must stay flat once the entry
+//! count does. Loopback only; it stops by itself.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -89,7 +92,22 @@ struct Run {
     ttfb: Vec<u32>,
 }
 
-async fn connection_loop(addr: SocketAddr, body: &'static str, until: Instant) -> Run {
+/// What a connection sends: one body, or a pool it walks through from a random start.
+#[derive(Clone, Copy)]
+enum Bodies {
+    One(&'static str),
+    Pool(&'static [String]),
+}
+
+impl From<&'static str> for Bodies {
+    fn from(body: &'static str) -> Self {
+        Self::One(body)
+    }
+}
+
+async fn connection_loop(addr: SocketAddr, bodies: impl Into<Bodies>, until: Instant) -> Run {
+    let bodies = bodies.into();
+    let mut next = rand::random::<u32>() as usize;
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -101,7 +119,13 @@ async fn connection_loop(addr: SocketAddr, body: &'static str, until: Instant) -
         let req = Request::post("/v1/chat/completions")
             .header("host", addr.to_string())
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .body(Full::new(match bodies {
+                Bodies::One(body) => Bytes::from_static(body.as_bytes()),
+                Bodies::Pool(pool) => {
+                    next = next.wrapping_add(7919);
+                    Bytes::from(pool[next % pool.len()].clone())
+                }
+            }))
             .unwrap();
         let started = Instant::now();
         match sender.send_request(req).await {
@@ -127,7 +151,13 @@ async fn connection_loop(addr: SocketAddr, body: &'static str, until: Instant) -
     run
 }
 
-async fn load(addr: SocketAddr, body: &'static str, conns: usize, duration: Duration) -> Report {
+async fn load(
+    addr: SocketAddr,
+    body: impl Into<Bodies>,
+    conns: usize,
+    duration: Duration,
+) -> Report {
+    let body = body.into();
     // Warm up connections and caches, then measure.
     let warm_until = Instant::now() + WARMUP.min(duration);
     let warm: Vec<_> = (0..conns)
@@ -284,6 +314,76 @@ async fn scenario(
     let _ = gateway.wait();
 }
 
+/// Resident memory of a process, MB.
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn soak(stand_in: &upstream::Upstream, conns: usize) {
+    let secs = env_or("BENCH_SOAK_SECS", 180u64);
+    let questions = env_or("BENCH_SOAK_QUESTIONS", 2000usize);
+    let redis = redis_server::RedisServer::start();
+    let env = [
+        ("DEJA__REDIS__URL", redis.url.clone()),
+        ("DEJA__CACHE__DEFAULT_MODE", "semantic".to_owned()),
+        (
+            "DEJA__EMBEDDING__MODEL_DIR",
+            models("multilingual-e5-small"),
+        ),
+        (
+            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+            models("lib/libonnxruntime.so"),
+        ),
+    ];
+    let (mut gateway, addr) = spawn_gateway(&stand_in.url, &env);
+    let topics = [
+        "refunds",
+        "invoices",
+        "passwords",
+        "shipping",
+        "API keys",
+        "rate limits",
+        "models",
+    ];
+    let pool: Vec<String> = (0..questions)
+        .map(|i| {
+            let q = format!(
+                "Question {i}: how do {} work for team {}?",
+                topics[i % topics.len()],
+                i / 7
+            );
+            format!(r#"{{"model":"yi-lightning","messages":[{{"role":"user","content":"{q}"}}]}}"#)
+        })
+        .collect();
+    let pool: &'static [String] = Box::leak(pool.into_boxed_slice());
+    println!("soak: {conns} connections, {questions} distinct questions, {secs}s, a line per 10s");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        let r = load(addr, Bodies::Pool(pool), conns, Duration::from_secs(10)).await;
+        let entries: f64 = get(addr, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("deja_semantic_index_entries{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        println!(
+            "  t={:>4}s {:>7.0} req/s  p99 {:>7.3} ms  errors {:>3}  rss {:>6.1} MB  entries {entries}",
+            started.elapsed().as_secs(),
+            r.rps(),
+            r.pct(0.99),
+            r.errors,
+            rss_mb(gateway.id()),
+        );
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
 fn main() {
     let secs = env_or("BENCH_SECS", DEFAULT_SECS);
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
@@ -305,7 +405,10 @@ fn main() {
         let direct = load(stand_in.addr, BODY, conns, duration).await;
         print("direct to stand-in", &direct);
         for name in scenarios.split(',') {
-            scenario(name.trim(), &stand_in, &direct, conns, duration).await;
+            match name.trim() {
+                "soak" => soak(&stand_in, conns).await,
+                name => scenario(name, &stand_in, &direct, conns, duration).await,
+            }
         }
     });
 }

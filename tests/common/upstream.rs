@@ -31,6 +31,8 @@ pub struct Reply {
     pub gate: Option<Arc<Notify>>,
     /// After the chunks, break the connection instead of ending the body.
     pub abort: bool,
+    /// Answer 200 with `echo: <last message's content>`, so a test can tell whose answer it got.
+    pub echo: bool,
 }
 
 impl Reply {
@@ -48,6 +50,14 @@ impl Reply {
         Self {
             status: 200,
             body: DEFAULT_ANSWER.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn echo() -> Self {
+        Self {
+            status: 200,
+            echo: true,
             ..Self::default()
         }
     }
@@ -167,6 +177,14 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let asked = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| {
+            b["messages"].as_array()?.last()?["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
     if inner.record {
         inner.received.lock().unwrap().push(Received {
             method,
@@ -201,9 +219,16 @@ async fn answer(
             .body(Body::from_stream(stream))
             .unwrap();
     }
+    let body = if reply.echo {
+        let mut answer: serde_json::Value = serde_json::from_str(DEFAULT_ANSWER).unwrap();
+        answer["choices"][0]["message"]["content"] = format!("echo: {asked}").into();
+        answer.to_string()
+    } else {
+        reply.body
+    };
     builder
         .header("content-type", "application/json")
-        .body(Body::from(reply.body))
+        .body(Body::from(body))
         .unwrap()
 }
 
