@@ -1,7 +1,7 @@
 //! Two real `deja serve` processes behind one Redis, with their control plane in one Postgres
 //! database, behave as one cache: a question answered by replica A is a semantic hit on replica
-//! B within a second, an eviction on A reaches B, and a replica started later (or restarted)
-//! rebuilds what the others stored.
+//! B within a second, an eviction on A reaches B, a replica started later rebuilds what the
+//! others stored, and so does one that fell behind the stream's trim point.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -176,4 +176,48 @@ async fn an_eviction_on_one_replica_reaches_the_other() {
         "MISS",
         "the evicted entry is gone on B too"
     );
+}
+
+/// A replica that missed events the stream has since trimmed rebuilds from the entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_trim_point_rebuilds_from_the_entries() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let pg = PgDatabase::create().await;
+    let a = replica(&upstream, &redis, &pg.url, "").await;
+    let b = replica(&upstream, &redis, &pg.url, "").await;
+    assert_eq!(ask(&a, "What is an AI gateway?").await, "MISS");
+    until_replicated(&b, "put", 1.0).await;
+
+    // B stops reading (SIGSTOP) while A stores more, and the stream is trimmed past what B read.
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &b.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    assert_eq!(ask(&a, "怎么申请退款?").await, "MISS");
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("deja:v1:sem-events:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    let trimmed: usize = redis::cmd("XTRIM")
+        .arg(key)
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(trimmed, 2, "the stream held both puts");
+    assert_eq!(ask(&a, "How do I reset my password?").await, "MISS");
+    signal("-CONT");
+
+    until_replicated(&b, "rebuild", 1.0).await;
+    // The refund question's put was trimmed unseen; B has it from the rebuild.
+    assert_eq!(ask(&b, "如何申请退款？").await, "SEMANTIC HIT");
+    assert_eq!(upstream.calls(), 3);
 }

@@ -26,10 +26,8 @@ type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
 
 impl SemanticTier {
     pub(super) fn events_key(&self) -> String {
-        format!(
-            "{}:events",
-            self.prefix.replacen(":sem:", ":sem-events:", 1)
-        )
+        // Outside the entries' `{prefix}:*` pattern, which the rebuild scans.
+        self.prefix.replacen(":sem:", ":sem-events:", 1)
     }
 
     /// Adds "entry `id` of `route` was stored (`put`) or dropped (`del`)" to `pipe`.
