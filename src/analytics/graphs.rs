@@ -82,6 +82,27 @@ fn percent(part: usize, whole: usize) -> f64 {
     }
 }
 
+/// The mean of `values`, 0 when there are none.
+fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = values
+        .into_iter()
+        .fold((0.0, 0usize), |(sum, n), v| (sum + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// The rows `query` keeps (only chat completions with `chat_only`).
+fn kept<'a>(
+    rows: &'a [LogRecord],
+    query: &AnalyticsQuery,
+    prices: &[(String, f64)],
+    chat_only: bool,
+) -> Vec<&'a LogRecord> {
+    rows.iter()
+        .filter(|r| !chat_only || r.endpoint == "chat.completions")
+        .filter(|r| query.keeps(r, cost_cents(prices, r)))
+        .collect()
+}
+
 fn round(v: f64) -> f64 {
     (v * 1e4).round() / 1e4
 }
@@ -95,24 +116,14 @@ fn figures(graph: Graph, rows: &[&LogRecord], prices: &[(String, f64)]) -> Value
             "total": rows.len(), "success": rows.len() - failed, "failed": failed,
         }),
         Graph::Cost => {
-            let total: f64 = rows.iter().map(|r| cost_cents(prices, r)).sum();
-            let avg = if rows.is_empty() {
-                0.0
-            } else {
-                total / rows.len() as f64
-            };
-            json!({"total": round(total), "avg": round(avg)})
+            let cents = || rows.iter().map(|r| cost_cents(prices, r));
+            json!({"total": round(cents().sum()), "avg": round(mean(cents()))})
         }
         Graph::Latency => {
             let mut ms: Vec<f64> = rows.iter().map(|r| r.latency_ms).collect();
             ms.sort_by(f64::total_cmp);
-            let avg = if ms.is_empty() {
-                0.0
-            } else {
-                ms.iter().sum::<f64>() / ms.len() as f64
-            };
             json!({
-                "avg": round(avg), "p50": round(quantile(&ms, 0.5)),
+                "avg": round(mean(ms.iter().copied())), "p50": round(quantile(&ms, 0.5)),
                 "p90": round(quantile(&ms, 0.9)), "p99": round(quantile(&ms, 0.99)),
             })
         }
@@ -139,12 +150,7 @@ fn figures(graph: Graph, rows: &[&LogRecord], prices: &[(String, f64)]) -> Value
                 .filter(|r| is_hit(r))
                 .map(|r| r.latency_ms)
                 .collect();
-            let avg = if ms.is_empty() {
-                0.0
-            } else {
-                ms.iter().sum::<f64>() / ms.len() as f64
-            };
-            json!({"total": ms.len(), "avg": round(avg)})
+            json!({"total": ms.len(), "avg": round(mean(ms.iter().copied()))})
         }
     }
 }
@@ -165,14 +171,8 @@ pub fn graph(
     query: &AnalyticsQuery,
     prices: &[(String, f64)],
 ) -> Value {
-    let kept: Vec<&LogRecord> = rows
-        .iter()
-        .filter(|r| query.keeps(r, cost_cents(prices, r)))
-        .filter(|r| {
-            !matches!(graph, Graph::CacheHitRate | Graph::CacheLatency)
-                || r.endpoint == "chat.completions"
-        })
-        .collect();
+    let cache_graph = matches!(graph, Graph::CacheHitRate | Graph::CacheLatency);
+    let kept = kept(rows, query, prices, cache_graph);
     let width = width(query.to - query.from);
     let first = query.from.div_euclid(width) * width;
     let buckets = usize::try_from((query.to - first) / width + 1).unwrap_or(1);
@@ -210,19 +210,10 @@ pub fn cache_summary(
     query: &AnalyticsQuery,
     prices: &[(String, f64)],
 ) -> Value {
-    let kept: Vec<&LogRecord> = rows
-        .iter()
-        .filter(|r| r.endpoint == "chat.completions" && query.keeps(r, cost_cents(prices, r)))
-        .collect();
+    let kept = kept(rows, query, prices, true);
     let hits: Vec<&&LogRecord> = kept.iter().filter(|r| is_hit(r)).collect();
     let misses: Vec<&&LogRecord> = kept.iter().filter(|r| r.cache_status == "miss").collect();
-    let avg = |rs: &[&&LogRecord]| {
-        if rs.is_empty() {
-            0.0
-        } else {
-            rs.iter().map(|r| r.latency_ms).sum::<f64>() / rs.len() as f64
-        }
-    };
+    let avg = |rs: &[&&LogRecord]| mean(rs.iter().map(|r| r.latency_ms));
     json!({
         "object": "analytics-summary",
         "summary": {
