@@ -102,6 +102,8 @@ pub async fn serve(
     let _stop_upkeep = AbortOnDrop(upkeep);
     let cache = std::sync::Arc::clone(&state.cache);
     let _stop_follower = AbortOnDrop(tokio::spawn(async move { cache.follow_replicas().await }));
+    let cache = std::sync::Arc::clone(&state.cache);
+    let _stop_redis_watch = AbortOnDrop(tokio::spawn(async move { cache.watch_redis().await }));
     let grace = state.config.server.shutdown_grace;
     let router = app::build_router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();

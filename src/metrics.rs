@@ -55,6 +55,8 @@ pub const OVERLOAD: &str = "deja_overload_rejections";
 pub const REPLICA_EVENTS: &str = "deja_replica_events";
 /// Prompts waiting for an embedding session.
 pub const EMBEDDING_QUEUE: &str = "deja_embedding_queue_depth";
+/// Times Sentinel named a new Redis master and the gateway moved to it.
+pub const REDIS_MASTER_SWITCHES: &str = "deja_redis_master_switches";
 
 /// Every metric family deja registers, with its Prometheus type (for dashboards and their tests).
 pub const ALL: &[(&str, &str)] = &[
@@ -78,6 +80,7 @@ pub const ALL: &[(&str, &str)] = &[
     (OVERLOAD, "counter"),
     (EMBEDDING_QUEUE, "gauge"),
     (REPLICA_EVENTS, "counter"),
+    (REDIS_MASTER_SWITCHES, "counter"),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +156,7 @@ pub struct Metrics {
     overload: Family<RouteReason, Counter>,
     embedding_queue: Gauge,
     replica_events: Family<ResultOnly, Counter>,
+    master_switches: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -317,7 +321,14 @@ impl Metrics {
             "Other replicas' semantic-tier changes applied, by result (put, del, rebuild, error)",
             replica_events.clone(),
         );
+        let master_switches = Counter::default();
+        registry.register(
+            REDIS_MASTER_SWITCHES,
+            "Times Sentinel named a new Redis master and the gateway moved to it",
+            master_switches.clone(),
+        );
         Self {
+            master_switches,
             replica_events,
             route_queue,
             overload,
@@ -366,6 +377,11 @@ impl Metrics {
         self.replica_events
             .get_or_create(&ResultOnly { result })
             .inc();
+    }
+
+    /// Counts one move to a new Redis master named by Sentinel.
+    pub fn redis_master_switched(&self) {
+        self.master_switches.inc();
     }
 
     /// Moves the count of prompts waiting for an embedding session by `delta`.

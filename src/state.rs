@@ -21,9 +21,6 @@ pub enum StartError {
     /// The HTTP client for the provider could not be built.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The Redis URL was refused by the client.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
     /// The cache could not be set up.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -49,8 +46,6 @@ pub struct AppState {
     pub forwarder: Arc<Forwarder>,
     /// Cache tiers.
     pub cache: Arc<Cache>,
-    /// Redis client, when `[redis] url` is set; checked by `/readyz`.
-    pub redis: Option<redis::Client>,
     /// Bounds the upstream calls made to verify semantic hits.
     pub verify_budget: Arc<VerifyBudget>,
     /// The control plane's database.
@@ -90,12 +85,6 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let forwarder = Arc::new(Forwarder::new(&config.upstream, Arc::clone(&metrics))?);
         let cache = Arc::new(Cache::new(&config, embedder, Arc::clone(&metrics))?);
-        let redis = config
-            .redis
-            .url
-            .as_deref()
-            .map(redis::Client::open)
-            .transpose()?;
         let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
         let store = Store::connect_lazy(&config.store.url)?;
         let sealer = config
@@ -121,7 +110,6 @@ impl AppState {
             metrics,
             forwarder,
             cache,
-            redis,
         })
     }
 }

@@ -126,7 +126,7 @@ impl ExactTier {
                     .arg(&redis_key)
                     .arg(ttl_ms)
                     .ignore();
-                store.run_pipe::<()>(&pipe).await
+                store.transaction(&pipe).await
             }
         }
     }

@@ -47,6 +47,7 @@ impl CacheError {
 
 /// Cache tiers and the rules around them; one per process.
 pub struct Cache {
+    redis: Option<RedisStore>,
     exact: ExactTier,
     semantic: Option<SemanticTier>,
     semantic_ready: AtomicBool,
@@ -71,8 +72,11 @@ impl Cache {
             Some(store) => ExactTier::redis(store.clone()),
             None => ExactTier::memory(config.cache.memory_bytes),
         };
-        let semantic = embedder.map(|e| SemanticTier::new(config, e, redis, Arc::clone(&metrics)));
+        let semantic = embedder.map(|e| {
+            SemanticTier::new(config, e, redis.clone(), Arc::clone(&metrics))
+        });
         Ok(Self {
+            redis,
             semantic_ready: AtomicBool::new(semantic.is_none()),
             semantic,
             exact,
@@ -80,6 +84,11 @@ impl Cache {
             metrics,
             max_entry_bytes: config.cache.max_entry_bytes,
         })
+    }
+
+    /// The Redis both tiers use, when `[redis] url` is set.
+    pub fn redis(&self) -> Option<&RedisStore> {
+        self.redis.as_ref()
     }
 
     /// Where exact entries live: `redis` or `memory`.
@@ -159,6 +168,14 @@ impl Cache {
     pub async fn follow_replicas(&self) {
         if let Some(tier) = &self.semantic {
             tier.follow_replicas().await;
+        }
+    }
+
+    /// Follows a Sentinel-managed master's moves until the process ends (other topologies:
+    /// returns at once).
+    pub async fn watch_redis(&self) {
+        if let Some(redis) = &self.redis {
+            redis.watch(|| self.metrics.redis_master_switched()).await;
         }
     }
 

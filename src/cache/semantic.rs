@@ -252,8 +252,9 @@ impl SemanticTier {
                 .arg(&key)
                 .arg(expires_at_ms)
                 .ignore();
-            self.publish(&mut pipe, "put", route, id);
-            redis.run_pipe::<()>(&pipe).await?;
+            redis
+                .transaction_then(&pipe, vec![self.event("put", route, id)])
+                .await?;
         }
         let evicted = index.insert(NewEntry {
             id: id.to_owned(),
@@ -266,16 +267,14 @@ impl SemanticTier {
         });
         self.metrics.index_entries(route, index.len());
         if let (Some(redis), false) = (&self.redis, evicted.is_empty()) {
-            let mut pipe = redis::pipe();
-            let unlink = pipe.cmd("UNLINK");
-            for gone in &evicted {
-                unlink.arg(self.redis_key(route, gone));
-            }
-            unlink.ignore();
-            for gone in &evicted {
-                self.publish(&mut pipe, "del", route, gone);
-            }
-            redis.run_pipe::<()>(&pipe).await?;
+            // One UNLINK per entry: on a Cluster the entries live in different slots.
+            let unlink = evicted.iter().map(|gone| {
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(self.redis_key(route, gone));
+                cmd
+            });
+            let events = evicted.iter().map(|gone| self.event("del", route, gone));
+            redis.each(unlink.chain(events).collect()).await?;
         }
         Ok(())
     }
@@ -286,23 +285,9 @@ impl SemanticTier {
             return Ok(0);
         };
         let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
         let mut loaded = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH);
-            let (next, keys): (u64, Vec<String>) = redis.run(&scan).await?;
-            for key in keys {
-                loaded += usize::from(self.load_one(redis, &key).await?);
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        for key in redis.scan_match(&pattern, SCAN_BATCH).await? {
+            loaded += usize::from(self.load_one(redis, &key).await?);
         }
         for (route, index) in &self.indexes {
             self.metrics.index_entries(route, index.len());

@@ -1,58 +1,306 @@
-//! The Redis connection shared by the cache tiers: created lazily, reconnected by the
-//! `ConnectionManager`, and every command bounded by `[redis] timeout` so a slow or dead Redis
+//! The Redis connection shared by the cache tiers, whatever the deployment behind `[redis] url`
+//! (see [`Topology`]): created lazily, reconnected by the `redis` crate (re-asking the Sentinels
+//! after a failover), and every command bounded by `[redis] timeout` so a slow or dead Redis
 //! costs a request at most that long.
+//!
+//! On a Cluster, a transaction must stay within one hash slot. Every entry deja writes is one
+//! key, so its transaction always does; what spans keys (an entry and the replicas' event
+//! stream, or several evictions) goes through [`RedisStore::transaction_then`] and
+//! [`RedisStore::each`], which send one round trip where the server allows it and command by
+//! command, in order, on a Cluster.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::CacheError;
 
+mod sentinel;
+mod topology;
+
+use sentinel::SentinelConn;
+pub use topology::{SentinelTarget, Topology};
+
 /// Version of every key deja writes; a change of layout or embedding model moves to a new one.
 pub const KEY_PREFIX: &str = "deja:v1";
+/// How long a first connection to a node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A cheap-to-clone handle on one Redis.
+/// A cheap-to-clone handle on the configured Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    backend: Backend,
     timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(std::sync::Arc<SentinelConn>),
+}
+
+/// One connection, whichever kind, so a command is written once for all of them.
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipe, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl RedisStore {
     /// Prepares a connection to `url`; nothing is dialled until the first command.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
+        let topology = Topology::parse(url).map_err(|reason| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a Redis URL",
+                reason,
+            ))
+        })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, timeout })
+        let backend = match &topology {
+            Topology::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                Backend::Single(ConnectionManager::new_lazy_with_config(client, manager)?)
+            }
+            Topology::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .retries(2)
+                    .build()?;
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(timeout);
+                Backend::Cluster(client.get_pending_async_connection_with_config(config))
+            }
+            Topology::Sentinel(target) => {
+                Backend::Sentinel(std::sync::Arc::new(SentinelConn::new(target, manager)?))
+            }
+        };
+        tracing::info!(topology = topology.kind(), "redis configured");
+        Ok(Self { backend, timeout })
     }
 
     /// Runs one command within the timeout.
-    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
-        let mut conn = self.conn.clone();
-        self.bounded(cmd.query_async(&mut conn)).await
+    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, CacheError> {
+        self.exec(self.timeout, async |conn| cmd.query_async(conn).await)
+            .await
     }
 
-    /// Runs a pipeline (atomic when built with `.atomic()`) within the timeout.
-    pub async fn run_pipe<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, CacheError> {
-        let mut conn = self.conn.clone();
-        self.bounded(pipe.query_async(&mut conn)).await
+    /// Runs `pipe`, which must be atomic and touch keys of one hash slot, within the timeout.
+    pub async fn transaction(&self, pipe: &Pipeline) -> Result<(), CacheError> {
+        self.exec(self.timeout, async |conn| pipe.query_async(conn).await)
+            .await
     }
 
-    async fn bounded<T>(
+    /// Runs the transaction `pipe`, then `after`: inside the same transaction where the server
+    /// allows it, right after it on a Cluster (where `after` may live in other slots).
+    pub async fn transaction_then(&self, pipe: &Pipeline, after: Vec<Cmd>) -> Result<(), CacheError> {
+        if matches!(self.backend, Backend::Cluster(_)) {
+            self.transaction(pipe).await?;
+            return self.each(after).await;
+        }
+        let mut joined = pipe.clone();
+        for cmd in after {
+            joined.add_command(cmd).ignore();
+        }
+        self.transaction(&joined).await
+    }
+
+    /// Runs `cmds` in order, not atomically: one round trip where the server allows it, one
+    /// command at a time on a Cluster. Replies are dropped.
+    pub async fn each(&self, cmds: Vec<Cmd>) -> Result<(), CacheError> {
+        if matches!(self.backend, Backend::Cluster(_)) {
+            for cmd in &cmds {
+                self.run::<Value>(cmd).await?;
+            }
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd).ignore();
+        }
+        self.exec(self.timeout, async |conn| pipe.query_async(conn).await)
+            .await
+    }
+
+    /// Every key matching `pattern`, from every master of a Cluster that answers (a master
+    /// that does not could not serve its entries anyway); each SCAN round is bounded by the
+    /// timeout.
+    pub async fn scan_match(&self, pattern: &str, batch: usize) -> Result<Vec<String>, CacheError> {
+        let mut keys = Vec::new();
+        let nodes = match &self.backend {
+            Backend::Cluster(_) => self.masters(self.timeout).await?.into_iter().map(Some).collect(),
+            _ => vec![None],
+        };
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(batch);
+                let (next, found): (u64, Vec<String>) = match &node {
+                    None => self.run(&scan).await?,
+                    Some(address) => self.run_on(address, scan).await?,
+                };
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Whether Redis answers `PING` within `timeout` (on a Cluster, every master).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), CacheError> {
+        match self.backend {
+            Backend::Cluster(_) => self.cluster_ok(timeout).await,
+            _ => self.exec(timeout, async |conn| redis::cmd("PING").query_async(conn).await).await,
+        }
+    }
+
+    /// Whether the Cluster says it is healthy and every master serving slots answered: a
+    /// fan-out skips nodes it has no connection to, so the answers are counted.
+    async fn cluster_ok(&self, timeout: Duration) -> Result<(), CacheError> {
+        let info: String = self
+            .exec(timeout, async |conn| {
+                redis::cmd("CLUSTER").arg("INFO").query_async(conn).await
+            })
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let serving: usize = field("cluster_size").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let answered = self.masters(timeout).await?.len();
+        if field("cluster_state") == Some("ok") && answered >= serving {
+            return Ok(());
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::ClusterConnectionNotFound,
+            "cluster not serving every slot",
+            format!("{answered} of {serving} masters answered"),
+        ))
+        .into())
+    }
+
+    /// The Cluster's masters as `(host, port)`: those that answered a `PING` sent to all.
+    async fn masters(&self, timeout: Duration) -> Result<Vec<(String, u16)>, CacheError> {
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .exec(timeout, async |conn| match conn {
+                Conn::Cluster(c) => c.route_command(redis::cmd("PING"), all).await,
+                Conn::Single(c) => redis::cmd("PING").query_async(c).await,
+            })
+            .await?;
+        let Value::Map(answers) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut masters = Vec::with_capacity(answers.len());
+        for (address, answer) in answers {
+            if let Value::ServerError(e) = answer {
+                return Err(redis::RedisError::from(e).into());
+            }
+            let address: String = redis::from_redis_value(address).map_err(redis::RedisError::from)?;
+            if let Some((host, port)) = address.rsplit_once(':')
+                && let Ok(port) = port.parse()
+            {
+                masters.push((host.to_owned(), port));
+            }
+        }
+        Ok(masters)
+    }
+
+    /// Behind Sentinel, follows the master's moves until the process ends (see
+    /// [`SentinelConn::watch`]), calling `switched` on each; other topologies return at once.
+    pub async fn watch(&self, switched: impl Fn()) {
+        if let Backend::Sentinel(s) = &self.backend {
+            s.watch(switched).await;
+        }
+    }
+
+    /// Runs `cmd` on one Cluster node.
+    async fn run_on<T: redis::FromRedisValue>(
         &self,
-        fut: impl Future<Output = redis::RedisResult<T>>,
+        (host, port): &(String, u16),
+        cmd: Cmd,
     ) -> Result<T, CacheError> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        self.exec(self.timeout, async |conn| {
+            let value = match conn {
+                Conn::Cluster(c) => c.route_command(cmd, route).await?,
+                Conn::Single(c) => cmd.query_async(c).await?,
+            };
+            Ok(redis::from_redis_value(value)?)
+        })
+        .await
+    }
+
+    /// Runs `work` on a connection within `timeout`; in Sentinel mode, an error that means the
+    /// master moved makes the next command ask the Sentinels again.
+    async fn exec<T>(
+        &self,
+        timeout: Duration,
+        work: impl AsyncFnOnce(&mut Conn) -> RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        let attempt = async {
+            let mut conn = match &self.backend {
+                Backend::Single(c) => Conn::Single(c.clone()),
+                Backend::Cluster(c) => Conn::Cluster(c.clone()),
+                Backend::Sentinel(s) => Conn::Single(s.master().await?),
+            };
+            let result = work(&mut conn).await;
+            if let (Err(e), Backend::Sentinel(s)) = (&result, &self.backend) {
+                s.after_error(e);
+            }
+            result
+        };
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(CacheError::Timeout(self.timeout)),
+            Err(_) => Err(CacheError::Timeout(timeout)),
         }
     }
 }

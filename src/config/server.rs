@@ -6,6 +6,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::cache::store::Topology;
+
 /// `[server]`: where deja listens and what it accepts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,7 +109,8 @@ impl UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`, `rediss://...` or `unix:///path`; unset = no Redis.
+    /// `redis://host:port/db` or `unix:///path` for one server, `redis-cluster://h1:p1,h2:p2`
+    /// for a Cluster, `redis-sentinel://h1:p1,h2:p2/db#master` through Sentinel; unset = no Redis.
     pub url: Option<String>,
     /// Longest wait for one cache lookup or write; past it the request goes on without the
     /// cache. Default `50ms`.
@@ -126,7 +129,7 @@ impl Default for RedisConfig {
 
 impl RedisConfig {
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
-        if let Some(Err(e)) = self.url.as_deref().map(redis::Client::open) {
+        if let Some(Err(e)) = self.url.as_deref().map(Topology::parse) {
             errors.push(format!("{path}.url is not a Redis URL: {e}"));
         }
         if self.timeout.is_zero() {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::json;
 
+use crate::cache::CacheError;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -19,12 +20,13 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    let redis = match &state.redis {
-        None => "not configured".to_owned(),
-        Some(client) => match tokio::time::timeout(READY_CHECK_TIMEOUT, ping(client)).await {
-            Ok(Ok(())) => "ok".to_owned(),
-            Ok(Err(e)) => format!("error: {}", e.kind_str()),
-            Err(_) => "error: timed out".to_owned(),
+    let redis = match state.cache.redis() {
+        None => "not configured",
+        Some(store) => match store.ping(READY_CHECK_TIMEOUT).await {
+            Ok(()) => "ok",
+            // The category, not the message: messages may carry the URL and its password.
+            Err(CacheError::Timeout(_)) => "error: timed out",
+            Err(CacheError::Redis(_)) => "error: redis",
         },
     };
     let semantic = match (state.cache.semantic(), state.cache.semantic_ready()) {
@@ -32,7 +34,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         (Some(_), true) => "ok",
         (Some(_), false) => "rebuilding",
     };
-    let ready = matches!(redis.as_str(), "ok" | "not configured") && semantic != "rebuilding";
+    let ready = matches!(redis, "ok" | "not configured") && semantic != "rebuilding";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -44,23 +46,6 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         "checks": {"redis": redis, "semantic_index": semantic, "embedding_model": model},
     });
     (status, Json(body)).into_response()
-}
-
-async fn ping(client: &redis::Client) -> Result<(), RedisCheckError> {
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("PING").query_async::<String>(&mut conn).await?;
-    Ok(())
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-struct RedisCheckError(#[from] redis::RedisError);
-
-impl RedisCheckError {
-    fn kind_str(&self) -> String {
-        // The category, not the message: messages may carry the URL and its password.
-        format!("{:?}", self.0.kind())
-    }
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {

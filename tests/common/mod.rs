@@ -11,6 +11,7 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod redis_topology;
 pub mod upstream;
 
 use std::net::SocketAddr;

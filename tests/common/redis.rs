@@ -7,19 +7,31 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     pub url: String,
+    /// A configuration file, then options (a cluster node's or a replica's settings, say).
+    args: Vec<String>,
     child: Option<Child>,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(free_port(), &[])
+    }
+
+    /// A server on `port` started with `args` besides the defaults.
+    pub fn start_with(port: u16, args: &[String]) -> Self {
         let mut server = Self {
             port,
             url: format!("redis://127.0.0.1:{port}/0"),
+            args: args.to_vec(),
             child: None,
         };
         server.restart();
@@ -29,9 +41,16 @@ impl RedisServer {
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        // A configuration file, when given, must come first.
+        let (file, options) = match self.args.first() {
+            Some(first) if !first.starts_with("--") => self.args.split_at(1),
+            _ => self.args.split_at(0),
+        };
         let child = Command::new("redis-server")
+            .args(file)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

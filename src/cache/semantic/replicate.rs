@@ -30,10 +30,10 @@ impl SemanticTier {
         self.prefix.replacen(":sem:", ":sem-events:", 1)
     }
 
-    /// Adds "entry `id` of `route` was stored (`put`) or dropped (`del`)" to `pipe`.
-    pub(super) fn publish(&self, pipe: &mut redis::Pipeline, op: &str, route: &str, id: &str) {
-        pipe.cmd("XADD")
-            .arg(self.events_key())
+    /// The event "entry `id` of `route` was stored (`put`) or dropped (`del`)".
+    pub(super) fn event(&self, op: &str, route: &str, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.events_key())
             .arg("MAXLEN")
             .arg("~")
             .arg(STREAM_MAX)
@@ -45,8 +45,8 @@ impl SemanticTier {
             .arg("id")
             .arg(id)
             .arg("from")
-            .arg(&self.replica)
-            .ignore();
+            .arg(&self.replica);
+        cmd
     }
 
     /// Follows the other replicas' changes until the process ends. Starts from the stream's
