@@ -40,7 +40,8 @@ async fn gateway(upstream: &Upstream, redis_url: &str) -> Gateway {
 }
 
 async fn ask(gw: &Gateway, question: &str) -> String {
-    let body = json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]});
+    let body =
+        json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]});
     let (status, cache, _, text) = chat(gw, &body, &[]).await;
     assert_eq!(status, 200, "{text}");
     cache
@@ -84,7 +85,10 @@ async fn a_cluster_spreads_entries_and_replicas_share_them() {
     let counts = cluster.key_counts();
     eprintln!("keys per master: {counts:?}");
     assert_eq!(counts.iter().sum::<u64>(), 17, "{counts:?}");
-    assert!(counts.iter().all(|&n| n > 0), "every master holds entries: {counts:?}");
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "every master holds entries: {counts:?}"
+    );
 
     // B learns A's entries through the stream, although they live in other slots.
     let took = until_replicated(&b, QUESTIONS.len() as f64).await;
@@ -124,13 +128,23 @@ async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
             "{status}"
         );
         // Each cache call is cut at the timeout (500ms here): a lookup, maybe a store.
-        assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            asked.elapsed()
+        );
     }
-    eprintln!("8 questions with a master down took {:?}", started.elapsed());
+    eprintln!(
+        "8 questions with a master down took {:?}",
+        started.elapsed()
+    );
     let (status, body) = readiness(&gw).await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["checks"]["redis"].as_str().unwrap().starts_with("error"),
+        body["checks"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("error"),
         "{body}"
     );
     let text = gw.scrape_metrics().await;
@@ -148,8 +162,14 @@ async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
         assert!(Instant::now() < deadline, "{:?}", readiness(&gw).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(ask(&gw, "A question asked after the master came back").await, "MISS");
-    assert_eq!(ask(&gw, "A question asked after the master came back").await, "HIT");
+    assert_eq!(
+        ask(&gw, "A question asked after the master came back").await,
+        "MISS"
+    );
+    assert_eq!(
+        ask(&gw, "A question asked after the master came back").await,
+        "HIT"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +180,11 @@ async fn sentinel_moves_writes_to_the_promoted_replica() {
     assert_eq!(readiness(&gw).await.1["checks"]["redis"], "ok");
     assert_eq!(ask(&gw, QUESTIONS[0]).await, "MISS");
     assert_eq!(ask(&gw, QUESTIONS[0]).await, "HIT");
-    assert_eq!(key_count(set.master.port), 3, "exact, semantic and the event stream");
+    assert_eq!(
+        key_count(set.master.port),
+        3,
+        "exact, semantic and the event stream"
+    );
     set.sync();
 
     let promoted = set.fail_over();
@@ -175,9 +199,16 @@ async fn sentinel_moves_writes_to_the_promoted_replica() {
         assert!(started.elapsed() < Duration::from_secs(5), "{text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("the gateway switched masters {:?} after Sentinel named the new one", started.elapsed());
+    eprintln!(
+        "the gateway switched masters {:?} after Sentinel named the new one",
+        started.elapsed()
+    );
     let before = key_count(promoted);
-    assert_eq!(ask(&gw, QUESTIONS[0]).await, "HIT", "the promoted replica has the entry");
+    assert_eq!(
+        ask(&gw, QUESTIONS[0]).await,
+        "HIT",
+        "the promoted replica has the entry"
+    );
     assert_eq!(ask(&gw, "What's an AI gateway?").await, "SEMANTIC HIT");
     let fresh = "Asked after the failover";
     assert_eq!(ask(&gw, fresh).await, "MISS");

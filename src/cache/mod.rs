@@ -72,9 +72,8 @@ impl Cache {
             Some(store) => ExactTier::redis(store.clone()),
             None => ExactTier::memory(config.cache.memory_bytes),
         };
-        let semantic = embedder.map(|e| {
-            SemanticTier::new(config, e, redis.clone(), Arc::clone(&metrics))
-        });
+        let semantic =
+            embedder.map(|e| SemanticTier::new(config, e, redis.clone(), Arc::clone(&metrics)));
         Ok(Self {
             redis,
             semantic_ready: AtomicBool::new(semantic.is_none()),

@@ -129,7 +129,11 @@ impl RedisStore {
 
     /// Runs the transaction `pipe`, then `after`: inside the same transaction where the server
     /// allows it, right after it on a Cluster (where `after` may live in other slots).
-    pub async fn transaction_then(&self, pipe: &Pipeline, after: Vec<Cmd>) -> Result<(), CacheError> {
+    pub async fn transaction_then(
+        &self,
+        pipe: &Pipeline,
+        after: Vec<Cmd>,
+    ) -> Result<(), CacheError> {
         if matches!(self.backend, Backend::Cluster(_)) {
             self.transaction(pipe).await?;
             return self.each(after).await;
@@ -164,7 +168,12 @@ impl RedisStore {
     pub async fn scan_match(&self, pattern: &str, batch: usize) -> Result<Vec<String>, CacheError> {
         let mut keys = Vec::new();
         let nodes = match &self.backend {
-            Backend::Cluster(_) => self.masters(self.timeout).await?.into_iter().map(Some).collect(),
+            Backend::Cluster(_) => self
+                .masters(self.timeout)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect(),
             _ => vec![None],
         };
         for node in nodes {
@@ -194,7 +203,12 @@ impl RedisStore {
     pub async fn ping(&self, timeout: Duration) -> Result<(), CacheError> {
         match self.backend {
             Backend::Cluster(_) => self.cluster_ok(timeout).await,
-            _ => self.exec(timeout, async |conn| redis::cmd("PING").query_async(conn).await).await,
+            _ => {
+                self.exec(timeout, async |conn| {
+                    redis::cmd("PING").query_async(conn).await
+                })
+                .await
+            }
         }
     }
 
@@ -211,7 +225,9 @@ impl RedisStore {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
                 .map(str::trim)
         };
-        let serving: usize = field("cluster_size").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let serving: usize = field("cluster_size")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let answered = self.masters(timeout).await?.len();
         if field("cluster_state") == Some("ok") && answered >= serving {
             return Ok(());
@@ -241,7 +257,8 @@ impl RedisStore {
             if let Value::ServerError(e) = answer {
                 return Err(redis::RedisError::from(e).into());
             }
-            let address: String = redis::from_redis_value(address).map_err(redis::RedisError::from)?;
+            let address: String =
+                redis::from_redis_value(address).map_err(redis::RedisError::from)?;
             if let Some((host, port)) = address.rsplit_once(':')
                 && let Ok(port) = port.parse()
             {

@@ -169,6 +169,32 @@ fn validation_reports_every_broken_rule() {
 }
 
 #[test]
+fn redis_urls_name_their_topology_and_bad_ones_say_why() {
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "redis-cluster://10.0.0.1:7000,10.0.0.2:7001",
+        "redis-sentinel://:pw@10.0.0.1:26379,10.0.0.2/1#cache",
+    ] {
+        let c = load(&format!("[redis]\nurl = \"{url}\"\n"), &[]).unwrap();
+        assert_eq!(c.redis.url.as_deref(), Some(url));
+    }
+    let err = load(
+        "[redis]\nurl = \"redis-sentinel://:hunter2@10.0.0.1:26379\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("redis.url is not a Redis URL: a Sentinel URL names its master after `#`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2"),
+        "the password stays out of the message: {err}"
+    );
+}
+
+#[test]
 fn a_default_route_is_appended_after_named_ones() {
     let c = load("[[routes]]\nname = \"yi\"\nmodels = [\"yi-*\"]\n", &[]).unwrap();
     let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();

@@ -105,7 +105,11 @@ impl SentinelSet {
         let master = RedisServer::start();
         let replica = RedisServer::start_with(
             free_port(),
-            &["--replicaof".into(), "127.0.0.1".into(), master.port.to_string()],
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port.to_string(),
+            ],
         );
         let dir = scratch_dir("sentinel");
         let conf = dir.join("sentinel.conf");
@@ -190,8 +194,9 @@ impl SentinelSet {
         let after = self.master_port();
         wait_for("the new master to take writes", 20, || {
             query::<Vec<redis::Value>>(after, &mut redis::cmd("ROLE")).is_ok_and(|role| {
-                role.first()
-                    .is_some_and(|r| redis::from_redis_value_ref::<String>(r).is_ok_and(|r| r == "master"))
+                role.first().is_some_and(|r| {
+                    redis::from_redis_value_ref::<String>(r).is_ok_and(|r| r == "master")
+                })
             })
         });
         after

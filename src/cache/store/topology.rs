@@ -132,9 +132,9 @@ fn parse_cluster(rest: &str) -> Result<Topology, String> {
 }
 
 fn parse_sentinel(rest: &str) -> Result<Topology, String> {
-    let (rest, service) = rest
-        .split_once('#')
-        .ok_or("a Sentinel URL names its master after `#`, as in `redis-sentinel://host:26379#mymaster`")?;
+    let (rest, service) = rest.split_once('#').ok_or(
+        "a Sentinel URL names its master after `#`, as in `redis-sentinel://host:26379#mymaster`",
+    )?;
     if service.is_empty() {
         return Err("the master's name after `#` is empty".to_owned());
     }
@@ -151,8 +151,9 @@ fn parse_sentinel(rest: &str) -> Result<Topology, String> {
         .map(|(host, port)| node_url(None, host, *port))
         .collect();
     // Let the `redis` crate decode the credentials the way it decodes them everywhere else.
-    let info = redis::IntoConnectionInfo::into_connection_info(node_url(creds, "localhost", 1).as_str())
-        .map_err(|e| e.to_string())?;
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(node_url(creds, "localhost", 1).as_str())
+            .map_err(|e| e.to_string())?;
     let login = info.redis_settings();
     Ok(Topology::Sentinel(SentinelTarget {
         sentinels,
