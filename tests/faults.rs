@@ -1,5 +1,6 @@
 //! Faults under load: Redis killed and restarted mid-load while the provider answers some calls
-//! with 503 and hangs past the timeout on others. No request outlives its deadline, every
+//! with 503, hangs past the timeout on others, and breaks the connection halfway through a 200
+//! on others. No request outlives its deadline, every
 //! answer is either the provider's own for that question or an OpenAI-shaped error, nothing
 //! wrong or broken is cached, and the failures are counted in metrics.
 #![allow(
@@ -67,12 +68,14 @@ fn check(q: &str, status: u16, body: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_cache() {
     let upstream = Upstream::spawn_quiet().await;
-    // One in five calls fails with 503, one in ten hangs past the timeout, the rest answer.
+    // One in five calls fails with 503, one in ten hangs past the timeout, one in ten breaks
+    // off mid-body after a 200, the rest answer.
     let mut script = Vec::new();
     for i in 0..4 * WORKERS * PER_WORKER {
         script.push(match i % 10 {
             0 | 5 => Reply::status(503),
             3 => Reply::echo().delayed(Duration::from_secs(3)),
+            7 => Reply::echo_then_reset(),
             _ => Reply::echo(),
         });
     }
@@ -152,6 +155,10 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
     assert!(
         count("deja_upstream_attempts_total", &[("outcome", "503")]) > 0.0,
         "{text}"
+    );
+    assert!(
+        count("deja_upstream_attempts_total", &[("outcome", "unreachable")]) > 0.0,
+        "the broken 200s are counted as transport failures: {text}"
     );
     assert!(redis.answers());
     assert_eq!(

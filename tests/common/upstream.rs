@@ -29,7 +29,8 @@ pub struct Reply {
     pub sse: Option<Vec<String>>,
     /// Chunks after the first wait for this to be notified.
     pub gate: Option<Arc<Notify>>,
-    /// After the chunks, break the connection instead of ending the body.
+    /// After the chunks (or, for a plain answer, half its body), break the connection instead
+    /// of ending the body.
     pub abort: bool,
     /// Answer 200 with `echo: <last message's content>`, so a test can tell whose answer it got.
     pub echo: bool,
@@ -59,6 +60,14 @@ impl Reply {
             status: 200,
             echo: true,
             ..Self::default()
+        }
+    }
+
+    /// A 200 `echo` answer whose connection breaks halfway through the body.
+    pub fn echo_then_reset() -> Self {
+        Self {
+            abort: true,
+            ..Self::echo()
         }
     }
 
@@ -226,10 +235,16 @@ async fn answer(
     } else {
         reply.body
     };
-    builder
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap()
+    let builder = builder.header("content-type", "application/json");
+    if reply.abort {
+        let half = Bytes::from(body[..body.len() / 2].to_owned());
+        let broken = futures_util::stream::iter([
+            Ok(half),
+            Err(std::io::Error::other("stand-in breaks the connection")),
+        ]);
+        return builder.body(Body::from_stream(broken)).unwrap();
+    }
+    builder.body(Body::from(body)).unwrap()
 }
 
 /// Counts the stream as cancelled if it is dropped before it finished.
