@@ -78,6 +78,9 @@ pub enum AppError {
     /// A fault inside deja; the message is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The process is still loading its model and state; the port answers meanwhile.
+    #[error("deja is starting (loading the embedding model and its cache); retry in a second")]
+    Starting,
 }
 
 impl AppError {
@@ -104,6 +107,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::Store(_) => "store_unavailable",
             Self::Internal(_) => "internal",
+            Self::Starting => "starting",
         }
     }
 
@@ -120,7 +124,7 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Starting => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream {
                 source: UpstreamError::Timeout(_),
                 ..
@@ -189,6 +193,11 @@ impl IntoResponse for AppError {
                 response
                     .headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            Self::Starting => {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
         }

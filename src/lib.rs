@@ -19,6 +19,7 @@ pub mod portkey;
 pub mod reqlog;
 pub mod request;
 pub mod routes;
+pub mod starting;
 pub mod state;
 pub mod store;
 pub mod stream;
@@ -39,8 +40,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    // Loading the model takes a second or two of CPU: keep it off the async workers.
-    let state = tokio::task::spawn_blocking(move || AppState::new(config))
+    // Loading the model takes a second or two of CPU: keep it off the async workers, and
+    // answer on the port meanwhile.
+    let building = tokio::task::spawn_blocking(move || AppState::new(config));
+    let state = starting::answer_while(&listener, building)
         .await
         .map_err(|e| StartError::Serve(std::io::Error::other(e)))??;
     serve(state, listener, shutdown).await

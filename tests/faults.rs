@@ -157,7 +157,10 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
         "{text}"
     );
     assert!(
-        count("deja_upstream_attempts_total", &[("outcome", "unreachable")]) > 0.0,
+        count(
+            "deja_upstream_attempts_total",
+            &[("outcome", "unreachable")]
+        ) > 0.0,
         "the broken 200s are counted as transport failures: {text}"
     );
     assert!(redis.answers());

@@ -21,6 +21,7 @@ use serde_json::json;
 struct Replica {
     child: Child,
     url: String,
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Replica {
@@ -51,29 +52,54 @@ async fn replica(upstream: &Upstream, redis: &RedisServer, store: &str, extra: &
         models_path("lib/libonnxruntime.so"),
     );
     std::fs::write(dir.join("deja.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_deja"))
+    let mut r = Replica {
+        child: launch(&dir),
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    r.until_ready().await;
+    r
+}
+
+fn launch(dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_deja"))
         .args(["serve", "--config", "deja.toml"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .env_remove("YI_API_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = client().get(format!("{url}/readyz")).send().await
-            && res.status() == 200
-        {
-            break;
+        .unwrap()
+}
+
+impl Replica {
+    async fn until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = client().get(format!("{}/readyz", self.url)).send().await
+                && res.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} did not get ready",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replica on {port} did not get ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Replica { child, url }
+
+    /// SIGKILL: no shutdown, requests in flight are cut.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the process again with the same config and port.
+    fn relaunch(&mut self) {
+        self.child = launch(&self.dir);
+    }
 }
 
 async fn ask(r: &Replica, question: &str) -> String {
@@ -220,4 +246,129 @@ async fn a_replica_behind_the_trim_point_rebuilds_from_the_entries() {
     // The refund question's put was trimmed unseen; B has it from the rebuild.
     assert_eq!(ask(&b, "如何申请退款？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 3);
+}
+
+/// Load on two replicas while one is killed (SIGKILL) and started again: the survivor answers
+/// every request in time, the restarted one rebuilds its index before it reports ready, and
+/// every cached answer, on either, is its own question's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_restarts_and_rebuilds() {
+    const WORKERS: usize = 4;
+    const PER_WORKER: usize = 40;
+    const QUESTIONS: usize = 12;
+    let question = |i: usize| format!("kill drill question {i}: what is a gateway for?");
+    let upstream = Upstream::spawn_quiet().await;
+    upstream.script((0..2 * WORKERS * PER_WORKER).map(|_| common::Reply::echo()));
+    let redis = RedisServer::start();
+    let pg = PgDatabase::create().await;
+    let a = std::sync::Arc::new(replica(&upstream, &redis, &pg.url, "").await);
+    let mut b = replica(&upstream, &redis, &pg.url, "").await;
+    let b_url = b.url.clone();
+
+    let load = (0..WORKERS)
+        .map(|w| {
+            let urls = [a.url.clone(), b_url.clone()];
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for n in 0..PER_WORKER {
+                    let q = question((w * 5 + n) % QUESTIONS);
+                    let on = (w + n) % 2;
+                    let started = Instant::now();
+                    let reply = client()
+                        .post(format!("{}/v1/chat/completions", urls[on]))
+                        .header("content-type", "application/json")
+                        .body(json!({"model": "yi-lightning", "messages": [{"role": "user", "content": q}]}).to_string())
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    let answer = match reply {
+                        Ok(res) => Some((res.status().as_u16(), res.text().await.unwrap_or_default())),
+                        // The killed replica's connections are refused or cut: the load
+                        // balancer's to route around, and never a hang.
+                        Err(e) => {
+                            assert!(!e.is_timeout(), "{q} on replica {on} hung");
+                            None
+                        }
+                    };
+                    seen.push((q, on, answer, started.elapsed()));
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                seen
+            })
+        })
+        .collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    b.relaunch();
+    b.until_ready().await;
+
+    let (mut answered, mut cut, mut starting) = ([0; 2], 0, 0);
+    for worker in load {
+        for (q, on, answer, took) in worker.await.unwrap() {
+            let Some((status, body)) = answer else {
+                assert_eq!(on, 1, "only the killed replica may drop a request");
+                cut += 1;
+                continue;
+            };
+            assert!(
+                took < Duration::from_secs(2),
+                "{q} on replica {on} took {took:?}"
+            );
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if status == 503 && body["error"]["code"] == "starting" {
+                // The restarted replica answers at once while it loads, rather than leaving
+                // the connection in the backlog.
+                assert_eq!(on, 1);
+                starting += 1;
+                continue;
+            }
+            assert_eq!(status, 200, "{q} on replica {on}: {body}");
+            assert_eq!(
+                body["choices"][0]["message"]["content"],
+                format!("echo: {q}")
+            );
+            answered[on] += 1;
+        }
+    }
+    eprintln!(
+        "answered by A {}, by B {}; cut while B was down: {cut}; 503 while B started: {starting}",
+        answered[0], answered[1]
+    );
+    assert_eq!(
+        answered[0],
+        WORKERS * PER_WORKER / 2,
+        "A answered every request sent to it"
+    );
+    assert!(
+        cut > 0 && answered[1] > 0,
+        "B was down for part of the load and up for part"
+    );
+
+    // The restarted replica rebuilt every entry, and each is its own question's answer.
+    let entries = metric(
+        &metrics(&b).await,
+        "deja_semantic_index_entries",
+        &[("route", "default")],
+    );
+    assert_eq!(entries, Some(QUESTIONS as f64));
+    let calls = upstream.calls();
+    for i in 0..QUESTIONS {
+        for r in [a.as_ref(), &b] {
+            let res = client()
+                .post(format!("{}/v1/chat/completions", r.url))
+                .header("content-type", "application/json")
+                .body(json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question(i)}]}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.headers()["x-portkey-cache-status"], "HIT");
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(
+                body["choices"][0]["message"]["content"],
+                format!("echo: {}", question(i))
+            );
+        }
+    }
+    assert_eq!(upstream.calls(), calls, "all answered from the cache");
 }
