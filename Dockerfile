@@ -44,6 +44,6 @@ ENV DEJA__SERVER__LISTEN=0.0.0.0:8080
 ENV DEJA__STORE__URL=sqlite:///var/lib/deja/deja.db?mode=rwc
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+    CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["deja"]
 CMD ["serve", "--log-format", "json"]

@@ -122,8 +122,14 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
     let url = format!("http://127.0.0.1:{port}");
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while c.get(format!("{url}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "deja serve did not start");
+    // The port answers at once (503 `starting` while the model loads); ready means serving.
+    while !c
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "deja serve did not get ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let res = c
