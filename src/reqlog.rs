@@ -26,6 +26,8 @@ pub struct Pending {
     pub answer: Option<Bytes>,
     /// The request, kept only with `bodies`.
     pub prompt: Option<Bytes>,
+    /// A streamed answer's chunk that carried `usage`, read when there is no `answer`.
+    pub stream_usage: Option<Bytes>,
 }
 
 /// The queue's sending side, and its receiving side until the writer takes it.
@@ -104,6 +106,7 @@ impl RequestLogger {
         if let Some(usage) = pending
             .answer
             .as_ref()
+            .or(pending.stream_usage.as_ref())
             .and_then(|a| serde_json::from_slice::<serde_json::Value>(a).ok())
             .and_then(|mut v| v.get_mut("usage").map(serde_json::Value::take))
         {
@@ -141,6 +144,7 @@ mod tests {
                 br#"{"usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42}}"#,
             )),
             prompt: Some(Bytes::from_static(b"{}")),
+            stream_usage: None,
         }
     }
 
@@ -181,5 +185,24 @@ mod tests {
         let row = verbose.finish(pending());
         assert_eq!(row.prompt.as_deref(), Some("{}"));
         assert!(row.answer.unwrap().contains("42"));
+    }
+
+    #[test]
+    fn a_stream_is_counted_from_its_usage_chunk_which_is_not_kept_as_the_answer() {
+        let verbose = RequestLogger::new(
+            &LogConfig {
+                bodies: true,
+                ..LogConfig::default()
+            },
+            Arc::new(Metrics::new()),
+        );
+        let streamed = Pending {
+            stream_usage: pending().answer,
+            answer: None,
+            ..pending()
+        };
+        let row = verbose.finish(streamed);
+        assert_eq!((row.tokens, row.completion_tokens), (42, 12));
+        assert_eq!(row.answer, None);
     }
 }

@@ -713,6 +713,41 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
     );
 }
 
+#[tokio::test]
+async fn a_streamed_answer_is_logged_when_it_ends_with_its_usage() {
+    let p = plane(None, true, "").await;
+    p.upstream.script([Reply::sse(
+        &[
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"yi-lightning\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"yi-lightning\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4,\"total_tokens\":11}}\n\n",
+            "data: [DONE]\n\n",
+        ],
+        None,
+    )]);
+    let res = client()
+        .post(format!("{}/v1/chat/completions", p.gw.url))
+        .header("x-portkey-api-key", p.inference.as_str())
+        .json(&json!({"model": "yi-lightning", "stream": true,
+                      "messages": [{"role": "user", "content": "stream and count me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let rows = logs_until(&p, 1).await;
+    let row = &rows["data"][0];
+    assert_eq!(
+        (
+            row["tokens"].as_i64(),
+            row["prompt_tokens"].as_i64(),
+            row["completion_tokens"].as_i64()
+        ),
+        (Some(11), Some(7), Some(4)),
+        "{rows}"
+    );
+}
+
 /// `GET /v1/logs` once it holds `n` rows (the writer is asynchronous).
 async fn logs_until(p: &Plane, n: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(6);

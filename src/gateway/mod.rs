@@ -28,6 +28,7 @@ use crate::reqlog::Pending;
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::store::logs::LogRecord;
+use crate::stream::usage::UsageTap;
 use crate::upstream::{Answer, AnswerBody, UpstreamCall, status_label};
 
 /// What the cache did for a request; sent as `x-portkey-cache-status`.
@@ -147,8 +148,14 @@ pub async fn chat_completions(
 ) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
     let mut log = RequestLog::default();
-    let result = chat_inner(state, &call, body, &mut log).await;
-    finish(state, "chat.completions", &log, &result, started.elapsed());
+    let mut result = chat_inner(state, &call, body, &mut log).await;
+    finish(
+        state,
+        "chat.completions",
+        &log,
+        &mut result,
+        started.elapsed(),
+    );
     result
 }
 
@@ -255,7 +262,7 @@ async fn forward(
 pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
     let mut log = RequestLog::default();
-    let result = async {
+    let mut result = async {
         let route = match named_route(&state.config, &call)? {
             Some(route) => route,
             None => default_route(&state.config),
@@ -268,7 +275,7 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
         forward(state, route, &overrides, "/models", None, false, &mut log).await
     }
     .await;
-    finish(state, "models", &log, &result, started.elapsed());
+    finish(state, "models", &log, &mut result, started.elapsed());
     result
 }
 
@@ -323,7 +330,7 @@ fn finish(
     state: &AppState,
     endpoint: &'static str,
     log: &RequestLog,
-    result: &Result<GatewayResponse, AppError>,
+    result: &mut Result<GatewayResponse, AppError>,
     elapsed: Duration,
 ) {
     let route = log.route.as_deref().unwrap_or("unmatched");
@@ -340,7 +347,7 @@ fn finish(
             AnswerBody::Full(body) => Some(body.clone()),
             AnswerBody::Stream(_) => None,
         });
-        logger.record(Pending {
+        let pending = Pending {
             record: LogRecord {
                 id: format!("req_{}", crate::store::random_hex(8)),
                 at: crate::store::now_ms(),
@@ -362,7 +369,24 @@ fn finish(
             },
             answer,
             prompt: log.prompt.clone(),
-        });
+            stream_usage: None,
+        };
+        match result.as_mut().ok().map(|r| &mut r.answer.body) {
+            // A stream is logged when it is over, with the usage its last chunk carried.
+            Some(AnswerBody::Stream(stream)) => {
+                use futures_util::StreamExt;
+                let logger = std::sync::Arc::clone(logger);
+                let inner = std::mem::replace(stream, futures_util::stream::empty().boxed());
+                let on_end = Box::new(move |usage: Option<Bytes>| {
+                    logger.record(Pending {
+                        stream_usage: usage,
+                        ..pending
+                    });
+                });
+                *stream = UsageTap::new(inner, on_end).boxed();
+            }
+            _ => logger.record(pending),
+        }
     }
     let error = result.as_ref().err().map(AppError::kind);
     tracing::info!(
