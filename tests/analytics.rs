@@ -339,22 +339,8 @@ async fn the_dashboard_draws_every_chart_in_chromium_and_refreshes_live() {
         s.inference.clone(),
         path.display().to_string(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("tests/sdk/node/dashboard.mjs")
-            .args(args)
-            .env("CHROMIUM", chromium)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "node: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen =
+        common::node_script("dashboard.mjs", args.to_vec(), &[("CHROMIUM", &chromium)]).await;
     assert_eq!(seen["errors"], json!([]), "{seen}");
     assert_eq!(seen["requestsOutside"], json!([]), "only deja was asked");
     assert_eq!(

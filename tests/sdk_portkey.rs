@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{Gateway, Reply, Upstream, config_with_mode, shared_embedder};
 use deja::store::Store;
@@ -51,21 +50,7 @@ async fn the_tutorial_runs_on_portkeys_node_sdk() {
     // The first chat call meets a 503 and is retried by the saved config.
     upstream.script([Reply::status(503), Reply::ok()]);
     let base = format!("{}/v1", gw.url);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("tests/sdk/node/portkey_flow.mjs")
-            .args([&base, &admin, &inference])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "node: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = common::node_script("portkey_flow.mjs", vec![base, admin, inference], &[]).await;
 
     assert!(
         seen["virtualKey"].as_str().unwrap().starts_with("01-ai-"),

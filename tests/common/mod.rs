@@ -215,3 +215,26 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             all.then(|| value.parse().ok()).flatten()
         })
 }
+
+/// Runs `tests/sdk/node/<script>` under Node (off the async workers) and returns the JSON it
+/// printed; a failing script fails the test with its stderr.
+pub async fn node_script(
+    script: &str,
+    args: Vec<String>,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut command = std::process::Command::new("node");
+    command.arg(format!("tests/sdk/node/{script}")).args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "node {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
