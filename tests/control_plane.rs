@@ -714,7 +714,7 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
 }
 
 #[tokio::test]
-async fn a_streamed_answer_is_logged_when_it_ends_with_its_usage() {
+async fn streamed_answers_and_their_replays_are_logged_with_their_usage() {
     let p = plane(None, true, "").await;
     p.upstream.script([Reply::sse(
         &[
@@ -724,28 +724,43 @@ async fn a_streamed_answer_is_logged_when_it_ends_with_its_usage() {
         ],
         None,
     )]);
-    let res = client()
-        .post(format!("{}/v1/chat/completions", p.gw.url))
-        .header("x-portkey-api-key", p.inference.as_str())
-        .json(&json!({"model": "yi-lightning", "stream": true,
-                      "messages": [{"role": "user", "content": "stream and count me"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let text = res.text().await.unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let rows = logs_until(&p, 1).await;
-    let row = &rows["data"][0];
-    assert_eq!(
-        (
-            row["tokens"].as_i64(),
-            row["prompt_tokens"].as_i64(),
-            row["completion_tokens"].as_i64()
-        ),
-        (Some(11), Some(7), Some(4)),
-        "{rows}"
-    );
+    let ask = || async {
+        let res = client()
+            .post(format!("{}/v1/chat/completions", p.gw.url))
+            .header("x-portkey-api-key", p.inference.as_str())
+            .json(&json!({"model": "yi-lightning", "stream": true,
+                          "messages": [{"role": "user", "content": "stream and count me"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let cache = res.headers()["x-portkey-cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let text = res.text().await.unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        (cache, text)
+    };
+    assert_eq!(ask().await.0, "MISS");
+    // Replayed from the cache without `include_usage`, the stream carries no usage chunk; the
+    // log counts the stored answer's.
+    let (cache, replayed) = ask().await;
+    assert_eq!(cache, "HIT");
+    assert!(!replayed.contains("\"usage\":{"), "{replayed}");
+    let rows = logs_until(&p, 2).await;
+    for row in rows["data"].as_array().unwrap() {
+        assert_eq!(
+            (
+                row["tokens"].as_i64(),
+                row["prompt_tokens"].as_i64(),
+                row["completion_tokens"].as_i64()
+            ),
+            (Some(11), Some(7), Some(4)),
+            "{rows}"
+        );
+    }
+    assert_eq!(rows["data"][0]["cache_status"], "hit");
 }
 
 /// `GET /v1/logs` once it holds `n` rows (the writer is asynchronous).

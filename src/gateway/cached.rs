@@ -234,15 +234,16 @@ impl Flow<'_> {
         cache: CacheStatus,
         similarity: Option<f32>,
     ) -> Option<GatewayResponse> {
-        let (content_type, body) = match self.replay {
-            None => ("application/json", AnswerBody::Full(body)),
+        let (content_type, replayed_from, body) = match self.replay {
+            None => ("application/json", None, AnswerBody::Full(body)),
             Some(options) => {
                 let Some(events) = replay(&body, options) else {
                     tracing::warn!(route = %self.route.name, "cached entry is not a chat completion; treated as a miss");
                     return None;
                 };
                 let events = futures_util::stream::iter(events.into_iter().map(Ok));
-                ("text/event-stream", AnswerBody::Stream(events.boxed()))
+                let events = AnswerBody::Stream(events.boxed());
+                ("text/event-stream", Some(body), events)
             }
         };
         Some(GatewayResponse {
@@ -257,6 +258,7 @@ impl Flow<'_> {
             config_version: None,
             target: None,
             model: None,
+            replayed_from,
         })
     }
 
@@ -333,6 +335,7 @@ impl GatewayResponse {
             config_version: None,
             target: None,
             model: None,
+            replayed_from: None,
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct GatewayResponse {
     pub target: Option<(usize, String)>,
     /// The model a target's `override_params` asked for, sent as `x-deja-model`.
     pub model: Option<String>,
+    /// The stored answer a streamed cache hit is replayed from; the request log reads its
+    /// `usage` when the replay carries none.
+    pub replayed_from: Option<Bytes>,
 }
 
 impl GatewayResponse {
@@ -255,6 +258,7 @@ async fn forward(
         config_version: None,
         target: None,
         model: None,
+        replayed_from: None,
     })
 }
 
@@ -371,15 +375,17 @@ fn finish(
             prompt: log.prompt.clone(),
             stream_usage: None,
         };
+        let replayed_from = result.as_ref().ok().and_then(|r| r.replayed_from.clone());
         match result.as_mut().ok().map(|r| &mut r.answer.body) {
-            // A stream is logged when it is over, with the usage its last chunk carried.
+            // A stream is logged when it is over, with the usage its last chunk carried (or,
+            // replayed from the cache, the stored answer's).
             Some(AnswerBody::Stream(stream)) => {
                 use futures_util::StreamExt;
                 let logger = std::sync::Arc::clone(logger);
                 let inner = std::mem::replace(stream, futures_util::stream::empty().boxed());
                 let on_end = Box::new(move |usage: Option<Bytes>| {
                     logger.record(Pending {
-                        stream_usage: usage,
+                        stream_usage: usage.or(replayed_from),
                         ..pending
                     });
                 });

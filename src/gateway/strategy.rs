@@ -262,6 +262,7 @@ async fn leaf(
         config_version: None,
         target: None,
         model,
+        replayed_from: None,
     })
 }
 
