@@ -128,7 +128,8 @@ impl RedisStore {
     }
 
     /// Runs the transaction `pipe`, then `after`: inside the same transaction where the server
-    /// allows it, right after it on a Cluster (where `after` may live in other slots).
+    /// allows it, right after it on a Cluster (where `after` may live in other slots). There, a
+    /// failure of `after` is logged rather than returned: the transaction itself is done.
     pub async fn transaction_then(
         &self,
         pipe: &Pipeline,
@@ -136,7 +137,13 @@ impl RedisStore {
     ) -> Result<(), CacheError> {
         if matches!(self.backend, Backend::Cluster(_)) {
             self.transaction(pipe).await?;
-            return self.each(after).await;
+            if let Err(e) = self.each(after).await {
+                tracing::warn!(
+                    error = e.kind(),
+                    "redis cluster: write done, follow-up failed"
+                );
+            }
+            return Ok(());
         }
         let mut joined = pipe.clone();
         for cmd in after {

@@ -102,16 +102,20 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub fn start() -> Self {
-        let master = RedisServer::start();
+        // A replica saves what it receives to disk: keep that out of the working directory.
+        let dir = scratch_dir("sentinel");
+        let in_dir = ["--dir".to_owned(), dir.display().to_string()];
+        let master = RedisServer::start_with(free_port(), &in_dir);
         let replica = RedisServer::start_with(
             free_port(),
             &[
+                in_dir[0].clone(),
+                in_dir[1].clone(),
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 master.port.to_string(),
             ],
         );
-        let dir = scratch_dir("sentinel");
         let conf = dir.join("sentinel.conf");
         // Sentinel rewrites its file as it learns, so each set gets its own.
         std::fs::write(
