@@ -15,6 +15,7 @@ pub use breaker::Breakers;
 pub use saved::SavedConfigs;
 pub use verify::VerifyBudget;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use crate::auth;
 use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
-use crate::reqlog::Pending;
+use crate::reqlog::{Pending, RequestLogger};
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::store::logs::LogRecord;
@@ -330,6 +331,30 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Hands `pending` to the log: now for a plain answer; for a stream, when it is over, with the
+/// usage its last chunk carried (or, replayed from the cache, the stored answer's).
+fn record_when_done(
+    logger: &Arc<RequestLogger>,
+    pending: Pending,
+    result: &mut Result<GatewayResponse, AppError>,
+) {
+    use futures_util::StreamExt;
+    let replayed_from = result.as_ref().ok().and_then(|r| r.replayed_from.clone());
+    let Some(AnswerBody::Stream(stream)) = result.as_mut().ok().map(|r| &mut r.answer.body) else {
+        logger.record(pending);
+        return;
+    };
+    let logger = Arc::clone(logger);
+    let inner = std::mem::replace(stream, futures_util::stream::empty().boxed());
+    let on_end = Box::new(move |usage: Option<Bytes>| {
+        logger.record(Pending {
+            stream_usage: usage.or(replayed_from),
+            ..pending
+        });
+    });
+    *stream = UsageTap::new(inner, on_end).boxed();
+}
+
 fn finish(
     state: &AppState,
     endpoint: &'static str,
@@ -375,24 +400,7 @@ fn finish(
             prompt: log.prompt.clone(),
             stream_usage: None,
         };
-        let replayed_from = result.as_ref().ok().and_then(|r| r.replayed_from.clone());
-        match result.as_mut().ok().map(|r| &mut r.answer.body) {
-            // A stream is logged when it is over, with the usage its last chunk carried (or,
-            // replayed from the cache, the stored answer's).
-            Some(AnswerBody::Stream(stream)) => {
-                use futures_util::StreamExt;
-                let logger = std::sync::Arc::clone(logger);
-                let inner = std::mem::replace(stream, futures_util::stream::empty().boxed());
-                let on_end = Box::new(move |usage: Option<Bytes>| {
-                    logger.record(Pending {
-                        stream_usage: usage.or(replayed_from),
-                        ..pending
-                    });
-                });
-                *stream = UsageTap::new(inner, on_end).boxed();
-            }
-            _ => logger.record(pending),
-        }
+        record_when_done(logger, pending, result);
     }
     let error = result.as_ref().err().map(AppError::kind);
     tracing::info!(
