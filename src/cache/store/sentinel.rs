@@ -30,6 +30,8 @@ struct Master {
 
 /// How often [`SentinelConn::watch`] asks the Sentinels.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait for the Sentinels' answer in the watch.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SentinelConn {
     /// Prepares the client; nothing is dialled until the first command.
@@ -81,11 +83,17 @@ impl SentinelConn {
     pub async fn watch(&self, switched: impl Fn()) {
         loop {
             tokio::time::sleep(WATCH_EVERY).await;
-            let named = self.sentinels.lock().await.async_get_client().await;
-            let named = match named {
-                Ok(client) => client.get_connection_info().addr().to_string(),
-                Err(e) => {
+            // Bounded: a Sentinel that never answers must not stall the watch (or, through the
+            // lock, the request path) for good.
+            let asked = async { self.sentinels.lock().await.async_get_client().await };
+            let named = match tokio::time::timeout(WATCH_TIMEOUT, asked).await {
+                Ok(Ok(client)) => client.get_connection_info().addr().to_string(),
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "no sentinel named a redis master");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!("the sentinels did not answer within 5s");
                     continue;
                 }
             };
