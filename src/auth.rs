@@ -83,35 +83,116 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller of a model endpoint. Without `server.require_auth`, a call with no key, or with a
 /// key that is not deja's (an OpenAI SDK's placeholder), is anonymous; a deja key is always
-/// checked, so a revoked one is refused either way.
+/// checked, so a revoked one is refused either way. A metrics-only key calls no model.
 pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, AppError> {
     let required = state.config.server.auth_required();
-    match presented(headers) {
+    let principal = match presented(headers) {
         Some(secret) if required || secret.starts_with(KEY_PREFIX) => state
             .keys
             .find(secret)
             .map(Some)
-            .ok_or(AppError::Unauthorized("Invalid or revoked API key")),
-        Some(_) | None if !required => Ok(None),
-        _ => Err(AppError::Unauthorized(
-            "Missing API key: send it as x-portkey-api-key or Authorization: Bearer",
-        )),
+            .ok_or(AppError::Unauthorized("Invalid or revoked API key"))?,
+        Some(_) | None if !required => None,
+        _ => {
+            return Err(AppError::Unauthorized(
+                "Missing API key: send it as x-portkey-api-key or Authorization: Bearer",
+            ));
+        }
+    };
+    if principal
+        .as_ref()
+        .is_some_and(|p| p.scope == Scope::Metrics)
+    {
+        return Err(AppError::Forbidden(
+            "This API key has metrics scope; it may only read /metrics",
+        ));
     }
+    Ok(principal)
 }
 
-/// The caller of an admin endpoint: always a valid key of `admin` scope.
+/// The caller of an admin endpoint: always a valid key of `admin` or `operator` scope.
 pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<Principal, AppError> {
-    let secret = presented(headers).ok_or(AppError::Unauthorized(
+    let principal = keyed(
+        state,
+        headers,
         "Admin endpoints need an admin-scope API key (deja keys create --scope admin)",
-    ))?;
-    let principal = state
-        .keys
-        .find(secret)
-        .ok_or(AppError::Unauthorized("Invalid or revoked API key"))?;
-    if principal.scope != Scope::Admin {
+    )?;
+    if !matches!(principal.scope, Scope::Admin | Scope::Operator) {
         return Err(AppError::Forbidden(
             "This API key has inference scope; admin calls need admin scope",
         ));
     }
     Ok(principal)
+}
+
+/// Whether `/metrics` may be read: open without `require_auth` or with `[security]
+/// open_metrics`, else a key of `metrics`, `admin` or `operator` scope.
+pub fn metrics_reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if !state.config.server.auth_required() || state.config.security.open_metrics {
+        return Ok(());
+    }
+    let principal = keyed(
+        state,
+        headers,
+        "/metrics needs an API key of metrics, admin or operator scope",
+    )?;
+    match principal.scope {
+        Scope::Metrics | Scope::Admin | Scope::Operator => Ok(()),
+        Scope::Inference => Err(AppError::Forbidden(
+            "This API key has inference scope; /metrics needs metrics, admin or operator scope",
+        )),
+    }
+}
+
+fn keyed(
+    state: &AppState,
+    headers: &HeaderMap,
+    missing: &'static str,
+) -> Result<Principal, AppError> {
+    let secret = presented(headers).ok_or(AppError::Unauthorized(missing))?;
+    state
+        .keys
+        .find(secret)
+        .ok_or(AppError::Unauthorized("Invalid or revoked API key"))
+}
+
+/// An admin endpoint's caller, as an extractor: a handler that takes it cannot forget the check.
+/// Admins act in their own tenant; an operator may name another with `?tenant=`.
+pub struct AdminCaller {
+    /// The key's principal.
+    pub principal: Principal,
+    /// The tenant single objects are read and written in.
+    pub tenant: String,
+}
+
+impl AdminCaller {
+    /// Whose objects a list shows: the caller's tenant, or every tenant's (`None`) for an
+    /// operator who named none.
+    pub fn sees(&self) -> Option<&str> {
+        match self.principal.scope {
+            Scope::Operator if self.tenant == self.principal.tenant => None,
+            _ => Some(&self.tenant),
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for AdminCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = admin(state, &parts.headers)?;
+        let named = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("tenant="))
+                .map(str::to_owned)
+        });
+        let tenant = match named {
+            Some(t) if principal.scope == Scope::Operator && !t.is_empty() => t,
+            _ => principal.tenant.clone(),
+        };
+        Ok(Self { principal, tenant })
+    }
 }

@@ -33,9 +33,29 @@ pub enum AppError {
     /// The body could not be read from the connection.
     #[error("Could not read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive within `server.body_read_timeout`.
+    #[error("The request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
+    /// The request's headers total more than `server.max_header_bytes`.
+    #[error("Request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The path exists but not for this method.
+    #[error("Method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
     /// `x-portkey-config` was refused.
     #[error(transparent)]
     Config(#[from] PortkeyConfigError),
+    /// The call asked for a host or credential use the policy does not allow.
+    #[error(transparent)]
+    Denied(#[from] crate::policy::Denied),
     /// A route named by path or header does not exist.
     #[error("No route named `{0}` is configured")]
     UnknownRoute(String),
@@ -91,8 +111,12 @@ impl AppError {
             Self::InvalidField { .. } => "invalid_field",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyRead(_) => "body_read",
+            Self::BodyTimeout(_) => "request_timeout",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Config(PortkeyConfigError::UnknownSaved(_)) => "config_not_found",
             Self::Config(_) => "invalid_config",
+            Self::Denied(denied) => denied.kind(),
             Self::UnknownRoute(_) => "route_not_found",
             Self::NotFound(_) => "not_found",
             Self::Overloaded { .. } => "rate_limit_exceeded",
@@ -100,6 +124,7 @@ impl AppError {
                 UpstreamError::Timeout(_) => "upstream_timeout",
                 UpstreamError::Unreachable(_) => "upstream_unreachable",
                 UpstreamError::Client(_) => "upstream_client",
+                UpstreamError::TooLarge { .. } => "upstream_response_too_large",
             },
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "insufficient_scope",
@@ -117,8 +142,12 @@ impl AppError {
             Self::InvalidJson(_)
             | Self::InvalidField { .. }
             | Self::BodyRead(_)
-            | Self::Config(_) => StatusCode::BAD_REQUEST,
+            | Self::Config(_)
+            | Self::Denied(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownRoute(_) | Self::NotFound(_) | Self::Missing(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -130,7 +159,7 @@ impl AppError {
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream {
-                source: UpstreamError::Unreachable(_),
+                source: UpstreamError::Unreachable(_) | UpstreamError::TooLarge { .. },
                 ..
             } => StatusCode::BAD_GATEWAY,
             Self::Upstream {
@@ -144,7 +173,7 @@ impl AppError {
     fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidField { param, .. } => Some(param),
-            Self::Config(_) => Some(crate::portkey::HEADER_CONFIG),
+            Self::Config(_) | Self::Denied(_) => Some(crate::portkey::HEADER_CONFIG),
             _ => None,
         }
     }
@@ -157,6 +186,15 @@ impl AppError {
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, kind = self.kind(), "internal error");
             "The gateway hit an internal error; it has been logged.".to_owned()
+        } else if let Self::Upstream {
+            source: UpstreamError::Unreachable(cause),
+            ..
+        } = self
+        {
+            // Refused, reset or unresolvable all read the same to the caller: the cause would
+            // make deja a port scanner. Operators find it in the log.
+            tracing::warn!(cause = %cause, "upstream unreachable");
+            "The upstream provider could not be reached.".to_owned()
         } else {
             self.to_string()
         };
@@ -212,8 +250,10 @@ impl From<crate::store::StoreError> for AppError {
             StoreError::NotFound(what) => Self::Missing(what),
             StoreError::Conflict(what) => Self::Conflict(what),
             other => {
-                tracing::error!(error = %other, "control plane store failed");
-                Self::Store(other.to_string())
+                // A driver's message may quote the database URL, password included.
+                let message = crate::redact::urls_in(&other.to_string());
+                tracing::error!(error = %message, "control plane store failed");
+                Self::Store(message)
             }
         }
     }

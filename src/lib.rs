@@ -14,11 +14,15 @@ pub mod embedding;
 pub mod error;
 pub mod eval;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod portkey;
+pub mod redact;
 pub mod reqlog;
 pub mod request;
 pub mod routes;
+mod server;
 pub mod starting;
 pub mod state;
 pub mod store;
@@ -107,7 +111,8 @@ pub async fn serve(
     let _stop_follower = AbortOnDrop(tokio::spawn(async move { cache.follow_replicas().await }));
     let cache = std::sync::Arc::clone(&state.cache);
     let _stop_redis_watch = AbortOnDrop(tokio::spawn(async move { cache.watch_redis().await }));
-    let grace = state.config.server.shutdown_grace;
+    let settings = state.config.server.clone();
+    let grace = settings.shutdown_grace;
     let router = app::build_router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -115,7 +120,7 @@ pub async fn serve(
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let server = server::serve(listener, router, &settings, signal);
     let grace_over = async move {
         match stopping_rx.await {
             Ok(()) => tokio::time::sleep(grace).await,
@@ -123,7 +128,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        served = server => served?,
+        () = server => {}
         () = grace_over => tracing::warn!(
             grace = %humantime::format_duration(grace),
             "shutdown grace elapsed; dropping requests still in flight"

@@ -96,7 +96,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
         tracing::info!(config = ?config, "effective configuration (secrets redacted)");
-        tracing::info!(%listen, upstream = %config.upstream.base_url, "deja listening");
+        let upstream = deja::redact::url(&config.upstream.base_url);
+        tracing::info!(%listen, %upstream, "deja listening");
         deja::run(config, listener, deja::shutdown_signal()).await?;
         Ok(())
     })

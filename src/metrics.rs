@@ -18,6 +18,8 @@ pub const REQUEST_DURATION: &str = "deja_request_duration_seconds";
 pub const UPSTREAM_ATTEMPTS: &str = "deja_upstream_attempts";
 /// Retries made after a first upstream try, by route.
 pub const UPSTREAM_RETRIES: &str = "deja_upstream_retries";
+/// Force-refresh asks from callers not allowed to force a refresh (ignored).
+pub const FORCE_REFRESH_REFUSED: &str = "deja_force_refresh_refused";
 /// Cache lookups, by route, tier (`exact`, `semantic`) and result (`hit`, `miss`, `error`).
 pub const CACHE_LOOKUPS: &str = "deja_cache_lookups";
 /// Cache writes, by route, tier and outcome (`stored`, `refused`, `error`).
@@ -64,6 +66,7 @@ pub const ALL: &[(&str, &str)] = &[
     (REQUEST_DURATION, "histogram"),
     (UPSTREAM_ATTEMPTS, "counter"),
     (UPSTREAM_RETRIES, "counter"),
+    (FORCE_REFRESH_REFUSED, "counter"),
     (CACHE_LOOKUPS, "counter"),
     (CACHE_WRITES, "counter"),
     (EMBEDDING_DURATION, "histogram"),
@@ -140,6 +143,7 @@ pub struct Metrics {
     duration: HistogramFamily<RouteCache>,
     attempts: Family<RouteOutcome, Counter>,
     retries: Family<RouteOnly, Counter>,
+    refresh_refused: Family<RouteOnly, Counter>,
     lookups: Family<RouteTierResult, Counter>,
     writes: Family<RouteTierResult, Counter>,
     tokens_saved: Family<RouteTier, Counter>,
@@ -223,6 +227,12 @@ impl Metrics {
             UPSTREAM_RETRIES,
             "Retries after a first upstream try, by route",
             retries.clone(),
+        );
+        let refresh_refused = Family::default();
+        registry.register(
+            FORCE_REFRESH_REFUSED,
+            "Force-refresh asks ignored because the caller may not force a refresh, by route",
+            refresh_refused.clone(),
         );
         let lookups = Family::default();
         registry.register(
@@ -347,6 +357,7 @@ impl Metrics {
             duration,
             attempts,
             retries,
+            refresh_refused,
             lookups,
             writes,
             tokens_saved,
@@ -428,6 +439,15 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .inc_by(u64::from(retries));
+    }
+
+    /// Counts a force-refresh ask that was ignored.
+    pub fn force_refresh_refused(&self, route: &str) {
+        self.refresh_refused
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one cache lookup.

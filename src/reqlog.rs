@@ -116,12 +116,32 @@ impl RequestLogger {
             record.completion_tokens = count("completion_tokens").unwrap_or(0);
         }
         if self.config.bodies {
-            let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+            let text = |b: &Bytes| truncated(b, self.config.max_body_bytes);
             record.prompt = pending.prompt.as_ref().map(text);
             record.answer = pending.answer.as_ref().map(text);
         }
         record
     }
+}
+
+/// `body` as text of at most `max` bytes of it, cut on a character boundary with the cut
+/// marked, so one huge prompt or answer cannot fill the store.
+fn truncated(body: &[u8], max: usize) -> String {
+    if body.len() <= max {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    // Back off to the start of a character (at most 3 bytes in UTF-8).
+    let mut cut = max;
+    while cut > 0
+        && body
+            .get(cut)
+            .is_some_and(|b| b & 0b1100_0000 == 0b1000_0000)
+    {
+        cut -= 1;
+    }
+    let mut text = String::from_utf8_lossy(&body[..cut]).into_owned();
+    text.push_str(&format!("…[truncated {} bytes]", body.len() - cut));
+    text
 }
 
 #[cfg(test)]
@@ -185,6 +205,36 @@ mod tests {
         let row = verbose.finish(pending());
         assert_eq!(row.prompt.as_deref(), Some("{}"));
         assert!(row.answer.unwrap().contains("42"));
+    }
+
+    #[test]
+    fn long_bodies_are_cut_on_a_character_boundary_and_marked() {
+        assert_eq!(truncated(b"short", 8), "short");
+        assert_eq!(truncated(b"exactly8", 8), "exactly8");
+        assert_eq!(truncated(b"0123456789", 4), "0123…[truncated 6 bytes]");
+        // "é" is two bytes; a cut inside it backs off to before it.
+        let text = "aé".repeat(3);
+        assert_eq!(truncated(text.as_bytes(), 2), "a…[truncated 8 bytes]");
+        assert_eq!(truncated("数据".as_bytes(), 4), "数…[truncated 3 bytes]");
+        let verbose = RequestLogger::new(
+            &LogConfig {
+                bodies: true,
+                max_body_bytes: 16,
+                ..LogConfig::default()
+            },
+            Arc::new(Metrics::new()),
+        );
+        let huge = Pending {
+            prompt: Some(Bytes::from(vec![b'p'; 100_000])),
+            ..pending()
+        };
+        let row = verbose.finish(huge);
+        assert_eq!(
+            row.prompt.as_deref(),
+            Some("pppppppppppppppp…[truncated 99984 bytes]")
+        );
+        assert!(row.answer.unwrap().ends_with("bytes]"));
+        assert_eq!(row.tokens, 42, "usage is read from the whole answer first");
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::cache::{Cache, CacheError};
 use crate::config::Config;
 use crate::embedding::onnx::OnnxEmbedder;
 use crate::embedding::{EmbedError, Embedder};
-use crate::gateway::{Admission, Breakers, SavedConfigs, VerifyBudget};
+use crate::gateway::{Admission, Breakers, VerifyBudget};
 use crate::metrics::Metrics;
+use crate::policy::{GuardedResolver, Policy, SavedConfigs};
 use crate::reqlog::RequestLogger;
 use crate::store::seal::Sealer;
 use crate::store::{Store, StoreError};
@@ -62,6 +63,8 @@ pub struct AppState {
     pub breakers: Arc<Breakers>,
     /// Per-route concurrency slots and queues.
     pub admission: Arc<Admission>,
+    /// What callers may do: hosts and the operator's credential.
+    pub policy: Arc<Policy>,
 }
 
 impl AppState {
@@ -83,7 +86,13 @@ impl AppState {
         embedder: Option<Arc<dyn Embedder>>,
     ) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let forwarder = Arc::new(Forwarder::new(&config.upstream, Arc::clone(&metrics))?);
+        let forwarder = Arc::new(Forwarder::new(
+            &config.upstream,
+            GuardedResolver::new(&config),
+            Arc::clone(&metrics),
+        )?);
+        let policy = Policy::new(&config)
+            .map_err(|e| StartError::Upstream(UpstreamError::Client(e.to_string())))?;
         let cache = Arc::new(Cache::new(&config, embedder, Arc::clone(&metrics))?);
         let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
         let store = Store::connect_lazy(&config.store.url)?;
@@ -98,6 +107,7 @@ impl AppState {
             .enabled
             .then(|| Arc::new(RequestLogger::new(&config.log, Arc::clone(&metrics))));
         Ok(Self {
+            policy: Arc::new(policy),
             admission: Arc::new(Admission::new(&config, Arc::clone(&metrics))),
             breakers: Arc::new(Breakers::default()),
             request_log,

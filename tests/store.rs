@@ -31,6 +31,28 @@ async fn exercise(store: &Store) {
         .create_config("acme", "again", Some("pc-01ai-retry-123"), &retry)
         .await;
     assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    // Slugs are per tenant: another tenant may use the same one, and never sees acme's.
+    let other = store
+        .create_config("globex", "theirs", Some("pc-01ai-retry-123"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(other.tenant, "globex");
+    assert_eq!(
+        store
+            .config("globex", "pc-01ai-retry-123", None)
+            .await
+            .unwrap()
+            .config,
+        json!({})
+    );
+    store
+        .delete_config("globex", "pc-01ai-retry-123")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_config("globex", "pc-01ai-retry-123").await,
+        Err(StoreError::NotFound(_))
+    ));
     let generated = store
         .create_config(
             "acme",
@@ -48,6 +70,7 @@ async fn exercise(store: &Store) {
 
     let v2 = store
         .update_config(
+            "acme",
             "pc-01ai-retry-123",
             None,
             Some(&json!({"retry": {"attempts": 5}})),
@@ -57,33 +80,39 @@ async fn exercise(store: &Store) {
     assert_ne!(v2.version_id, created.version_id);
     assert_eq!(
         store
-            .config("pc-01ai-retry-123", None)
+            .config("acme", "pc-01ai-retry-123", None)
             .await
             .unwrap()
             .config["retry"]["attempts"],
         5
     );
     let old = store
-        .config("pc-01ai-retry-123", Some(&created.version_id))
+        .config("acme", "pc-01ai-retry-123", Some(&created.version_id))
         .await
         .unwrap();
     assert_eq!(old.config, retry);
     let v3 = store
-        .rollback_config("pc-01ai-retry-123", &created.version_id)
+        .rollback_config("acme", "pc-01ai-retry-123", &created.version_id)
         .await
         .unwrap();
     assert_eq!(v3.config, retry);
-    let versions = store.config_versions("pc-01ai-retry-123").await.unwrap();
+    let versions = store
+        .config_versions("acme", "pc-01ai-retry-123")
+        .await
+        .unwrap();
     let seqs: Vec<i64> = versions.iter().map(|v| v.seq).collect();
     assert_eq!(seqs, [3, 2, 1]);
-    assert_eq!(store.list_configs().await.unwrap().len(), 2);
+    assert_eq!(store.list_configs(None).await.unwrap().len(), 2);
 
-    store.delete_config(generated.slug.as_str()).await.unwrap();
+    store
+        .delete_config("acme", generated.slug.as_str())
+        .await
+        .unwrap();
     assert!(matches!(
-        store.config(&generated.slug, None).await,
+        store.config("acme", &generated.slug, None).await,
         Err(StoreError::NotFound(_))
     ));
-    assert_eq!(store.list_configs().await.unwrap().len(), 1);
+    assert_eq!(store.list_configs(None).await.unwrap().len(), 1);
 
     let row = |id: &str, at: i64, status: i64, cache: &str| LogRecord {
         id: id.to_owned(),
@@ -210,7 +239,7 @@ async fn sqlite_file() {
     // Reopened: the data and the migration record are still there.
     let again = Store::connect_lazy(&url).unwrap();
     again.migrate().await.unwrap();
-    assert_eq!(again.list_configs().await.unwrap().len(), 1);
+    assert_eq!(again.list_configs(None).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

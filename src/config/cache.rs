@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 use crate::cache::guard::Guard;
 
+/// Longest life of any cache entry; nothing is ever stored without an expiry.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// What a route's cache does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +43,13 @@ pub struct RouteCacheConfig {
     /// Entries are shared by every tenant (answers that do not depend on who asks); default off:
     /// each tenant's entries are its own.
     pub shared: bool,
+    /// Longest TTL a caller's config (`cache.max_age` / `cache.ttl`) may ask for; longer asks
+    /// are cut to it. Default: the route's `ttl`.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Option<Duration>,
+    /// Any caller may force a refresh (`x-portkey-cache-force-refresh: true`); default off: only
+    /// admin and operator keys may, and other callers' asks are ignored and counted.
+    pub allow_force_refresh: bool,
 }
 
 impl Default for RouteCacheConfig {
@@ -52,11 +62,18 @@ impl Default for RouteCacheConfig {
             guards: Guard::all(),
             verify_sample_rate: 0.0,
             shared: false,
+            max_ttl: None,
+            allow_force_refresh: false,
         }
     }
 }
 
 impl RouteCacheConfig {
+    /// The longest TTL a caller may ask for on this route.
+    pub fn ttl_cap(&self) -> Duration {
+        self.max_ttl.unwrap_or(self.ttl)
+    }
+
     /// The mode in force (set from `[cache] default_mode` at load when the route gives none).
     pub fn mode(&self) -> CacheMode {
         self.mode.unwrap_or(CacheMode::Semantic)
@@ -66,6 +83,12 @@ impl RouteCacheConfig {
     pub fn validate(&self, path: &str, errors: &mut Vec<String>) {
         if self.ttl.is_zero() {
             errors.push(format!("{path}.ttl must be above 0"));
+        }
+        if self.ttl > MAX_TTL {
+            errors.push(format!("{path}.ttl must be at most 365d"));
+        }
+        if self.max_ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
+            errors.push(format!("{path}.max_ttl must be above 0 and at most 365d"));
         }
         if let Some(t) = self
             .similarity_threshold

@@ -12,6 +12,9 @@ pub struct LogConfig {
     pub enabled: bool,
     /// Keep prompts and answers too; default off (they may hold personal data).
     pub bodies: bool,
+    /// With `bodies`, the most bytes kept of each prompt and answer; the rest is cut (on a
+    /// character boundary) and the cut marked. Default 64 KiB.
+    pub max_body_bytes: usize,
     /// How long rows are kept; default `7d`.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -27,6 +30,7 @@ impl Default for LogConfig {
         Self {
             enabled: true,
             bodies: false,
+            max_body_bytes: 64 * 1024,
             retention: Duration::from_secs(7 * 24 * 3600),
             queue: 10_000,
             prices: None,
@@ -41,6 +45,9 @@ impl LogConfig {
         }
         if self.queue == 0 {
             errors.push(format!("{path}.queue must be above 0"));
+        }
+        if self.max_body_bytes == 0 {
+            errors.push(format!("{path}.max_body_bytes must be above 0"));
         }
     }
 }

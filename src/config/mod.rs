@@ -2,12 +2,13 @@
 //! validation that names the key path of every error before the port is bound.
 
 mod alerts;
-mod cache;
+pub mod cache;
 mod embedding;
 mod env;
 mod log;
 mod retry;
 mod route;
+mod security;
 mod server;
 mod store;
 
@@ -21,6 +22,7 @@ pub use embedding::{EmbeddingConfig, ModelName};
 pub use log::LogConfig;
 pub use retry::RetryConfig;
 pub use route::{LimitsConfig, RouteConfig};
+pub use security::{HostRule, SecurityConfig};
 pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
 pub use store::StoreConfig;
 
@@ -81,6 +83,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The request log.
     pub log: LogConfig,
+    /// What callers may choose: hosts, breaker cooldowns, open metrics.
+    pub security: SecurityConfig,
     /// Alert rules on deja's own metrics.
     pub alerts: Vec<AlertRule>,
     /// How alerts are evaluated.
@@ -98,6 +102,7 @@ impl Default for Config {
             routes: vec![RouteConfig::named(DEFAULT_ROUTE)],
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            security: SecurityConfig::default(),
             alerts: Vec::new(),
             alerting: AlertingConfig::default(),
         }
@@ -134,16 +139,18 @@ impl Config {
         origin: &str,
         vars: &[(String, String)],
     ) -> Result<Self, ConfigError> {
+        // Messages never repeat a value that may be a secret (the parser's own text quotes the
+        // offending source line): see `redact`.
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message: crate::redact::toml_error(text, &e),
         })?;
         env::overlay(&mut table, vars)?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(table).map_err(|e| ConfigError::Field {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })?;
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let path = e.path().to_string();
+            let message = crate::redact::field_message(&path, &e.inner().to_string());
+            ConfigError::Field { path, message }
+        })?;
         config.fill_defaults(vars);
         config.validate()?;
         Ok(config)
@@ -178,6 +185,7 @@ impl Config {
         self.upstream.validate("upstream", &mut errors);
         self.store.validate("store", &mut errors);
         self.log.validate("log", &mut errors);
+        self.security.validate("security", &mut errors);
         for (i, alert) in self.alerts.iter().enumerate() {
             alert.validate(&format!("alerts[{i}]"), &mut errors);
         }

@@ -22,6 +22,17 @@ pub struct ServerConfig {
     /// Refuse calls without a valid deja API key (401). Default: on when `listen` is not a
     /// loopback address.
     pub require_auth: Option<bool>,
+    /// Longest time a client may take to send a request's headers (HTTP/1; on any connection,
+    /// until its first request); past it the connection is closed. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time a client may take to send a request's body once its headers are in; past it
+    /// the answer is a 408. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest total of a request's header names and values, in bytes; larger gets a 431.
+    /// Default 64 KiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +42,9 @@ impl Default for ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             require_auth: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -46,14 +60,32 @@ impl ServerConfig {
         if self.max_body_bytes == 0 {
             errors.push(format!("{path}.max_body_bytes must be above 0"));
         }
+        if self.header_read_timeout.is_zero() {
+            errors.push(format!("{path}.header_read_timeout must be above 0"));
+        }
+        if self.body_read_timeout.is_zero() {
+            errors.push(format!("{path}.body_read_timeout must be above 0"));
+        }
+        if self.max_header_bytes == 0 {
+            errors.push(format!("{path}.max_header_bytes must be above 0"));
+        } else if self.max_header_bytes > MAX_HEADER_BYTES_CAP {
+            errors.push(format!(
+                "{path}.max_header_bytes must be at most {MAX_HEADER_BYTES_CAP}, got {}",
+                self.max_header_bytes
+            ));
+        }
     }
 }
+
+/// Highest `server.max_header_bytes` accepted: hyper buffers a few times this per connection
+/// before our own check can answer.
+pub const MAX_HEADER_BYTES_CAP: usize = 1024 * 1024;
 
 /// 01.AI's endpoint in mainland China; `https://api.01.ai/v1` serves abroad.
 pub const DEFAULT_UPSTREAM: &str = "https://api.lingyiwanwu.com/v1";
 
 /// `[upstream]`: the OpenAI-compatible provider that answers misses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Base URL; `/chat/completions` and `/models` are appended.
@@ -69,6 +101,23 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per upstream host; default 256.
     pub pool_max_idle: usize,
+    /// Largest upstream answer read, in bytes (a stream's total); a larger one is refused with a
+    /// 502 (a stream ends with an error event) and never cached. Default 16 MiB.
+    pub max_response_bytes: usize,
+}
+
+// By hand so that a `base_url` carrying credentials is logged with its password masked.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("base_url", &crate::redact::url(&self.base_url))
+            .field("api_key", &self.api_key)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_max_idle", &self.pool_max_idle)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -79,6 +128,7 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             pool_max_idle: 256,
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -93,7 +143,7 @@ impl UpstreamConfig {
             )),
             Err(e) => errors.push(format!(
                 "{path}.base_url is not a URL ({e}): `{}`",
-                self.base_url
+                crate::redact::url(&self.base_url)
             )),
         }
         if self.timeout.is_zero() {
@@ -102,11 +152,14 @@ impl UpstreamConfig {
         if self.connect_timeout.is_zero() {
             errors.push(format!("{path}.connect_timeout must be above 0"));
         }
+        if self.max_response_bytes == 0 {
+            errors.push(format!("{path}.max_response_bytes must be above 0"));
+        }
     }
 }
 
 /// `[redis]`: the cache's data plane. Unset means no Redis is used.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db` or `unix:///path` for one server, `redis-cluster://h1:p1,h2:p2`
@@ -127,9 +180,20 @@ impl Default for RedisConfig {
     }
 }
 
+// By hand so that the effective config, logged at start, never shows the Redis password.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(crate::redact::url))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl RedisConfig {
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
         if let Some(Err(e)) = self.url.as_deref().map(Topology::parse) {
+            let e = crate::redact::urls_in(&e);
             errors.push(format!("{path}.url is not a Redis URL: {e}"));
         }
         if self.timeout.is_zero() {

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://FILE?mode=rwc` (default `sqlite://deja.db?mode=rwc`, created on first start;
@@ -23,6 +23,16 @@ impl Default for StoreConfig {
     }
 }
 
+// By hand so that the effective config, logged at start, never shows the database password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &crate::redact::url(&self.url))
+            .field("secret_key", &self.secret_key)
+            .finish()
+    }
+}
+
 impl StoreConfig {
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
         use secrecy::ExposeSecret;
@@ -38,7 +48,7 @@ impl StoreConfig {
         if !known.iter().any(|p| self.url.starts_with(p)) {
             errors.push(format!(
                 "{path}.url must start with sqlite: or postgres://, got `{}`",
-                self.url.split(['@', '?']).next().unwrap_or_default()
+                crate::redact::url(&self.url)
             ));
         }
     }

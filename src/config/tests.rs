@@ -210,6 +210,86 @@ fn debug_output_never_shows_the_key() {
 }
 
 #[test]
+fn debug_output_never_shows_a_database_or_redis_password() {
+    let c = load(
+        "[upstream]\nbase_url = \"https://user:up-pw@api.example.com/v1\"\n\
+         [redis]\nurl = \"redis-sentinel://:redis-pw@127.0.0.1:26379,127.0.0.1:26380/0#m\"\n\
+         [store]\nurl = \"postgres://deja:pg-pw@127.0.0.1/deja?password=pg-pw2\"\n",
+        &[("DEJA_SECRET_KEY", &"ab".repeat(32))],
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    for secret in ["up-pw", "redis-pw", "pg-pw", &"ab".repeat(32)] {
+        assert!(!shown.contains(secret), "`{secret}` in {shown}");
+    }
+    assert!(
+        shown.contains("postgres://deja:***@127.0.0.1/deja"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("redis-sentinel://:***@127.0.0.1:26379"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn syntax_and_field_errors_never_repeat_a_secret() {
+    for text in [
+        // The parser's own message would quote these lines.
+        "[upstream]\napi_key = \"sk-live-secret\ntimeout = \"5s\"\n",
+        "[upstream]\napi_key = \"sk-live-secret\" extra\n",
+        "[store]\nurl = \"postgres://u:sk-live-secret@h/db\" = 1\n",
+        // serde's message would quote the value.
+        "[store]\nsecret_key = [\"sk-live-secret\"]\n",
+        "[upstream]\ntimeout = \"postgres://u:sk-live-secret@h/db\"\n",
+    ] {
+        let err = load(text, &[]).unwrap_err().to_string();
+        assert!(!err.contains("sk-live-secret"), "{err}");
+        assert!(err.contains("line ") || err.contains('.'), "{err}");
+    }
+    let err = load("[upstream]\napi_key = \"sk-live-secret\ntimeout = 1\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2, column"),
+        "the position is kept: {err}"
+    );
+    let err = load(
+        "[store]\nurl = \"postgress://u:sk-live-secret@h/db\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("postgress://u:***@h/db"), "{err}");
+}
+
+#[test]
+fn new_limits_have_defaults_and_must_be_above_zero() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_header_bytes, 64 * 1024);
+    assert_eq!(c.upstream.max_response_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.log.max_body_bytes, 64 * 1024);
+    let err = load(
+        "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"0s\"\nmax_header_bytes = 0\n\
+         [upstream]\nmax_response_bytes = 0\n[log]\nmax_body_bytes = 0\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "server.header_read_timeout",
+        "server.body_read_timeout",
+        "server.max_header_bytes",
+        "upstream.max_response_bytes",
+        "log.max_body_bytes",
+    ] {
+        assert!(err.contains(&format!("{key} must be above 0")), "{err}");
+    }
+}
+
+#[test]
 fn auth_is_required_by_default_only_beyond_loopback() {
     let local = load("", &[]).unwrap();
     assert!(!local.server.auth_required());

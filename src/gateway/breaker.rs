@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use crate::metrics::Metrics;
 use crate::portkey::CircuitBreaker;
 
+/// Most targets whose failures are tracked at once.
+const MAX_TRACKED: usize = 10_000;
+
 #[derive(Default)]
 struct State {
     failures: u32,
@@ -15,23 +18,23 @@ struct State {
     probing: bool,
 }
 
-/// Breaker state of every target seen, by `route:path`.
+/// Breaker state of every target seen, by the key the policy gave it (who brought the target,
+/// where it goes, with which credential).
 #[derive(Default)]
 pub struct Breakers {
     states: Mutex<HashMap<String, State>>,
 }
 
 impl Breakers {
-    /// Whether a request may go to the target now (always, without a breaker).
-    pub fn allow(&self, key: &str, breaker: Option<CircuitBreaker>) -> bool {
-        if breaker.is_none() {
-            return true;
-        }
+    /// Whether a request may go to the target now.
+    pub fn allow(&self, key: &str) -> bool {
         let mut states = self
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let state = states.entry(key.to_owned()).or_default();
+        let Some(state) = states.get_mut(key) else {
+            return true;
+        };
         match state.open_until {
             None => true,
             Some(until) if Instant::now() < until => false,
@@ -44,28 +47,33 @@ impl Breakers {
         }
     }
 
-    /// Records how the target did; opens or closes its circuit.
+    /// Records how the target did; opens or closes its circuit. `(route, target)` label the
+    /// metric.
     pub fn record(
         &self,
+        key: &str,
         (route, target): (&str, &str),
-        breaker: Option<CircuitBreaker>,
+        breaker: CircuitBreaker,
         ok: bool,
         metrics: &Metrics,
     ) {
-        let Some(breaker) = breaker else {
-            return;
-        };
-        let key = format!("{route}:{target}");
         let mut states = self
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let state = states.entry(key).or_default();
         if ok {
-            *state = State::default();
+            states.remove(key);
             metrics.circuit(route, target, false);
             return;
         }
+        if states.len() >= MAX_TRACKED && !states.contains_key(key) {
+            // Callers can bring many targets; keep the open circuits, forget the rest.
+            states.retain(|_, s| s.open_until.is_some());
+            if states.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let state = states.entry(key.to_owned()).or_default();
         state.failures += 1;
         if state.probing || state.failures >= breaker.failure_threshold {
             state.open_until = Some(Instant::now() + Duration::from_millis(breaker.cooldown));

@@ -9,13 +9,13 @@ use http::HeaderValue;
 
 use super::verify;
 use super::writeback::WriteBack;
-use super::{CacheStatus, Call, GatewayResponse, RequestLog, forward, header_str, timeout_for};
+use super::{CacheStatus, GatewayResponse, RequestLog, forward};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
 use crate::cache::semantic::{Lookup, SemanticTier};
-use crate::config::{CacheMode, RouteCacheConfig, RouteConfig};
+use crate::config::{CacheMode, RouteConfig};
 use crate::error::AppError;
-use crate::portkey::{HEADER_CACHE_NAMESPACE, HEADER_FORCE_REFRESH, RequestConfig};
+use crate::policy::CallContext;
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::stream::record::{OnComplete, Recorder};
@@ -24,28 +24,18 @@ use crate::upstream::{Answer, AnswerBody};
 
 const CHAT_PATH: &str = "/chat/completions";
 
-/// Answers `request` from cache when the route's (or the request's) cache settings allow it.
+/// Answers `request` from cache when the context's cache settings allow it.
 pub(super) async fn answer(
     state: &AppState,
-    call: &Call<'_>,
-    route: &RouteConfig,
-    overrides: &RequestConfig,
+    ctx: &CallContext<'_>,
     request: ChatRequest,
-    tenant: Option<&str>,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
-    let settings = overrides.cache_over(&route.cache)?;
-    let asked_namespace = header_str(call.headers, HEADER_CACHE_NAMESPACE).unwrap_or("");
-    // Tenants never share entries unless the route is marked shared.
-    let namespace = match tenant {
-        Some(tenant) if !route.cache.shared => format!("{tenant}\u{1f}{asked_namespace}"),
-        _ => asked_namespace.to_owned(),
-    };
-    let namespace = namespace.as_str();
-    let keys = match settings.mode() {
+    let route = ctx.route;
+    let keys = match ctx.cache.mode() {
         CacheMode::Off => None,
         CacheMode::Simple | CacheMode::Semantic => {
-            cache_keys(namespace, &route.name, &request.json)
+            cache_keys(&ctx.partition_scope, &route.name, &request.json)
         }
     };
     let replay = request.stream.then_some(ReplayOptions {
@@ -54,10 +44,8 @@ pub(super) async fn answer(
     });
     let mut flow = Flow {
         state,
-        route,
-        overrides,
+        ctx,
         request: &request.json,
-        settings: &settings,
         keys: keys.as_ref(),
         replay,
         vector: None,
@@ -66,9 +54,10 @@ pub(super) async fn answer(
         log.cache = Some(CacheStatus::Disabled);
         return flow.forward_and_store(request.raw, None, log).await;
     };
-    if header_str(call.headers, HEADER_FORCE_REFRESH)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-    {
+    if ctx.refresh_refused {
+        state.metrics.force_refresh_refused(&route.name);
+    }
+    if ctx.force_refresh {
         log.cache = Some(CacheStatus::Refresh);
         // No lookup on a refresh: the vector is only for writing the fresh answer back.
         flow.vector = flow.embed_final_turn(log).await.ok();
@@ -100,11 +89,9 @@ pub(super) async fn answer(
 
 struct Flow<'a> {
     state: &'a AppState,
-    route: &'a RouteConfig,
-    overrides: &'a RequestConfig,
+    ctx: &'a CallContext<'a>,
     /// The request as parsed, for verification.
     request: &'a serde_json::Value,
-    settings: &'a RouteCacheConfig,
     /// `None` when the request is not cached.
     keys: Option<&'a CacheKeys>,
     /// How to replay a cached answer, when the client asked for a stream.
@@ -114,8 +101,12 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    fn route(&self) -> &RouteConfig {
+        self.ctx.route
+    }
+
     fn semantic_tier(&self) -> Option<(&SemanticTier, &str)> {
-        if self.settings.mode() != CacheMode::Semantic {
+        if self.ctx.cache.mode() != CacheMode::Semantic {
             return None;
         }
         Some((
@@ -139,7 +130,7 @@ impl Flow<'_> {
             }
             Ok(e) => Ok(e.vector),
             Err(e) => {
-                let route = &self.route.name;
+                let route = &self.route().name;
                 tracing::warn!(route = %route, error = %e, "embedding failed; semantic tier skipped");
                 Err(Some("error"))
             }
@@ -149,7 +140,8 @@ impl Flow<'_> {
     async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
         let (tier, asked) = self.semantic_tier()?;
         let partition = &self.keys?.partition;
-        let route = &self.route.name;
+        let ctx = self.ctx;
+        let route = &ctx.route.name;
         let metrics = &self.state.metrics;
         let vector = match self.embed_final_turn(log).await {
             Ok(vector) => vector,
@@ -161,7 +153,8 @@ impl Flow<'_> {
             }
         };
         let threshold = self
-            .settings
+            .ctx
+            .cache
             .similarity_threshold
             .unwrap_or_else(|| tier.embedder().model().default_threshold());
         let found = tier
@@ -170,23 +163,22 @@ impl Flow<'_> {
                 partition,
                 (asked, &vector),
                 threshold,
-                &self.settings.guards,
+                &self.ctx.cache.guards,
             )
             .await;
         self.vector = Some(vector);
         match found {
             Ok(Lookup::Hit(hit)) => {
                 let similarity = Some(hit.similarity);
-                verify::maybe_verify(self.state, self.settings.verify_sample_rate, || {
+                verify::maybe_verify(self.state, self.ctx.cache.verify_sample_rate, || {
                     verify::Sample {
                         route: route.clone(),
                         request: self.request.clone(),
                         served: hit.body.clone(),
-                        timeout: timeout_for(&self.state.config, self.route, self.overrides),
                         asked_id: self
                             .keys
                             .map_or(String::new(), |k| k.exact[..16].to_owned()),
-                        auth: self.overrides.provider_auth.clone(),
+                        target: self.ctx.plan.first_target().cloned(),
                     }
                 });
                 let answer = self.cached_answer(hit.body, CacheStatus::SemanticHit, similarity)?;
@@ -238,7 +230,7 @@ impl Flow<'_> {
             None => ("application/json", None, AnswerBody::Full(body)),
             Some(options) => {
                 let Some(events) = replay(&body, options) else {
-                    tracing::warn!(route = %self.route.name, "cached entry is not a chat completion; treated as a miss");
+                    tracing::warn!(route = %self.route().name, "cached entry is not a chat completion; treated as a miss");
                     return None;
                 };
                 let events = futures_util::stream::iter(events.into_iter().map(Ok));
@@ -272,21 +264,13 @@ impl Flow<'_> {
         log: &mut RequestLog,
     ) -> Result<GatewayResponse, AppError> {
         let stream = self.replay.is_some();
-        let mut response = forward(
-            self.state,
-            self.route,
-            self.overrides,
-            CHAT_PATH,
-            Some(body),
-            stream,
-            log,
-        )
-        .await?;
+        let mut response =
+            forward(self.state, self.ctx, CHAT_PATH, Some(body), stream, log).await?;
         let writeback = self.keys.map(|keys| WriteBack {
             state: self.state.clone(),
-            route: self.route.name.clone(),
+            route: self.route().name.clone(),
             keys: keys.clone(),
-            ttl: self.settings.ttl,
+            ttl: self.ctx.cache.ttl,
             vector: self.vector.take(),
             leader,
             retries: response.retries,
@@ -305,12 +289,12 @@ impl Flow<'_> {
                     let max_bytes = self.state.config.cache.max_entry_bytes;
                     (max_bytes, w.on_stream_complete())
                 });
-                let idle = timeout_for(&self.state.config, self.route, self.overrides);
+                let idle = self.ctx.timeout;
                 let recorder = Recorder::new(
                     upstream,
                     idle,
                     record,
-                    &self.route.name,
+                    &self.route().name,
                     self.state.metrics.clone(),
                 );
                 answer.body = AnswerBody::Stream(recorder.boxed());

@@ -5,32 +5,29 @@
 mod admission;
 mod breaker;
 mod cached;
-pub mod saved;
 mod strategy;
 mod verify;
 mod writeback;
 
+pub use crate::policy::Call;
 pub use admission::{Admission, Slot};
 pub use breaker::Breakers;
-pub use saved::SavedConfigs;
 pub use verify::VerifyBudget;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::HeaderMap;
 
 use crate::auth;
-use crate::config::{Config, DEFAULT_ROUTE, RouteConfig};
 use crate::error::AppError;
-use crate::portkey::{HEADER_CONFIG, HEADER_ROUTE, RequestConfig};
+use crate::policy::{self, CallContext, Node};
 use crate::reqlog::{Pending, RequestLogger};
 use crate::request::ChatRequest;
 use crate::state::AppState;
 use crate::store::logs::LogRecord;
 use crate::stream::usage::UsageTap;
-use crate::upstream::{Answer, AnswerBody, UpstreamCall, status_label};
+use crate::upstream::{Answer, AnswerBody, status_label};
 
 /// What the cache did for a request; sent as `x-portkey-cache-status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,14 +111,6 @@ impl GatewayResponse {
     }
 }
 
-/// Where the caller asked to go: `/r/{route}/...` and the request headers.
-pub struct Call<'a> {
-    /// Route named in the path, if any.
-    pub path_route: Option<&'a str>,
-    /// Request headers.
-    pub headers: &'a HeaderMap,
-}
-
 #[derive(Default)]
 struct RequestLog {
     route: Option<String>,
@@ -171,96 +160,69 @@ async fn chat_inner(
 ) -> Result<GatewayResponse, AppError> {
     let principal = auth::caller(state, call.headers)?;
     log.tenant = principal.as_ref().map(|p| p.tenant.clone());
-    let named = named_route(&state.config, call)?;
-    log.route = named.map(|r| r.name.clone());
+    // Named before the body is read, so even a refused body is counted under its route.
+    log.route = call
+        .path_route
+        .or_else(|| {
+            call.headers
+                .get(crate::portkey::HEADER_ROUTE)?
+                .to_str()
+                .ok()
+        })
+        .and_then(|name| state.config.route(name))
+        .map(|r| r.name.clone());
     let request = ChatRequest::parse(body?)?;
     if state.request_log.as_ref().is_some_and(|l| l.bodies()) {
         log.prompt = Some(request.raw.clone());
     }
     log.model = Some(request.model.clone());
     log.stream = request.stream;
-    let route = match named {
-        Some(route) => route,
-        None => route_for_model(&state.config, &request.model),
-    };
-    log.route = Some(route.name.clone());
-    let (mut overrides, version) =
-        saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
-    log.virtual_key = saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
-    if version.is_some() {
-        log.config = header_str(call.headers, HEADER_CONFIG)
-            .and_then(|h| h.trim().split('@').next())
-            .map(str::to_owned);
-    }
-    log.config_version.clone_from(&version);
-    // Refuse a bad retry policy now, even when the cache answers and nothing is forwarded.
-    overrides.retry_over(&route.retry)?;
-    let tenant = principal.as_ref().map(|p| p.tenant.as_str());
-    let slot = state.admission.admit(&route.name).await?;
-    let mut response = cached::answer(state, call, route, &overrides, request, tenant, log).await?;
-    response.config_version = version;
+    let ctx = policy::resolve(state, call, principal, Some(&request.model)).await;
+    let ctx = log.resolved(ctx)?;
+    let slot = state.admission.admit(&ctx.route.name).await?;
+    let mut response = cached::answer(state, &ctx, request, log).await?;
+    response.config_version = ctx.saved.as_ref().map(|(_, v)| v.clone());
     response.hold(slot);
     Ok(response)
 }
 
-/// Sends one call upstream under the route's policy with the request's overrides laid over it.
+impl RequestLog {
+    /// Notes what the context decided (or, when resolving failed, which route was named).
+    fn resolved<'a>(
+        &mut self,
+        ctx: Result<CallContext<'a>, AppError>,
+    ) -> Result<CallContext<'a>, AppError> {
+        let ctx = ctx?;
+        self.route = Some(ctx.route.name.clone());
+        self.virtual_key = ctx.virtual_key().map(str::to_owned);
+        if let Some((slug, version)) = &ctx.saved {
+            self.config = Some(slug.clone());
+            self.config_version = Some(version.clone());
+        }
+        Ok(ctx)
+    }
+}
+
+/// Sends one call upstream through the context's plan.
 async fn forward(
     state: &AppState,
-    route: &RouteConfig,
-    overrides: &RequestConfig,
+    ctx: &CallContext<'_>,
     path: &'static str,
     body: Option<Bytes>,
     stream: bool,
     log: &mut RequestLog,
 ) -> Result<GatewayResponse, AppError> {
-    let timeout = timeout_for(&state.config, route, overrides);
-    if overrides.has_targets() || route.plan.is_some() {
-        let ctx = strategy::Ctx {
-            state,
-            route,
-            path,
-            body,
-            stream,
-        };
-        let merged;
-        let plan = match &route.plan {
-            Some(plan) if !overrides.has_targets() => {
-                merged = plan.with_request(overrides);
-                &merged
-            }
-            _ => overrides,
-        };
-        return strategy::run(&ctx, plan, timeout, log).await;
+    let run = strategy::Ctx {
+        state,
+        route: ctx.route,
+        path,
+        body,
+        stream,
+    };
+    match &ctx.plan.root {
+        Node::Leaf(target) if !ctx.plan.strategic => strategy::leaf(&run, target, log).await,
+        _ => strategy::run(&run, &ctx.plan, log).await,
     }
-    let retry = overrides.retry_over(&route.retry)?;
-    let forwarded = state
-        .forwarder
-        .send(UpstreamCall {
-            route: &route.name,
-            path,
-            body,
-            stream,
-            timeout,
-            retry: &retry,
-            auth: overrides.provider_auth.as_ref(),
-            base_url: None,
-        })
-        .await;
-    log.attempts = forwarded.retries + 1;
-    let answer = forwarded.result.map_err(|source| AppError::Upstream {
-        source,
-        retries: forwarded.retries,
-    })?;
-    Ok(GatewayResponse {
-        answer,
-        retries: forwarded.retries,
-        cache: log.cache,
-        similarity: None,
-        config_version: None,
-        target: None,
-        model: None,
-        replayed_from: None,
-    })
 }
 
 /// `GET /v1/models`, passed through under the route's retry policy.
@@ -268,67 +230,15 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
     let started = Instant::now();
     let mut log = RequestLog::default();
     let mut result = async {
-        let route = match named_route(&state.config, &call)? {
-            Some(route) => route,
-            None => default_route(&state.config),
-        };
-        log.route = Some(route.name.clone());
-        auth::caller(state, call.headers)?;
-        let (mut overrides, _) =
-            saved::resolve(state, header_str(call.headers, HEADER_CONFIG)).await?;
-        saved::resolve_virtual_key(state, call.headers, &mut overrides).await?;
-        forward(state, route, &overrides, "/models", None, false, &mut log).await
+        let principal = auth::caller(state, call.headers)?;
+        log.tenant = principal.as_ref().map(|p| p.tenant.clone());
+        let ctx = policy::resolve(state, &call, principal, None).await;
+        let ctx = log.resolved(ctx)?;
+        forward(state, &ctx, "/models", None, false, &mut log).await
     }
     .await;
     finish(state, "models", &log, &mut result, started.elapsed());
     result
-}
-
-fn named_route<'c>(
-    config: &'c Config,
-    call: &Call<'_>,
-) -> Result<Option<&'c RouteConfig>, AppError> {
-    let Some(name) = call
-        .path_route
-        .or_else(|| header_str(call.headers, HEADER_ROUTE))
-    else {
-        return Ok(None);
-    };
-    config
-        .route(name)
-        .map(Some)
-        .ok_or_else(|| AppError::UnknownRoute(name.to_owned()))
-}
-
-/// First route, in file order, with a `models` glob matching `model`; else `default`.
-pub fn route_for_model<'c>(config: &'c Config, model: &str) -> &'c RouteConfig {
-    config
-        .routes
-        .iter()
-        .find(|r| r.name != DEFAULT_ROUTE && r.matches_model(model))
-        .unwrap_or_else(|| default_route(config))
-}
-
-fn default_route(config: &Config) -> &RouteConfig {
-    // Config::load always appends a `default` route, so the fallback is the last route.
-    config
-        .route(DEFAULT_ROUTE)
-        .or(config.routes.last())
-        .unwrap_or(&FALLBACK_ROUTE)
-}
-
-static FALLBACK_ROUTE: std::sync::LazyLock<RouteConfig> =
-    std::sync::LazyLock::new(|| RouteConfig::named(DEFAULT_ROUTE));
-
-fn timeout_for(config: &Config, route: &RouteConfig, overrides: &RequestConfig) -> Duration {
-    overrides
-        .timeout()
-        .or(route.timeout)
-        .unwrap_or(config.upstream.timeout)
-}
-
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Hands `pending` to the log: now for a plain answer; for a stream, when it is over, with the

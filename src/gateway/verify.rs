@@ -4,7 +4,7 @@
 //! the extra provider calls.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -56,11 +56,10 @@ pub(super) struct Sample {
     pub route: String,
     pub request: Value,
     pub served: Bytes,
-    pub timeout: Duration,
     /// Exact key of the request, for the log.
     pub asked_id: String,
-    /// The provider credential the request would have used.
-    pub auth: Option<http::HeaderValue>,
+    /// Where the request would have gone first, with its credential.
+    pub target: Option<crate::policy::Target>,
 }
 
 /// Decides whether this hit is verified (the route's sample rate, then the budget) and, if so,
@@ -87,6 +86,9 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
         object.remove("stream");
         object.remove("stream_options");
     }
+    let Some(target) = &sample.target else {
+        return "error";
+    };
     // One try: verification is a measurement, not worth retries on the provider's bill.
     let retry = RetryConfig {
         attempts: 0,
@@ -99,10 +101,10 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
             path: "/chat/completions",
             body: Some(Bytes::from(request.to_string())),
             stream: false,
-            timeout: sample.timeout,
+            timeout: target.timeout,
             retry: &retry,
-            auth: sample.auth.as_ref(),
-            base_url: None,
+            auth: target.auth.as_ref(),
+            base_url: &target.base_url,
         })
         .await;
     let fresh = match forwarded.result {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::cache::MAX_TTL;
 use crate::config::{CacheMode, RetryConfig, RouteCacheConfig};
 
 pub mod targets;
@@ -176,8 +177,16 @@ impl RequestConfig {
         if patch.mode.is_some() {
             merged.mode = patch.mode;
         }
-        if let Some(secs) = patch.max_age.or(patch.ttl) {
-            merged.ttl = Duration::from_secs(secs);
+        let asked = (patch.max_age.map(|s| ("max_age", s))).or(patch.ttl.map(|s| ("ttl", s)));
+        if let Some((field, secs)) = asked {
+            let most = MAX_TTL.as_secs();
+            if secs == 0 || secs > most {
+                return Err(PortkeyConfigError::Invalid(vec![format!(
+                    "cache.{field} must be within 1..={most} seconds, got {secs}"
+                )]));
+            }
+            // A caller may shorten an entry's life, never stretch it past the route's cap.
+            merged.ttl = Duration::from_secs(secs).min(base.ttl_cap());
         }
         if patch.similarity_threshold.is_some() {
             merged.similarity_threshold = patch.similarity_threshold;

@@ -160,6 +160,21 @@ impl RequestConfig {
         plan
     }
 
+    /// Calls `visit` on this node and every node below it.
+    pub fn visit_targets(&self, visit: &mut impl FnMut(&RequestConfig)) {
+        visit(self);
+        for child in self.targets_fields.targets.iter().flatten() {
+            child.visit_targets(visit);
+        }
+    }
+
+    /// Whether the config names a target of its own: targets, or a provider, host or key at
+    /// its top.
+    pub fn brings_targets(&self) -> bool {
+        let t = &self.targets_fields;
+        self.has_targets() || t.provider.is_some() || t.custom_host.is_some() || t.api_key.is_some()
+    }
+
     /// Whether the config routes through targets.
     pub fn has_targets(&self) -> bool {
         self.targets_fields

@@ -4,15 +4,15 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth;
+use crate::auth::AdminCaller;
 use crate::error::AppError;
-use crate::gateway::saved::validated;
+use crate::policy::saved::{sealer as sealer_of, validated};
 use crate::state::AppState;
 use crate::store::configs::SavedConfig;
+use crate::store::seal;
 
 #[derive(Deserialize)]
 pub(super) struct CreateConfig {
@@ -33,17 +33,41 @@ pub(super) struct Rollback {
     version_id: String,
 }
 
+/// The JSON body, or why not: over its size or time limit (413, 408; see `limits`), else 400.
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, AppError> {
-    json.map(|Json(t)| t)
-        .map_err(|e| AppError::InvalidJson(e.body_text()))
+    json.map(|Json(t)| t).map_err(|e| {
+        crate::limits::refusal(&e).unwrap_or_else(|| AppError::InvalidJson(e.body_text()))
+    })
 }
 
-fn config_json(c: &SavedConfig) -> Value {
+/// A saved config as shown: inline `api_key`s masked.
+fn config_json(state: &AppState, c: &SavedConfig) -> Value {
+    let mut config = c.config.clone();
+    seal::mask_inline_keys(state.sealer.as_deref(), &mut config);
     json!({
-        "id": c.id, "slug": c.slug, "name": c.name, "config": c.config, "version_id": c.version_id,
-        "status": "active", "object": "config",
+        "id": c.id, "slug": c.slug, "name": c.name, "config": config, "version_id": c.version_id,
+        "tenant": c.tenant, "status": "active", "object": "config",
         "created_at": c.created_at, "last_updated_at": c.updated_at,
     })
+}
+
+/// A config body checked like the inline header, with its inline `api_key`s sealed for storing.
+fn sealed_config(state: &AppState, config: &Value) -> Result<Value, AppError> {
+    let mut opened = config.clone();
+    if !seal::open_inline_keys(state.sealer.as_deref(), &mut opened) {
+        return Err(AppError::InvalidField {
+            param: "config",
+            message: "an api_key is sealed under another secret key".to_owned(),
+        });
+    }
+    validated(&opened)?;
+    let mut sealed = opened;
+    if !seal::seal_inline_keys(state.sealer.as_deref(), &mut sealed) {
+        return Err(sealer_of(state)
+            .err()
+            .unwrap_or_else(|| AppError::Internal("sealing an inline api_key failed".to_owned())));
+    }
+    Ok(sealed)
 }
 
 fn slug_ok(slug: &str) -> Result<(), AppError> {
@@ -64,19 +88,18 @@ fn slug_ok(slug: &str) -> Result<(), AppError> {
 
 pub(super) async fn create_config(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     json: Result<Json<CreateConfig>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let admin = auth::admin(&state, &headers)?;
     let req = body(json)?;
-    validated(&req.config)?;
+    let config = sealed_config(&state, &req.config)?;
     if let Some(slug) = &req.slug {
         slug_ok(slug)?;
     }
     let name = req.name.as_deref().unwrap_or("config");
     let saved = state
         .store
-        .create_config(&admin.tenant, name, req.slug.as_deref(), &req.config)
+        .create_config(&admin.tenant, name, req.slug.as_deref(), &config)
         .await?;
     Ok(Json(json!({
         "id": saved.id, "slug": saved.slug, "version_id": saved.version_id, "object": "config",
@@ -85,11 +108,10 @@ pub(super) async fn create_config(
 
 pub(super) async fn list_configs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    let configs = state.store.list_configs().await?;
-    let data: Vec<Value> = configs.iter().map(config_json).collect();
+    let configs = state.store.list_configs(admin.sees()).await?;
+    let data: Vec<Value> = configs.iter().map(|c| config_json(&state, c)).collect();
     Ok(Json(
         json!({"object": "list", "total": data.len(), "data": data}),
     ))
@@ -98,31 +120,33 @@ pub(super) async fn list_configs(
 pub(super) async fn get_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let (slug, version) = match slug.split_once('@') {
         Some((s, v)) => (s.to_owned(), Some(v.to_owned())),
         None => (slug, None),
     };
-    let saved = state.store.config(&slug, version.as_deref()).await?;
-    Ok(Json(config_json(&saved)))
+    let saved = state
+        .store
+        .config(&admin.tenant, &slug, version.as_deref())
+        .await?;
+    Ok(Json(config_json(&state, &saved)))
 }
 
 pub(super) async fn update_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     json: Result<Json<UpdateConfig>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let req = body(json)?;
-    if let Some(config) = &req.config {
-        validated(config)?;
-    }
+    let config = match &req.config {
+        Some(config) => Some(sealed_config(&state, config)?),
+        None => None,
+    };
     let saved = state
         .store
-        .update_config(&slug, req.name.as_deref(), req.config.as_ref())
+        .update_config(&admin.tenant, &slug, req.name.as_deref(), config.as_ref())
         .await?;
     Ok(Json(
         json!({"version_id": saved.version_id, "object": "config"}),
@@ -132,20 +156,21 @@ pub(super) async fn update_config(
 pub(super) async fn delete_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    state.store.delete_config(&slug).await?;
+    state.store.delete_config(&admin.tenant, &slug).await?;
     Ok(Json(json!({"success": true, "object": "config"})))
 }
 
 pub(super) async fn config_versions(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    let versions = state.store.config_versions(&slug).await?;
+    let mut versions = state.store.config_versions(&admin.tenant, &slug).await?;
+    for version in &mut versions {
+        seal::mask_inline_keys(state.sealer.as_deref(), &mut version.config);
+    }
     Ok(Json(
         json!({"object": "list", "total": versions.len(), "data": versions}),
     ))
@@ -154,12 +179,14 @@ pub(super) async fn config_versions(
 pub(super) async fn rollback_config(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     json: Result<Json<Rollback>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let req = body(json)?;
-    let saved = state.store.rollback_config(&slug, &req.version_id).await?;
+    let saved = state
+        .store
+        .rollback_config(&admin.tenant, &slug, &req.version_id)
+        .await?;
     Ok(Json(
         json!({"version_id": saved.version_id, "object": "config"}),
     ))
@@ -172,6 +199,9 @@ pub(super) struct CreateVirtualKey {
     key: String,
     #[serde(default)]
     note: Option<String>,
+    /// deja's addition: base URLs beyond the provider's that the credential may be sent to.
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -179,11 +209,24 @@ pub(super) struct UpdateVirtualKey {
     name: Option<String>,
     key: Option<String>,
     note: Option<String>,
+    hosts: Option<Vec<String>>,
+}
+
+/// Each listed host must be an http(s) base URL; a virtual key's hosts bind its credential,
+/// they do not let a caller connect anywhere (`[security] allowed_hosts` still decides that).
+fn hosts_ok(hosts: &[String]) -> Result<(), AppError> {
+    for (i, host) in hosts.iter().enumerate() {
+        crate::policy::Origin::of(host).map_err(|e| AppError::InvalidField {
+            param: "hosts",
+            message: format!("'hosts[{i}]' {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 /// The provider credential sealed, and masked for showing.
 fn seal(state: &AppState, key: &str) -> Result<(String, String), AppError> {
-    let sealer = crate::gateway::saved::sealer(state)?;
+    let sealer = sealer_of(state)?;
     let sealed = sealer
         .seal(key)
         .ok_or_else(|| AppError::Internal("sealing a virtual key failed".to_owned()))?;
@@ -193,17 +236,17 @@ fn seal(state: &AppState, key: &str) -> Result<(String, String), AppError> {
 fn virtual_key_json(v: &crate::store::virtual_keys::VirtualKey) -> Value {
     json!({
         "id": v.id, "slug": v.slug, "name": v.name, "provider": v.provider, "key": v.key,
-        "note": v.note, "status": "active", "object": "virtual-key",
+        "note": v.note, "hosts": v.hosts, "tenant": v.tenant, "status": "active",
+        "object": "virtual-key",
         "created_at": v.created_at, "last_updated_at": v.updated_at,
     })
 }
 
 pub(super) async fn create_virtual_key(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     json: Result<Json<CreateVirtualKey>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let admin = auth::admin(&state, &headers)?;
     let req = body(json)?;
     if req.key.trim().is_empty() {
         return Err(AppError::InvalidField {
@@ -211,6 +254,7 @@ pub(super) async fn create_virtual_key(
             message: "'key' must be the provider's API key".to_owned(),
         });
     }
+    hosts_ok(&req.hosts)?;
     let (sealed, masked) = seal(&state, req.key.trim())?;
     let created = state
         .store
@@ -221,6 +265,7 @@ pub(super) async fn create_virtual_key(
             sealed: &sealed,
             masked: &masked,
             note: req.note.as_deref().unwrap_or(""),
+            hosts: &req.hosts,
         })
         .await?;
     Ok(Json(
@@ -230,10 +275,9 @@ pub(super) async fn create_virtual_key(
 
 pub(super) async fn list_virtual_keys(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    let keys = state.store.list_virtual_keys().await?;
+    let keys = state.store.list_virtual_keys(admin.sees()).await?;
     let data: Vec<Value> = keys.iter().map(virtual_key_json).collect();
     Ok(Json(
         json!({"object": "list", "total": data.len(), "data": data}),
@@ -243,33 +287,35 @@ pub(super) async fn list_virtual_keys(
 pub(super) async fn get_virtual_key(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    let key = state.store.virtual_key(&slug).await?;
+    let key = state.store.virtual_key(&admin.tenant, &slug).await?;
     Ok(Json(virtual_key_json(&key)))
 }
 
 pub(super) async fn update_virtual_key(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     json: Result<Json<UpdateVirtualKey>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let req = body(json)?;
+    if let Some(hosts) = &req.hosts {
+        hosts_ok(hosts)?;
+    }
     let credential = match req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
         Some(key) => Some(seal(&state, key)?),
         None => None,
     };
+    let change = crate::store::virtual_keys::VirtualKeyChange {
+        name: req.name.as_deref(),
+        note: req.note.as_deref(),
+        credential: credential.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
+        hosts: req.hosts.as_deref(),
+    };
     let updated = state
         .store
-        .update_virtual_key(
-            &slug,
-            req.name.as_deref(),
-            req.note.as_deref(),
-            credential.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
-        )
+        .update_virtual_key(&admin.tenant, &slug, &change)
         .await?;
     Ok(Json(virtual_key_json(&updated)))
 }
@@ -277,10 +323,9 @@ pub(super) async fn update_virtual_key(
 pub(super) async fn delete_virtual_key(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    headers: HeaderMap,
+    admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    state.store.delete_virtual_key(&slug).await?;
+    state.store.delete_virtual_key(&admin.tenant, &slug).await?;
     Ok(Json(json!({"success": true, "object": "virtual-key"})))
 }
 
@@ -298,10 +343,9 @@ pub(super) struct LogQuery {
 
 pub(super) async fn logs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     query: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
         param: "query",
         message: e.body_text(),
@@ -312,6 +356,7 @@ pub(super) async fn logs(
         route: q.route,
         status: q.status,
         cache_status: q.cache_status.map(|c| c.to_lowercase().replace(' ', "_")),
+        tenant: admin.sees().map(str::to_owned),
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         without_bodies: false,
     };

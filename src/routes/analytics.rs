@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::analytics::graphs::{self, Graph};
 use crate::analytics::query::AnalyticsQuery;
 use crate::analytics::{ReportSpec, cache_report};
-use crate::auth;
+use crate::auth::AdminCaller;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::logs::{LogFilter, LogRecord};
@@ -30,6 +29,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
 
 async fn rows(
     state: &AppState,
+    admin: &AdminCaller,
     from: i64,
     to: i64,
     route: Option<String>,
@@ -40,6 +40,7 @@ async fn rows(
             from: Some(from),
             to: Some(to),
             route,
+            tenant: admin.sees().map(str::to_owned),
             limit: MAX_ROWS,
             without_bodies: true,
             ..LogFilter::default()
@@ -66,10 +67,9 @@ pub(super) struct CacheQuery {
 /// `GET /v1/analytics/cache?window=1h&route=...&buckets=30`.
 pub(super) async fn cache(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     q: Result<Query<CacheQuery>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let q = query(q)?;
     let window = humantime::parse_duration(q.window.as_deref().unwrap_or("1h")).map_err(|e| {
         AppError::InvalidField {
@@ -86,7 +86,7 @@ pub(super) async fn cache(
     }
     let to = crate::store::now_ms();
     let from = to.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-    let rows = rows(&state, from, to, q.route).await?;
+    let rows = rows(&state, &admin, from, to, q.route).await?;
     let config = &state.config;
     let threshold = |route: &str| {
         let default = config.embedding.model.default_threshold();
@@ -118,21 +118,21 @@ pub(super) async fn cache(
 
 async fn portkey_rows(
     state: &AppState,
+    admin: &AdminCaller,
     params: &HashMap<String, String>,
 ) -> Result<(AnalyticsQuery, Vec<LogRecord>), AppError> {
     let q = AnalyticsQuery::parse(params)?;
-    let rows = rows(state, q.from, q.to, q.route.clone()).await?;
+    let rows = rows(state, admin, q.from, q.to, q.route.clone()).await?;
     Ok((q, rows))
 }
 
 /// `GET /v1/analytics/graphs/{name}` (and `{group}/{name}`, as Portkey's reference spells some).
 pub(super) async fn graph(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     Path(path): Path<Vec<String>>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
     let name = path.join("/");
     let Some(graph) = Graph::named(&name) else {
         let known: Vec<&str> = graphs::NAMES.iter().map(|(n, _)| *n).collect();
@@ -141,7 +141,7 @@ pub(super) async fn graph(
             known.join(", ")
         )));
     };
-    let (q, rows) = portkey_rows(&state, &query(params)?).await?;
+    let (q, rows) = portkey_rows(&state, &admin, &query(params)?).await?;
     Ok(Json(graphs::graph(
         graph,
         &rows,
@@ -153,11 +153,10 @@ pub(super) async fn graph(
 /// `GET /v1/analytics/summary/cache`.
 pub(super) async fn cache_summary(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    admin: AdminCaller,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    auth::admin(&state, &headers)?;
-    let (q, rows) = portkey_rows(&state, &query(params)?).await?;
+    let (q, rows) = portkey_rows(&state, &admin, &query(params)?).await?;
     Ok(Json(graphs::cache_summary(
         &rows,
         &q,

@@ -65,6 +65,8 @@ pub fn table() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        // Last: it applies to the routes above (axum's own 405 has an empty body).
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
 }
 
@@ -72,14 +74,24 @@ async fn not_found(uri: http::Uri) -> AppError {
     AppError::NotFound(uri.path().to_owned())
 }
 
-/// Maps axum's body rejection to our error, keeping the limit in the 413 message.
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> AppError {
+    AppError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// Maps axum's body rejection to our error: a body over its size or time limit (see `limits`)
+/// is a 413 or 408, anything else could not be read.
 fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::BodyTooLarge { limit }
-        } else {
-            AppError::BodyRead(rejection.body_text())
-        }
+        crate::limits::refusal(&rejection).unwrap_or_else(|| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::BodyTooLarge { limit }
+            } else {
+                AppError::BodyRead(rejection.body_text())
+            }
+        })
     })
 }
 

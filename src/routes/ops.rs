@@ -48,7 +48,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: http::HeaderMap,
+) -> Result<Response, AppError> {
+    crate::auth::metrics_reader(&state, &headers)?;
     let text = state
         .metrics
         .encode()

@@ -16,6 +16,8 @@ pub struct SavedConfig {
     pub slug: String,
     /// Human name.
     pub name: String,
+    /// Tenant that owns it.
+    pub tenant: String,
     /// The config body.
     pub config: Value,
     /// Version of `config`.
@@ -39,7 +41,7 @@ pub struct Version {
     pub created_at: i64,
 }
 
-const SELECT: &str = "SELECT c.id, c.slug, c.name, c.created_at, c.updated_at, v.id AS version_id, v.body \
+const SELECT: &str = "SELECT c.id, c.slug, c.name, c.tenant, c.created_at, c.updated_at, v.id AS version_id, v.body \
      FROM configs c JOIN config_versions v ON v.config_id = c.id";
 
 fn saved(row: &AnyRow) -> Result<SavedConfig, StoreError> {
@@ -48,6 +50,7 @@ fn saved(row: &AnyRow) -> Result<SavedConfig, StoreError> {
         id: row.try_get("id")?,
         slug: row.try_get("slug")?,
         name: row.try_get("name")?,
+        tenant: row.try_get("tenant")?,
         config: serde_json::from_str(&body).unwrap_or(Value::Null),
         version_id: row.try_get("version_id")?,
         created_at: row.try_get("created_at")?,
@@ -96,26 +99,30 @@ impl Store {
             .map_err(|e| if is_conflict(&e) { StoreError::Conflict(format!("config `{slug}`")) } else { e.into() })?;
         insert_version(&mut tx, &id, 1, body, now).await?;
         tx.commit().await?;
-        self.config(&slug, None).await
+        self.config(tenant, &slug, None).await
     }
 
-    /// The config `slug` at `version` (default: the newest).
+    /// The config `slug` of `tenant` at `version` (default: the newest). Another tenant's
+    /// config is not found.
     pub async fn config(
         &self,
+        tenant: &str,
         slug: &str,
         version: Option<&str>,
     ) -> Result<SavedConfig, StoreError> {
         let row = match version {
             None => sqlx::query(&format!(
-                "{SELECT} WHERE c.slug = $1 AND c.deleted_at IS NULL ORDER BY v.seq DESC LIMIT 1"
+                "{SELECT} WHERE c.tenant = $1 AND c.slug = $2 AND c.deleted_at IS NULL ORDER BY v.seq DESC LIMIT 1"
             ))
+            .bind(tenant)
             .bind(slug)
             .fetch_optional(self.pool())
             .await?,
             Some(version) => {
                 sqlx::query(&format!(
-                    "{SELECT} WHERE c.slug = $1 AND v.id = $2 AND c.deleted_at IS NULL"
+                    "{SELECT} WHERE c.tenant = $1 AND c.slug = $2 AND v.id = $3 AND c.deleted_at IS NULL"
                 ))
+                .bind(tenant)
                 .bind(slug)
                 .bind(version)
                 .fetch_optional(self.pool())
@@ -129,11 +136,14 @@ impl Store {
         saved(&row.ok_or(StoreError::NotFound(what))?)
     }
 
-    /// Every config at its newest version, newest first.
-    pub async fn list_configs(&self) -> Result<Vec<SavedConfig>, StoreError> {
+    /// Every config of `tenant` (of every tenant for `None`) at its newest version, newest
+    /// first.
+    pub async fn list_configs(&self, tenant: Option<&str>) -> Result<Vec<SavedConfig>, StoreError> {
         let rows = sqlx::query(&format!(
-            "{SELECT} WHERE c.deleted_at IS NULL AND v.seq = (SELECT MAX(seq) FROM config_versions WHERE config_id = c.id) ORDER BY c.updated_at DESC"
+            "{SELECT} WHERE c.deleted_at IS NULL AND ($1 = '' OR c.tenant = $2) AND v.seq = (SELECT MAX(seq) FROM config_versions WHERE config_id = c.id) ORDER BY c.updated_at DESC"
         ))
+        .bind(if tenant.is_some() { "t" } else { "" })
+        .bind(tenant.unwrap_or_default())
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(saved).collect()
@@ -143,11 +153,12 @@ impl Store {
     /// given.
     pub async fn update_config(
         &self,
+        tenant: &str,
         slug: &str,
         name: Option<&str>,
         body: Option<&Value>,
     ) -> Result<SavedConfig, StoreError> {
-        let current = self.config(slug, None).await?;
+        let current = self.config(tenant, slug, None).await?;
         let body = body.unwrap_or(&current.config);
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -165,22 +176,28 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.config(slug, None).await
+        self.config(tenant, slug, None).await
     }
 
     /// Makes `version`'s body the newest version again.
     pub async fn rollback_config(
         &self,
+        tenant: &str,
         slug: &str,
         version: &str,
     ) -> Result<SavedConfig, StoreError> {
-        let old = self.config(slug, Some(version)).await?;
-        self.update_config(slug, None, Some(&old.config)).await
+        let old = self.config(tenant, slug, Some(version)).await?;
+        self.update_config(tenant, slug, None, Some(&old.config))
+            .await
     }
 
     /// Every version of `slug`, newest first.
-    pub async fn config_versions(&self, slug: &str) -> Result<Vec<Version>, StoreError> {
-        let current = self.config(slug, None).await?;
+    pub async fn config_versions(
+        &self,
+        tenant: &str,
+        slug: &str,
+    ) -> Result<Vec<Version>, StoreError> {
+        let current = self.config(tenant, slug, None).await?;
         let rows = sqlx::query("SELECT id, seq, body, created_at FROM config_versions WHERE config_id = $1 ORDER BY seq DESC")
             .bind(&current.id)
             .fetch_all(self.pool())
@@ -199,8 +216,9 @@ impl Store {
     }
 
     /// Deletes `slug` (its versions stay, for the record).
-    pub async fn delete_config(&self, slug: &str) -> Result<(), StoreError> {
-        self.soft_delete("configs", "", slug, "config").await
+    pub async fn delete_config(&self, tenant: &str, slug: &str) -> Result<(), StoreError> {
+        self.soft_delete("configs", "", tenant, slug, "config")
+            .await
     }
 }
 

@@ -17,6 +17,10 @@ pub enum Scope {
     Admin,
     /// Call models only.
     Inference,
+    /// Everything admin may do, across every tenant; issued on the command line only.
+    Operator,
+    /// Scrape `/metrics` only (for Prometheus).
+    Metrics,
 }
 
 impl Scope {
@@ -25,14 +29,17 @@ impl Scope {
         match self {
             Self::Admin => "admin",
             Self::Inference => "inference",
+            Self::Operator => "operator",
+            Self::Metrics => "metrics",
         }
     }
 
     fn parse(s: &str) -> Self {
-        if s == "admin" {
-            Self::Admin
-        } else {
-            Self::Inference
+        match s {
+            "admin" => Self::Admin,
+            "operator" => Self::Operator,
+            "metrics" => Self::Metrics,
+            _ => Self::Inference,
         }
     }
 }

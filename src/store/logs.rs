@@ -67,6 +67,8 @@ pub struct LogFilter {
     pub status: Option<i64>,
     /// Only this cache status.
     pub cache_status: Option<String>,
+    /// Only this tenant's rows (`None`: every tenant's, for operators).
+    pub tenant: Option<String>,
     /// At most this many rows, newest first.
     pub limit: i64,
     /// Leave the bodies out (analytics reads many rows and needs none of them).
@@ -155,6 +157,9 @@ impl Store {
         if filter.to.is_some() {
             conditions.push(format!("at <= {}", next()));
         }
+        if filter.tenant.is_some() {
+            conditions.push(format!("tenant = {}", next()));
+        }
         if filter.route.is_some() {
             conditions.push(format!("route = {}", next()));
         }
@@ -184,6 +189,9 @@ impl Store {
         }
         if let Some(v) = filter.to {
             query = query.bind(v);
+        }
+        if let Some(v) = &filter.tenant {
+            query = query.bind(v.clone());
         }
         if let Some(v) = &filter.route {
             query = query.bind(v.clone());

@@ -96,22 +96,24 @@ impl Store {
         &self.pool
     }
 
-    /// Marks the live row of `table` named `slug` deleted and renames its slug, so the slug is
+    /// Marks the live row of `table` named `slug` in `tenant` deleted and renames its slug, so the slug is
     /// free for a new row; `also` sets more columns (such as erasing a secret). `what` names the
     /// row in a not-found error.
     async fn soft_delete(
         &self,
         table: &'static str,
         also: &'static str,
+        tenant: &str,
         slug: &str,
         what: &str,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "UPDATE {table} SET deleted_at = $1, slug = $2{also} WHERE slug = $3 AND deleted_at IS NULL"
+            "UPDATE {table} SET deleted_at = $1, slug = $2{also} WHERE tenant = $3 AND slug = $4 AND deleted_at IS NULL"
         );
         let done = sqlx::query(&sql)
             .bind(now_ms())
             .bind(format!("{slug}~deleted~{}", random_hex(4)))
+            .bind(tenant)
             .bind(slug)
             .execute(self.pool())
             .await?;

@@ -46,6 +46,81 @@ fn hex<'a>(bytes: impl Iterator<Item = &'a u8>) -> String {
     bytes.map(|b| format!("{b:02x}")).collect()
 }
 
+/// Marks a config's `api_key` value as sealed, so a sealed value is never taken for a key.
+pub const SEALED_PREFIX: &str = "deja-sealed:";
+
+/// Calls `each` on every `api_key` string in a config tree.
+fn each_inline_key(
+    config: &mut serde_json::Value,
+    each: &mut impl FnMut(&mut String) -> bool,
+) -> bool {
+    use serde_json::Value;
+    match config {
+        Value::Object(map) => {
+            let mut ok = true;
+            for (name, value) in map.iter_mut() {
+                ok &= match value {
+                    Value::String(s) if name == "api_key" => each(s),
+                    other => each_inline_key(other, each),
+                };
+            }
+            ok
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(true, |ok, v| each_inline_key(v, each) & ok),
+        _ => true,
+    }
+}
+
+/// Seals every inline `api_key` of a config before it is stored. `false` when the config holds
+/// one and there is no sealer (it is not stored in plaintext).
+pub fn seal_inline_keys(sealer: Option<&Sealer>, config: &mut serde_json::Value) -> bool {
+    each_inline_key(config, &mut |key| {
+        if key.starts_with(SEALED_PREFIX) {
+            return true;
+        }
+        match sealer.and_then(|s| s.seal(key)) {
+            Some(sealed) => {
+                *key = format!("{SEALED_PREFIX}{sealed}");
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+/// Opens every sealed inline `api_key` of a stored config for use; `false` when one cannot be
+/// opened.
+pub fn open_inline_keys(sealer: Option<&Sealer>, config: &mut serde_json::Value) -> bool {
+    each_inline_key(config, &mut |key| match key.strip_prefix(SEALED_PREFIX) {
+        None => true,
+        Some(sealed) => match sealer.and_then(|s| s.open(sealed)) {
+            Some(plain) => {
+                *key = plain;
+                true
+            }
+            None => false,
+        },
+    })
+}
+
+/// Masks every inline `api_key` of a stored config for showing.
+pub fn mask_inline_keys(sealer: Option<&Sealer>, config: &mut serde_json::Value) {
+    each_inline_key(config, &mut |key| {
+        let plain = match key.strip_prefix(SEALED_PREFIX) {
+            Some(sealed) => sealer.and_then(|s| s.open(sealed)).unwrap_or_default(),
+            None => key.clone(),
+        };
+        *key = if plain.is_empty() {
+            "****".to_owned()
+        } else {
+            mask(&plain)
+        };
+        true
+    });
+}
+
 /// What a credential looks like when shown: its first 4 and last 4 characters.
 pub fn mask(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
@@ -80,5 +155,25 @@ mod tests {
         let other = Sealer::from_hex(&"22".repeat(32)).unwrap();
         assert_eq!(other.open(&sealed), None);
         assert_eq!(mask("sk-1234567890abcdef"), "sk-1****cdef");
+    }
+
+    #[test]
+    fn inline_keys_are_sealed_opened_and_masked_at_any_depth() {
+        let sealer = Sealer::from_hex(&"11".repeat(32)).unwrap();
+        let plain = serde_json::json!({"api_key": "sk-top-secret-1234",
+            "targets": [{"targets": [{"api_key": "sk-deep-secret-5678"}]}]});
+        let mut stored = plain.clone();
+        assert!(seal_inline_keys(Some(&sealer), &mut stored));
+        let text = stored.to_string();
+        assert!(!text.contains("secret"), "{text}");
+        let mut shown = stored.clone();
+        mask_inline_keys(Some(&sealer), &mut shown);
+        assert_eq!(shown["targets"][0]["targets"][0]["api_key"], "sk-d****5678");
+        assert!(open_inline_keys(Some(&sealer), &mut stored));
+        assert_eq!(stored, plain);
+        let mut unsealable = plain.clone();
+        assert!(!seal_inline_keys(None, &mut unsealable));
+        let mut no_keys = serde_json::json!({"retry": {"attempts": 1}});
+        assert!(seal_inline_keys(None, &mut no_keys));
     }
 }

@@ -161,7 +161,9 @@ impl Stream for Recorder {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                let event = this.fail(UpstreamError::Unreachable(e.to_string()));
+                // Also how an answer over `upstream.max_response_bytes` ends: the recording is
+                // dropped with the stream, so nothing of it is stored.
+                let event = this.fail(UpstreamError::from_stream_error(&e));
                 Poll::Ready(Some(Ok(event)))
             }
             Poll::Ready(None) => {

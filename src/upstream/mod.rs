@@ -10,14 +10,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
-use secrecy::ExposeSecret;
 
 use crate::config::{RetryConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::stream::record::ByteStream;
 
 /// Why the upstream gave no answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection could be made, or it broke before the answer was complete.
     #[error("upstream unreachable: {0}")]
@@ -28,6 +27,12 @@ pub enum UpstreamError {
     /// The client could not be built or the request could not be formed.
     #[error("upstream client: {0}")]
     Client(String),
+    /// The answer (a stream's total) is larger than `upstream.max_response_bytes`.
+    #[error("The upstream answer is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl UpstreamError {
@@ -42,7 +47,17 @@ impl UpstreamError {
             Self::Unreachable(_) => "unreachable",
             Self::Timeout(_) => "timeout",
             Self::Client(_) => "client",
+            Self::TooLarge { .. } => "too_large",
         }
+    }
+
+    /// The failure a stream's `io::Error` stands for: ours when it carries one (such as
+    /// [`UpstreamError::TooLarge`]), else a broken connection.
+    pub fn from_stream_error(e: &std::io::Error) -> Self {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Self>())
+            .cloned()
+            .unwrap_or_else(|| Self::Unreachable(e.to_string()))
     }
 }
 
@@ -97,56 +112,46 @@ pub struct UpstreamCall<'a> {
     pub timeout: Duration,
     /// Retry policy.
     pub retry: &'a RetryConfig,
-    /// `Authorization` for this call (a virtual key's credential) instead of `[upstream] api_key`.
+    /// `Authorization` for this call, as the policy bound it (none is sent without one).
     pub auth: Option<&'a HeaderValue>,
-    /// Base URL for this call (a target's provider or host) instead of `[upstream] base_url`.
-    pub base_url: Option<&'a str>,
+    /// Base URL for this call, as the policy resolved it.
+    pub base_url: &'a str,
 }
 
 /// Sends calls to the provider with retries; built once and shared.
 pub struct Forwarder {
     client: reqwest::Client,
-    base_url: String,
-    auth: Option<HeaderValue>,
     metrics: Arc<Metrics>,
+    /// Largest answer read (a stream's total); see [`UpstreamError::TooLarge`].
+    max_response_bytes: usize,
 }
 
 impl Forwarder {
-    /// Builds the shared client from `[upstream]`.
-    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Result<Self, UpstreamError> {
+    /// Builds the shared client from `[upstream]`; names resolve through `resolver`.
+    pub fn new(
+        config: &UpstreamConfig,
+        resolver: Arc<crate::policy::GuardedResolver>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UpstreamError> {
         let client = reqwest::Client::builder()
+            // A redirect would take deja to a host no policy checked.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(resolver)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Client(e.to_string()))?;
-        let auth = match &config.api_key {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| {
-                    UpstreamError::Client(
-                        "upstream.api_key holds characters not allowed in a header".to_owned(),
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
         Ok(Self {
             client,
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            auth,
             metrics,
+            max_response_bytes: config.max_response_bytes,
         })
     }
 
     /// Makes the call, retrying per `call.retry`.
     pub async fn send(&self, call: UpstreamCall<'_>) -> Forwarded {
-        let base = call
-            .base_url
-            .map_or(self.base_url.as_str(), |b| b.trim_end_matches('/'));
-        let url = format!("{base}{}", call.path);
+        let url = format!("{}{}", call.base_url.trim_end_matches('/'), call.path);
         let (result, retries) =
             retry::run(call.retry, |budget| self.attempt(&url, &call, budget)).await;
         if retries > 0 {
@@ -189,17 +194,22 @@ impl Forwarder {
                 .body(body.clone()),
             None => self.client.get(url),
         };
-        if let Some(auth) = call.auth.or(self.auth.as_ref()) {
+        if let Some(auth) = call.auth {
             request = request.header(http::header::AUTHORIZATION, auth.clone());
         }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let retry_after = retry::retry_after(response.headers(), SystemTime::now());
         let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+        let limit = self.max_response_bytes;
+        // An announced length over the limit is refused before a byte of the body is read.
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(UpstreamError::TooLarge { limit });
+        }
         let body = if call.stream && status.is_success() {
-            first_chunk_read(response).await?
+            first_chunk_read(response, limit).await?
         } else {
-            AnswerBody::Full(response.bytes().await.map_err(transport_error)?)
+            AnswerBody::Full(read_capped(response, limit).await?)
         };
         Ok(retry::Attempt {
             status: status.as_u16(),
@@ -213,12 +223,59 @@ impl Forwarder {
     }
 }
 
+/// Reads a whole body chunk by chunk, giving up as soon as it passes `limit` bytes (the
+/// `Content-Length` may be absent or lie).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, UpstreamError> {
+    let announced = response.content_length().unwrap_or(0);
+    let mut body =
+        bytes::BytesMut::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if chunk.len() > limit - body.len() {
+            return Err(UpstreamError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Passes a stream's chunks on while their total stays within `limit`; the chunk that would
+/// pass it is replaced by a [`UpstreamError::TooLarge`] error, and nothing follows.
+fn capped(chunks: ByteStream, limit: usize) -> ByteStream {
+    chunks
+        .scan((0usize, false), move |(total, over), chunk| {
+            if *over {
+                return futures_util::future::ready(None);
+            }
+            let item = match chunk {
+                Ok(bytes) if bytes.len() > limit - *total => {
+                    *over = true;
+                    Err(std::io::Error::other(UpstreamError::TooLarge { limit }))
+                }
+                Ok(bytes) => {
+                    *total += bytes.len();
+                    Ok(bytes)
+                }
+                Err(e) => Err(e),
+            };
+            futures_util::future::ready(Some(item))
+        })
+        .boxed()
+}
+
 /// Waits for a stream's first chunk inside the attempt, so a connection that breaks or stalls
 /// before any byte reaches the client is retried like any other failed attempt.
-async fn first_chunk_read(response: reqwest::Response) -> Result<AnswerBody, UpstreamError> {
-    let mut chunks = response
+async fn first_chunk_read(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<AnswerBody, UpstreamError> {
+    let chunks = response
         .bytes_stream()
-        .map(|chunk| chunk.map_err(|e| std::io::Error::other(transport_message(&e))));
+        .map(|chunk| chunk.map_err(|e| std::io::Error::other(transport_message(&e))))
+        .boxed();
+    let mut chunks = capped(chunks, limit);
     loop {
         match chunks.next().await {
             Some(Ok(first)) if first.is_empty() => {}
@@ -226,7 +283,7 @@ async fn first_chunk_read(response: reqwest::Response) -> Result<AnswerBody, Ups
                 let rest = futures_util::stream::once(async { Ok(first) }).chain(chunks);
                 return Ok(AnswerBody::Stream(rest.boxed()));
             }
-            Some(Err(e)) => return Err(UpstreamError::Unreachable(e.to_string())),
+            Some(Err(e)) => return Err(UpstreamError::from_stream_error(&e)),
             None => {
                 return Err(UpstreamError::Unreachable(
                     "the event stream ended before its first byte".to_owned(),

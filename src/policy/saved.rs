@@ -1,25 +1,43 @@
-//! `x-portkey-config` naming a saved config: `SLUG` (newest version) or `SLUG@VERSION_ID`, read
-//! from the store and kept for a few seconds, so an update or rollback reaches every replica
-//! within that time without a database read per request.
+//! What a call names by slug, looked up in the caller's own tenant only: a saved config
+//! (`x-portkey-config: SLUG` or `SLUG@VERSION_ID`) and virtual keys. Both are kept for a few
+//! seconds, so an update or rollback reaches every replica within that time without a database
+//! read per request. Another tenant's slug is answered exactly like a slug that does not exist.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use serde_json::Value;
 
 use crate::config::{RetryConfig, RouteCacheConfig};
 use crate::error::AppError;
 use crate::portkey::{PortkeyConfigError, RequestConfig};
 use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::seal;
 
-/// How long a saved config read from the store is used before it is read again.
+/// How long a saved config or virtual key read from the store is used before it is read again.
 pub const FRESH_FOR: Duration = Duration::from_secs(2);
 
-/// Saved configs recently read, by `slug[@version]`.
+/// A virtual key opened for use.
+#[derive(Debug)]
+pub struct OpenedKey {
+    /// Row id: the credential's identity in cache partitions and breaker keys.
+    pub id: String,
+    /// Slug the caller named.
+    pub slug: String,
+    /// Provider name; its base URL is where the credential may go.
+    pub provider: String,
+    /// More base URLs the credential may go to.
+    pub hosts: Vec<String>,
+    /// `Authorization` value.
+    pub auth: HeaderValue,
+}
+
+/// Saved configs and virtual keys recently read, by tenant and slug.
 pub struct SavedConfigs {
-    recent: moka::sync::Cache<String, Arc<(RequestConfig, String)>>,
-    credentials: moka::sync::Cache<String, HeaderValue>,
+    recent: moka::sync::Cache<(String, String), Arc<(RequestConfig, String)>>,
+    keys: moka::sync::Cache<(String, String), Arc<OpenedKey>>,
 }
 
 impl Default for SavedConfigs {
@@ -29,7 +47,7 @@ impl Default for SavedConfigs {
                 .max_capacity(10_000)
                 .time_to_live(FRESH_FOR)
                 .build(),
-            credentials: moka::sync::Cache::builder()
+            keys: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(FRESH_FOR)
                 .build(),
@@ -40,6 +58,7 @@ impl Default for SavedConfigs {
 /// The per-request config the header asks for, and the saved version it came from.
 pub async fn resolve(
     state: &AppState,
+    tenant: &str,
     header: Option<&str>,
 ) -> Result<(RequestConfig, Option<String>), AppError> {
     let Some(raw) = header
@@ -48,23 +67,30 @@ pub async fn resolve(
     else {
         return Ok((RequestConfig::parse(header)?, None));
     };
-    if let Some(hit) = state.saved_configs.recent.get(raw) {
+    let cache_key = (tenant.to_owned(), raw.to_owned());
+    if let Some(hit) = state.saved_configs.recent.get(&cache_key) {
         return Ok((hit.0.clone(), Some(hit.1.clone())));
     }
     let (slug, version) = match raw.split_once('@') {
         Some((slug, version)) => (slug, Some(version)),
         None => (raw, None),
     };
-    let saved = match state.store.config(slug, version).await {
+    let saved = match state.store.config(tenant, slug, version).await {
         Ok(saved) => saved,
-        Err(crate::store::StoreError::NotFound(_)) => {
+        Err(StoreError::NotFound(_)) => {
             return Err(PortkeyConfigError::UnknownSaved(raw.to_owned()).into());
         }
         Err(e) => return Err(e.into()),
     };
-    let config = validated(&saved.config)?;
+    let mut body = saved.config;
+    if !seal::open_inline_keys(state.sealer.as_deref(), &mut body) {
+        return Err(AppError::Internal(format!(
+            "saved config `{slug}` holds an api_key that cannot be opened with the current secret key"
+        )));
+    }
+    let config = validated(&body)?;
     state.saved_configs.recent.insert(
-        raw.to_owned(),
+        cache_key,
         Arc::new((config.clone(), saved.version_id.clone())),
     );
     Ok((config, Some(saved.version_id)))
@@ -78,37 +104,21 @@ pub fn validated(body: &Value) -> Result<RequestConfig, AppError> {
     Ok(config)
 }
 
-/// Sets `config.provider_auth` from the virtual key the call names (`x-portkey-virtual-key`, or
-/// `virtual_key` in its config), opened with the store's secret key; returns the slug it named.
-pub async fn resolve_virtual_key(
+/// Virtual key `slug` of `tenant`, opened with the store's secret key. Another tenant's slug
+/// gets the same 400 as an unknown one.
+pub async fn virtual_key(
     state: &AppState,
-    headers: &HeaderMap,
-    config: &mut RequestConfig,
-) -> Result<Option<String>, AppError> {
-    let from_header = headers
-        .get(crate::portkey::HEADER_VIRTUAL_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
-    let Some(slug) = from_header
-        .or(config.virtual_key.as_deref())
-        .map(str::to_owned)
-    else {
-        return Ok(None);
-    };
-    config.provider_auth = Some(credential(state, &slug).await?);
-    Ok(Some(slug))
-}
-
-/// The `Authorization` value of virtual key `slug`, opened with the store's secret key.
-pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, AppError> {
-    if let Some(auth) = state.saved_configs.credentials.get(slug) {
-        return Ok(auth);
+    tenant: &str,
+    slug: &str,
+) -> Result<Arc<OpenedKey>, AppError> {
+    let cache_key = (tenant.to_owned(), slug.to_owned());
+    if let Some(key) = state.saved_configs.keys.get(&cache_key) {
+        return Ok(key);
     }
     let sealer = sealer(state)?;
-    let sealed = match state.store.sealed_virtual_key(slug).await {
+    let sealed = match state.store.sealed_virtual_key(tenant, slug).await {
         Ok(sealed) => sealed,
-        Err(crate::store::StoreError::NotFound(_)) => {
+        Err(StoreError::NotFound(_)) => {
             return Err(AppError::InvalidField {
                 param: crate::portkey::HEADER_VIRTUAL_KEY,
                 message: format!("virtual key `{slug}` does not exist"),
@@ -116,7 +126,7 @@ pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, App
         }
         Err(e) => return Err(e.into()),
     };
-    let opened = sealer.open(&sealed).ok_or_else(|| {
+    let opened = sealer.open(&sealed.sealed).ok_or_else(|| {
         AppError::Internal(format!(
             "virtual key `{slug}` cannot be opened with the current secret key"
         ))
@@ -125,11 +135,15 @@ pub async fn credential(state: &AppState, slug: &str) -> Result<HeaderValue, App
         AppError::Internal(format!("virtual key `{slug}` is not a valid header value"))
     })?;
     auth.set_sensitive(true);
-    state
-        .saved_configs
-        .credentials
-        .insert(slug.to_owned(), auth.clone());
-    Ok(auth)
+    let key = Arc::new(OpenedKey {
+        id: sealed.id,
+        slug: slug.to_owned(),
+        provider: sealed.provider,
+        hosts: sealed.hosts,
+        auth,
+    });
+    state.saved_configs.keys.insert(cache_key, Arc::clone(&key));
+    Ok(key)
 }
 
 /// The sealer of virtual keys, or why there is none.

@@ -1,0 +1,14 @@
+//! The security suite: every attack of the threat model tried against a real deja (two tenants, a
+//! real store, a provider stand-in and an "attacker" stand-in that records what it receives).
+//! Each attack is a named test; each asserts that the attacker got nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod limits;
+mod secrets;
