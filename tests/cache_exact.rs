@@ -175,7 +175,12 @@ async fn entries_expire_with_max_age() {
 
 #[tokio::test]
 async fn force_refresh_overwrites_and_a_failed_refresh_keeps_the_old_entry() {
-    let r = rig(true, "").await;
+    // Anonymous callers may force a refresh only where the route allows it.
+    let r = rig(
+        true,
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nallow_force_refresh = true\n",
+    )
+    .await;
     let q = ask("refresh me");
     r.upstream.script([answer("old")]);
     send(&r.gw, &q, &[]).await;

@@ -74,11 +74,16 @@ impl Gateway {
 
     /// The gateway's `/metrics` text.
     pub async fn scrape_metrics(&self) -> String {
-        let res = client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap();
+        self.scrape_metrics_as("").await
+    }
+
+    /// The gateway's `/metrics` text, read with API key `key` (where `require_auth` is on).
+    pub async fn scrape_metrics_as(&self, key: &str) -> String {
+        let mut req = client().get(format!("{}/metrics", self.url));
+        if !key.is_empty() {
+            req = req.header("x-portkey-api-key", key);
+        }
+        let res = req.send().await.unwrap();
         assert_eq!(res.status(), 200);
         res.text().await.unwrap()
     }

@@ -10,5 +10,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod limits;
+mod property;
+mod scene;
 mod secrets;
+mod tenants;

@@ -1,0 +1,170 @@
+//! The rig every attack runs in: a real deja with `require_auth`, a SQLite store holding two
+//! tenants (`acme`, `globex`) with admin and inference keys, a provider stand-in as `[upstream]`
+//! and an attacker stand-in that records whatever reaches it.
+
+use std::time::{Duration, Instant};
+
+use deja::store::Store;
+use deja::store::keys::Scope;
+use serde_json::{Value, json};
+
+use crate::common::{Gateway, Upstream, client, config};
+
+pub const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The operator's provider key (`[upstream] api_key` in `common::config`).
+pub const OPERATOR_KEY: &str = "sk-provider-test";
+/// acme's provider credential, stored in a virtual key.
+pub const ACME_SECRET: &str = "sk-acme-provider-credential-0001";
+
+pub struct Tenant {
+    pub admin: String,
+    pub inference: String,
+}
+
+pub struct Scene {
+    pub gw: Gateway,
+    pub provider: Upstream,
+    pub attacker: Upstream,
+    pub store: Store,
+    pub acme: Tenant,
+    pub globex: Tenant,
+    pub operator: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A scene whose `[security]`, routes and other sections are `extra` (`ATTACKER` is replaced by
+/// the attacker's `host:port`, `PROVIDER` by the provider's base URL).
+pub async fn scene(extra: &str) -> Scene {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let (acme, globex) = (tenant(&store, "acme").await, tenant(&store, "globex").await);
+    let operator = store.create_key("ops", Scope::Operator).await.unwrap().1;
+    let (provider, attacker) = (Upstream::spawn().await, Upstream::spawn().await);
+    let extra = extra
+        .replace(
+            "ATTACKER",
+            attacker
+                .url
+                .trim_start_matches("http://")
+                .trim_end_matches("/v1"),
+        )
+        .replace("PROVIDER", &provider.url);
+    let text = format!(
+        "[store]\nurl = \"{url}\"\nsecret_key = \"{SECRET}\"\n[server]\nrequire_auth = true\n\
+         [log]\nbodies = true\n{extra}"
+    );
+    let gw = Gateway::spawn(config(&provider.url, &text)).await;
+    Scene {
+        gw,
+        provider,
+        attacker,
+        store,
+        acme,
+        globex,
+        operator,
+        _dir: dir,
+    }
+}
+
+async fn tenant(store: &Store, name: &str) -> Tenant {
+    Tenant {
+        admin: store.create_key(name, Scope::Admin).await.unwrap().1,
+        inference: store.create_key(name, Scope::Inference).await.unwrap().1,
+    }
+}
+
+/// What a chat call got back.
+pub struct Reply {
+    pub status: u16,
+    pub cache: String,
+    pub json: Value,
+}
+
+impl Scene {
+    /// Posts a chat completion as `key` with `headers`.
+    pub async fn chat(&self, key: &str, headers: &[(&str, &str)], question: &str) -> Reply {
+        let mut req = client()
+            .post(format!("{}/v1/chat/completions", self.gw.url))
+            .header("x-portkey-api-key", key)
+            .json(&json!({"model": "yi-lightning",
+                "messages": [{"role": "user", "content": question}]}));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let cache = res
+            .headers()
+            .get("x-portkey-cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Reply {
+            status,
+            cache,
+            json: res.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    /// Calls the control plane as `key`: (status, body).
+    pub async fn admin(
+        &self,
+        method: http::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = client()
+            .request(method, format!("{}{path}", self.gw.url))
+            .header("x-portkey-api-key", key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a virtual key of `tenant` holding `secret`; its slug.
+    pub async fn virtual_key(&self, admin: &str, secret: &str, extra: Value) -> String {
+        let mut body = json!({"name": "yi", "provider": "lingyi", "key": secret});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (status, created) = self
+            .admin(http::Method::POST, "/v1/virtual-keys", admin, Some(body))
+            .await;
+        assert_eq!(status, 200, "{created}");
+        created["slug"].as_str().unwrap().to_owned()
+    }
+
+    /// Every header value and body the attacker stand-in received, as text.
+    pub fn attacker_saw(&self) -> String {
+        self.attacker
+            .received()
+            .iter()
+            .map(|r| format!("{:?} {}", r.headers, String::from_utf8_lossy(&r.body)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until the request log holds `n` rows for `key`'s tenant.
+    pub async fn logs(&self, key: &str, n: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        loop {
+            let (_, logs) = self.admin(http::Method::GET, "/v1/logs", key, None).await;
+            if logs["data"].as_array().is_some_and(|rows| rows.len() >= n)
+                || Instant::now() > deadline
+            {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The code of an OpenAI-shaped error body.
+pub fn code(json: &Value) -> &str {
+    json["error"]["code"].as_str().unwrap_or_default()
+}
