@@ -66,19 +66,22 @@ pub fn is_secret_key(path: &str) -> bool {
         .any(|k| key == *k || key.ends_with(&format!("_{k}")))
 }
 
-/// `text` with every quoted part (`"..."`, `` `...` ``) masked: serde's messages quote
-/// the offending value (``invalid type: string "sk-...", expected u16``).
-pub fn quoted(text: &str) -> String {
+/// `text` with every quoted part (`"..."`, `` `...` ``) masked but for the key path `path`
+/// itself: serde's messages quote the offending value (``invalid type: string "sk-...", expected
+/// u16``), and toml's add ``in `upstream.api_key` ``.
+pub fn quoted(text: &str, path: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut open: Option<char> = None;
+    let mut inside = String::new();
     for c in text.chars() {
         match open {
             Some(q) if c == q => {
-                out.push_str(MASK);
+                out.push_str(if inside == path { &inside } else { MASK });
                 out.push(c);
                 open = None;
+                inside.clear();
             }
-            Some(_) => {}
+            Some(_) => inside.push(c),
             None => {
                 out.push(c);
                 if matches!(c, '"' | '`') {
@@ -111,7 +114,7 @@ pub fn toml_error(text: &str, error: &toml::de::Error) -> String {
 pub fn field_message(path: &str, message: &str) -> String {
     let message = urls_in(message);
     if is_secret_key(path) {
-        quoted(&message)
+        quoted(&message, path)
     } else {
         message
     }
@@ -252,14 +255,15 @@ mod tests {
 
     #[test]
     fn quoted_values_are_masked() {
+        let path = "upstream.api_key";
         assert_eq!(
-            quoted(r#"invalid type: string "sk-live-1", expected u16"#),
+            quoted(r#"invalid type: string "sk-live-1", expected u16"#, path),
             r#"invalid type: string "***", expected u16"#
         );
         assert_eq!(
-            quoted("invalid type: integer `5`"),
-            "invalid type: integer `***`"
+            quoted("invalid type: integer `5`\nin `upstream.api_key`", path),
+            "invalid type: integer `***`\nin `upstream.api_key`"
         );
-        assert_eq!(quoted("unterminated \"sk-live"), "unterminated \"***");
+        assert_eq!(quoted("unterminated \"sk-live", path), "unterminated \"***");
     }
 }
