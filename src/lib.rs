@@ -46,8 +46,9 @@ pub async fn run(
 ) -> Result<(), StartError> {
     // Loading the model takes a second or two of CPU: keep it off the async workers, and
     // answer on the port meanwhile.
+    let header_read_timeout = config.server.header_read_timeout;
     let building = tokio::task::spawn_blocking(move || AppState::new(config));
-    let state = starting::answer_while(&listener, building)
+    let state = starting::answer_while(&listener, header_read_timeout, building)
         .await
         .map_err(|e| StartError::Serve(std::io::Error::other(e)))??;
     serve(state, listener, shutdown).await
