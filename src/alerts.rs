@@ -188,7 +188,7 @@ async fn notify(client: &reqwest::Client, rule: &AlertRule, firing: bool, value:
         "window_s": rule.window.as_secs_f64(), "at_ms": crate::store::now_ms(),
     });
     let sent = client
-        .post(&rule.webhook)
+        .post(secrecy::ExposeSecret::expose_secret(&rule.webhook))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body.to_string())
         .timeout(Duration::from_secs(5))
@@ -217,7 +217,7 @@ mod tests {
             op: Comparison::Above,
             threshold: 0.0,
             window: Duration::from_secs(60),
-            webhook: String::new(),
+            webhook: String::new().into(),
         }
     }
 

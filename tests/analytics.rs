@@ -469,6 +469,8 @@ fn history() -> Vec<deja::store::logs::LogRecord> {
                 at,
                 endpoint: "chat.completions".to_owned(),
                 route: "faq".to_owned(),
+                // The dashboard shows its admin's tenant only.
+                tenant: "acme".to_owned(),
                 model: "yi-lightning".to_owned(),
                 cache_status: cache.to_owned(),
                 similarity,

@@ -147,7 +147,7 @@ async fn a_stream_broken_midway_is_an_api_error_in_the_sdk_and_is_not_cached() {
         results[0]["message"]
             .as_str()
             .unwrap()
-            .contains("upstream unreachable")
+            .contains("could not be reached")
     );
     assert_eq!(
         results[1]["cache"], "MISS",

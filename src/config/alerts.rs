@@ -50,8 +50,9 @@ pub struct AlertRule {
     /// How far back the value is computed.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Where firing and resolving are POSTed as JSON.
-    pub webhook: String,
+    /// Where firing and resolving are POSTed as JSON; a secret (a webhook URL is often its own
+    /// credential), so never logged.
+    pub webhook: secrecy::SecretString,
 }
 
 /// `[alerting]`.
@@ -73,7 +74,8 @@ impl Default for AlertingConfig {
 
 impl AlertRule {
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {
-        if !(self.webhook.starts_with("http://") || self.webhook.starts_with("https://")) {
+        let webhook = secrecy::ExposeSecret::expose_secret(&self.webhook);
+        if !(webhook.starts_with("http://") || webhook.starts_with("https://")) {
             errors.push(format!("{path}.webhook must be an http(s) URL"));
         }
         if self.window.is_zero() {

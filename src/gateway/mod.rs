@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::auth;
 use crate::error::AppError;
 use crate::policy::{self, CallContext, Node};
+use crate::portkey::HEADER_ROUTE;
 use crate::reqlog::{Pending, RequestLogger};
 use crate::request::ChatRequest;
 use crate::state::AppState;
@@ -161,17 +162,15 @@ async fn chat_inner(
     let principal = auth::caller(state, call.headers)?;
     log.tenant = principal.as_ref().map(|p| p.tenant.clone());
     // Named before the body is read, so even a refused body is counted under its route.
-    log.route = call
-        .path_route
-        .or_else(|| {
-            call.headers
-                .get(crate::portkey::HEADER_ROUTE)?
-                .to_str()
-                .ok()
-        })
-        .and_then(|name| state.config.route(name))
+    log.route = policy::choose_route(&state.config, call, None)
+        .ok()
+        .filter(|_| call.path_route.is_some() || call.headers.contains_key(HEADER_ROUTE))
         .map(|r| r.name.clone());
     let request = ChatRequest::parse(body?)?;
+    // And a refused config under the route the model chose.
+    log.route = policy::choose_route(&state.config, call, Some(&request.model))
+        .ok()
+        .map(|r| r.name.clone());
     if state.request_log.as_ref().is_some_and(|l| l.bodies()) {
         log.prompt = Some(request.raw.clone());
     }

@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 
 use crate::auth::Principal;
-use crate::config::{Config, DEFAULT_ROUTE, RetryConfig, RouteCacheConfig, RouteConfig};
+use crate::config::{Config, DEFAULT_ROUTE, RouteCacheConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{
     HEADER_CACHE_NAMESPACE, HEADER_CONFIG, HEADER_FORCE_REFRESH, HEADER_ROUTE, HEADER_VIRTUAL_KEY,
@@ -94,8 +94,6 @@ pub struct PortkeyHeaders {
     pub namespace: String,
     /// `x-portkey-cache-force-refresh: true`.
     pub force_refresh: bool,
-    /// `x-deja-route`.
-    pub route: Option<String>,
 }
 
 impl PortkeyHeaders {
@@ -115,7 +113,6 @@ impl PortkeyHeaders {
             namespace: text(HEADER_CACHE_NAMESPACE).unwrap_or_default(),
             force_refresh: text(HEADER_FORCE_REFRESH)
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            route: text(HEADER_ROUTE),
         }
     }
 }
@@ -132,8 +129,6 @@ pub struct CallContext<'a> {
     pub headers: PortkeyHeaders,
     /// The saved config named: slug and version.
     pub saved: Option<(String, String)>,
-    /// Retry policy of the top of the plan.
-    pub retry: RetryConfig,
     /// Per-attempt timeout.
     pub timeout: Duration,
     /// Cache settings in force (caller's TTL capped).
@@ -176,20 +171,11 @@ pub async fn resolve<'a>(
 ) -> Result<CallContext<'a>, AppError> {
     let headers = PortkeyHeaders::parse(call.headers);
     let config = &state.config;
-    let route = match call.path_route.or(headers.route.as_deref()) {
-        Some(name) => config
-            .route(name)
-            .ok_or_else(|| AppError::UnknownRoute(name.to_owned()))?,
-        None => model.map_or_else(|| default_route(config), |m| route_for_model(config, m)),
-    };
+    let route = choose_route(config, call, model)?;
     let tenant = principal
         .as_ref()
         .map_or_else(String::new, |p| p.tenant.clone());
-    let (request, version) = saved::resolve(state, &tenant, headers.config.as_deref()).await?;
-    let saved = version.map(|v| {
-        let slug = headers.config.as_deref().unwrap_or_default();
-        (slug.split('@').next().unwrap_or(slug).to_owned(), v)
-    });
+    let (request, saved) = saved::resolve(state, &tenant, headers.config.as_deref()).await?;
     let retry = request.retry_over(&route.retry)?;
     let timeout = request
         .timeout()
@@ -205,7 +191,7 @@ pub async fn resolve<'a>(
         None => None,
     };
     let plan = plan::Resolver::new(state, route, &tenant)
-        .resolve(&request, opened.as_deref(), timeout)
+        .resolve(&request, opened.as_deref(), (retry, timeout))
         .await?;
     let may_refresh = route.cache.allow_force_refresh
         || principal
@@ -220,13 +206,30 @@ pub async fn resolve<'a>(
         tenant,
         route,
         saved,
-        retry,
         timeout,
         cache,
         partition_scope,
         plan,
         headers,
     })
+}
+
+/// The route a call goes to: named by path or `x-deja-route`, else the first whose `models`
+/// match `model`, else `default`.
+pub fn choose_route<'c>(
+    config: &'c Config,
+    call: &Call<'_>,
+    model: Option<&str>,
+) -> Result<&'c RouteConfig, AppError> {
+    let named = call
+        .path_route
+        .or_else(|| call.headers.get(HEADER_ROUTE)?.to_str().ok());
+    match named.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => config
+            .route(name)
+            .ok_or_else(|| AppError::UnknownRoute(name.to_owned())),
+        None => Ok(model.map_or_else(|| default_route(config), |m| route_for_model(config, m))),
+    }
 }
 
 /// First route, in file order, with a `models` glob matching `model`; else `default`.

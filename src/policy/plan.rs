@@ -187,7 +187,7 @@ impl<'a> Resolver<'a> {
         mut self,
         request: &RequestConfig,
         header_key: Option<&OpenedKey>,
-        timeout: Duration,
+        (retry, timeout): (RetryConfig, Duration),
     ) -> Result<Plan, AppError> {
         let config = &self.state.config;
         let operator = self
@@ -212,7 +212,8 @@ impl<'a> Resolver<'a> {
             (request, false)
         };
         let base = Inherited {
-            retry: top.retry_over(&self.route.retry)?,
+            // The top's retry is the request's over the route's (a route plan's top has none).
+            retry,
             timeout,
             credential: operator,
             base_url: config.upstream.base_url.clone(),

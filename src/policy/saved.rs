@@ -36,7 +36,7 @@ pub struct OpenedKey {
 
 /// Saved configs and virtual keys recently read, by tenant and slug.
 pub struct SavedConfigs {
-    recent: moka::sync::Cache<(String, String), Arc<(RequestConfig, String)>>,
+    recent: moka::sync::Cache<(String, String), Arc<(RequestConfig, (String, String))>>,
     keys: moka::sync::Cache<(String, String), Arc<OpenedKey>>,
 }
 
@@ -55,12 +55,13 @@ impl Default for SavedConfigs {
     }
 }
 
-/// The per-request config the header asks for, and the saved version it came from.
+/// The per-request config the header asks for, and the saved config it came from (slug and
+/// version).
 pub async fn resolve(
     state: &AppState,
     tenant: &str,
     header: Option<&str>,
-) -> Result<(RequestConfig, Option<String>), AppError> {
+) -> Result<(RequestConfig, Option<(String, String)>), AppError> {
     let Some(raw) = header
         .map(str::trim)
         .filter(|h| !h.is_empty() && !h.starts_with('{'))
@@ -71,10 +72,7 @@ pub async fn resolve(
     if let Some(hit) = state.saved_configs.recent.get(&cache_key) {
         return Ok((hit.0.clone(), Some(hit.1.clone())));
     }
-    let (slug, version) = match raw.split_once('@') {
-        Some((slug, version)) => (slug, Some(version)),
-        None => (raw, None),
-    };
+    let (slug, version) = split_version(raw);
     let saved = match state.store.config(tenant, slug, version).await {
         Ok(saved) => saved,
         Err(StoreError::NotFound(_)) => {
@@ -89,11 +87,20 @@ pub async fn resolve(
         )));
     }
     let config = validated(&body)?;
-    state.saved_configs.recent.insert(
-        cache_key,
-        Arc::new((config.clone(), saved.version_id.clone())),
-    );
-    Ok((config, Some(saved.version_id)))
+    let named = (slug.to_owned(), saved.version_id);
+    state
+        .saved_configs
+        .recent
+        .insert(cache_key, Arc::new((config.clone(), named.clone())));
+    Ok((config, Some(named)))
+}
+
+/// `SLUG@VERSION_ID` split, or `SLUG` alone.
+pub fn split_version(named: &str) -> (&str, Option<&str>) {
+    match named.split_once('@') {
+        Some((slug, version)) => (slug, Some(version)),
+        None => (named, None),
+    }
 }
 
 /// A config body checked with the same schema and rules as the inline header.

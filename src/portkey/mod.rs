@@ -74,9 +74,6 @@ pub struct RequestConfig {
     /// Slug of the virtual key whose provider credential the call uses.
     #[serde(default)]
     pub virtual_key: Option<String>,
-    /// The `Authorization` value resolved from the virtual key (never from the JSON).
-    #[serde(skip)]
-    pub provider_auth: Option<http::HeaderValue>,
     /// `strategy`, `targets` and the other fields of a target node.
     #[serde(flatten)]
     pub targets_fields: TargetFields,
@@ -293,6 +290,40 @@ mod tests {
         );
         let cfg = RequestConfig::parse(Some(r#"{"cache":{"max_age":0}}"#)).unwrap();
         assert!(cfg.cache_over(&RouteCacheConfig::default()).is_err());
+    }
+
+    #[test]
+    fn a_callers_ttl_is_cut_to_the_routes_cap_and_nonsense_refused() {
+        let route = RouteCacheConfig {
+            ttl: Duration::from_secs(600),
+            ..RouteCacheConfig::default()
+        };
+        let long = RequestConfig::parse(Some(r#"{"cache":{"max_age":86400}}"#)).unwrap();
+        assert_eq!(
+            long.cache_over(&route).unwrap().ttl,
+            Duration::from_secs(600)
+        );
+        let capped = RouteCacheConfig {
+            max_ttl: Some(Duration::from_secs(7200)),
+            ..route.clone()
+        };
+        assert_eq!(
+            long.cache_over(&capped).unwrap().ttl,
+            Duration::from_secs(7200)
+        );
+        let short = RequestConfig::parse(Some(r#"{"cache":{"ttl":60}}"#)).unwrap();
+        assert_eq!(
+            short.cache_over(&route).unwrap().ttl,
+            Duration::from_secs(60)
+        );
+        let huge =
+            RequestConfig::parse(Some(&format!(r#"{{"cache":{{"max_age":{}}}}}"#, u64::MAX)))
+                .unwrap();
+        let err = huge.cache_over(&route).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.max_age must be within 1..=31536000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -145,7 +145,8 @@ impl RequestConfig {
         }
     }
 
-    /// A route's plan with the request's own retry, timeout and credential laid over its top.
+    /// A route's plan with the request's own retry and timeout laid over its top (its hosts and
+    /// credentials stay the operator's).
     pub fn with_request(&self, request: &RequestConfig) -> RequestConfig {
         let mut plan = self.clone();
         if request.retry.is_some() {
@@ -153,9 +154,6 @@ impl RequestConfig {
         }
         if request.request_timeout.is_some() {
             plan.request_timeout = request.request_timeout;
-        }
-        if request.provider_auth.is_some() {
-            plan.provider_auth.clone_from(&request.provider_auth);
         }
         plan
     }

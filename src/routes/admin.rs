@@ -122,14 +122,8 @@ pub(super) async fn get_config(
     Path(slug): Path<String>,
     admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
-    let (slug, version) = match slug.split_once('@') {
-        Some((s, v)) => (s.to_owned(), Some(v.to_owned())),
-        None => (slug, None),
-    };
-    let saved = state
-        .store
-        .config(&admin.tenant, &slug, version.as_deref())
-        .await?;
+    let (slug, version) = crate::policy::saved::split_version(&slug);
+    let saved = state.store.config(&admin.tenant, slug, version).await?;
     Ok(Json(config_json(&state, &saved)))
 }
 
