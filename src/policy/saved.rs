@@ -34,9 +34,12 @@ pub struct OpenedKey {
     pub auth: HeaderValue,
 }
 
+/// A saved config as resolved, with its slug and version.
+type Resolved = Arc<(RequestConfig, (String, String))>;
+
 /// Saved configs and virtual keys recently read, by tenant and slug.
 pub struct SavedConfigs {
-    recent: moka::sync::Cache<(String, String), Arc<(RequestConfig, (String, String))>>,
+    recent: moka::sync::Cache<(String, String), Resolved>,
     keys: moka::sync::Cache<(String, String), Arc<OpenedKey>>,
 }
 
