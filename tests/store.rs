@@ -247,3 +247,56 @@ async fn postgres_database() {
     let db = postgres::PgDatabase::create().await;
     exercise(&Store::connect_lazy(&db.url).unwrap()).await;
 }
+
+/// A SQLite store written by the release before tenant walls (configs with versions, virtual
+/// keys) migrates without losing a row.
+#[tokio::test]
+async fn a_populated_store_from_before_tenant_walls_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).unwrap();
+    for entry in std::fs::read_dir("migrations/sqlite").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "20261201150000" {
+            std::fs::copy(&path, old.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO configs (id, slug, name, tenant, created_at, updated_at) VALUES ('cfg_1', 'pc-old', 'old', 'acme', 1, 2)",
+        "INSERT INTO config_versions (id, config_id, seq, body, created_at) VALUES ('ver_1', 'cfg_1', 1, '{\"retry\":{\"attempts\":1}}', 1)",
+        "INSERT INTO config_versions (id, config_id, seq, body, created_at) VALUES ('ver_2', 'cfg_1', 2, '{\"retry\":{\"attempts\":2}}', 2)",
+        "INSERT INTO virtual_keys (id, slug, name, provider, sealed, masked, note, tenant, created_at, updated_at) VALUES ('vk_1', 'yi-1a2b3c', 'yi', 'lingyi', 'ab', 'sk-1****2345', '', 'acme', 1, 1)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    let config = store.config("acme", "pc-old", None).await.unwrap();
+    assert_eq!(config.config["retry"]["attempts"], 2);
+    assert_eq!(store.config_versions("acme", "pc-old").await.unwrap().len(), 2);
+    let key = store.virtual_key("acme", "yi-1a2b3c").await.unwrap();
+    assert!(key.hosts.is_empty());
+    // The walls hold on migrated rows too.
+    assert!(matches!(
+        store.config("globex", "pc-old", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .create_config("globex", "theirs", Some("pc-old"), &json!({}))
+        .await
+        .unwrap();
+}
