@@ -184,11 +184,12 @@ impl axum::extract::FromRequestParts<AppState> for AdminCaller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let principal = admin(state, &parts.headers)?;
-        let named = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|pair| pair.strip_prefix("tenant="))
-                .map(str::to_owned)
-        });
+        let named =
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                &parts.uri,
+            )
+            .ok()
+            .and_then(|axum::extract::Query(mut q)| q.remove("tenant"));
         let tenant = match named {
             Some(t) if principal.scope == Scope::Operator && !t.is_empty() => t,
             _ => principal.tenant.clone(),

@@ -287,7 +287,10 @@ async fn a_populated_store_from_before_tenant_walls_migrates() {
     store.migrate().await.unwrap();
     let config = store.config("acme", "pc-old", None).await.unwrap();
     assert_eq!(config.config["retry"]["attempts"], 2);
-    assert_eq!(store.config_versions("acme", "pc-old").await.unwrap().len(), 2);
+    assert_eq!(
+        store.config_versions("acme", "pc-old").await.unwrap().len(),
+        2
+    );
     let key = store.virtual_key("acme", "yi-1a2b3c").await.unwrap();
     assert!(key.hosts.is_empty());
     // The walls hold on migrated rows too.

@@ -15,6 +15,8 @@ const IGNORED: &[&str] = &[
     "current_page",
     "order_by",
     "order_by_type",
+    // An operator's choice of tenant, read by the `AdminCaller` extractor.
+    "tenant",
 ];
 /// Portkey filters on data deja does not record.
 const UNSUPPORTED: &[&str] = &[

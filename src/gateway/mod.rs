@@ -214,6 +214,7 @@ async fn forward(
     let run = strategy::Ctx {
         state,
         route: ctx.route,
+        caller_plan: ctx.plan.caller,
         path,
         body,
         stream,

@@ -20,6 +20,8 @@ use crate::upstream::{UpstreamCall, UpstreamError};
 pub(super) struct Ctx<'a> {
     pub state: &'a AppState,
     pub route: &'a RouteConfig,
+    /// The plan came from the caller: its target paths are not metric labels.
+    pub caller_plan: bool,
     pub path: &'static str,
     pub body: Option<Bytes>,
     pub stream: bool,
@@ -36,7 +38,9 @@ pub(super) async fn run(
 ) -> Result<GatewayResponse, AppError> {
     let (result, target, index) = node(ctx, &plan.root, String::new(), 0, log).await;
     let mut response = result?;
-    ctx.state.metrics.target_answer(&ctx.route.name, &target);
+    ctx.state
+        .metrics
+        .target_answer(&ctx.route.name, metric_label(ctx, &target));
     log.target = Some(target.clone());
     response.target = Some((index, target));
     Ok(response)
@@ -132,13 +136,28 @@ fn allowed(ctx: &Ctx<'_>, child: &Child) -> bool {
 async fn tried(ctx: &Ctx<'_>, child: &Child, log: &mut RequestLog) -> Outcome {
     let outcome = node(ctx, &child.node, child.path.clone(), child.index, log).await;
     if let Some((key, cb)) = &child.breaker {
-        let ok = matches!(&outcome.0, Ok(r) if r.answer.status.is_success());
-        let label = (ctx.route.name.as_str(), child.path.as_str());
+        // Only the target's own failures count: a 4xx the caller's request caused (a bad
+        // parameter) must not let one caller open a breaker others rely on.
+        let ok = match &outcome.0 {
+            Ok(r) => {
+                let status = r.answer.status;
+                !(status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS)
+            }
+            Err(AppError::Upstream { .. }) => false,
+            Err(_) => true,
+        };
+        let label = (ctx.route.name.as_str(), metric_label(ctx, &child.path));
         ctx.state
             .breakers
             .record(key, label, *cb, ok, &ctx.state.metrics);
     }
     outcome
+}
+
+/// A target's metric label: its path in a route's plan; `caller` for a caller's own targets,
+/// whose paths are theirs to choose (and would grow `/metrics` without bound).
+fn metric_label<'p>(ctx: &Ctx<'_>, path: &'p str) -> &'p str {
+    if ctx.caller_plan { "caller" } else { path }
 }
 
 fn all_open() -> AppError {
@@ -197,7 +216,7 @@ pub(super) async fn leaf(
 }
 
 /// The request body with `params` laid over its top-level fields.
-fn with_params(raw: &Bytes, params: &Map<String, Value>) -> Result<Bytes, AppError> {
+pub(super) fn with_params(raw: &Bytes, params: &Map<String, Value>) -> Result<Bytes, AppError> {
     let mut body: Value =
         serde_json::from_slice(raw).map_err(|e| AppError::InvalidJson(e.to_string()))?;
     if let Some(object) = body.as_object_mut() {

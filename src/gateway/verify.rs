@@ -89,6 +89,11 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
     let Some(target) = &sample.target else {
         return "error";
     };
+    // The same body the target would have been sent (its override_params laid over).
+    let Ok(body) = super::strategy::with_params(&Bytes::from(request.to_string()), &target.params)
+    else {
+        return "error";
+    };
     // One try: verification is a measurement, not worth retries on the provider's bill.
     let retry = RetryConfig {
         attempts: 0,
@@ -99,7 +104,7 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
         .send(UpstreamCall {
             route: &sample.route,
             path: "/chat/completions",
-            body: Some(Bytes::from(request.to_string())),
+            body: Some(body),
             stream: false,
             timeout: target.timeout,
             retry: &retry,

@@ -25,7 +25,8 @@ pub enum HostRefusal {
     Internal(String),
 }
 
-/// Scheme, host (lowercase, no brackets) and port of a URL: what "the same place" means.
+/// Scheme, host (lowercase, no brackets), port and path of a base URL: where deja connects, and
+/// under which path a credential may be used.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// `http` or `https`.
@@ -34,6 +35,8 @@ pub struct Origin {
     pub host: String,
     /// Port, explicit or the scheme's.
     pub port: u16,
+    /// Path, dot segments resolved, without a trailing `/`.
+    pub path: String,
 }
 
 impl Origin {
@@ -48,7 +51,9 @@ impl Origin {
         let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
             return Err(HostRefusal::Malformed);
         };
-        if !ok {
+        // Dot segments could walk a path out from under the prefix a credential is bound to.
+        let lower = url.to_ascii_lowercase();
+        if !ok || lower.contains("/..") || lower.contains("%2e") {
             return Err(HostRefusal::Malformed);
         }
         Ok(Self {
@@ -58,7 +63,19 @@ impl Origin {
                 .trim_end_matches(']')
                 .to_ascii_lowercase(),
             port,
+            path: parsed.path().trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// Whether `other` is this base URL or below it (same scheme, host and port; a path under
+    /// this one, segment by segment): where a credential bound here may go.
+    pub fn covers(&self, other: &Origin) -> bool {
+        let under = other.path == self.path
+            || other
+                .path
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        self.scheme == other.scheme && self.host == other.host && self.port == other.port && under
     }
 }
 
@@ -77,18 +94,29 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
                 || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
                 || a >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            // NAT64 (64:ff9b::/96) and IPv4-compatible forms carry an IPv4 address to check.
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
+                let [.., a, b, c, d] = v6.octets();
+                if !v6.is_loopback() && !v6.is_unspecified() {
+                    return is_internal(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+                }
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed)
+                || first == 0x2002 // 6to4 carries an IPv4 address that may be internal
         }
     }
 }
@@ -99,6 +127,8 @@ pub struct HostPolicy {
     rules: Vec<HostRule>,
     listed_ips: HashSet<IpAddr>,
     upstream: Option<Origin>,
+    /// Every base URL the operator configured.
+    operator: Vec<Origin>,
 }
 
 impl HostPolicy {
@@ -116,6 +146,7 @@ impl HostPolicy {
             rules,
             listed_ips,
             upstream: Origin::of(&config.upstream.base_url).ok(),
+            operator: operator_origins(config),
         }
     }
 
@@ -132,9 +163,16 @@ impl HostPolicy {
             return Ok(origin);
         }
         if let Ok(ip) = origin.host.parse::<IpAddr>()
-            && !self.may_connect(ip)
+            && is_internal(ip)
+            && !self.listed_ips.contains(&ip)
         {
             return Err(HostRefusal::Internal(origin.host));
+        }
+        // The resolver trusts the operator's names wherever they point; a caller may use such a
+        // name only where the operator does (its port), never to reach its other ports.
+        let is_name = origin.host.parse::<IpAddr>().is_err();
+        if is_name && self.operator.iter().any(|o| o.host == origin.host) {
+            return Err(HostRefusal::NotAllowed(origin.host));
         }
         if !self
             .rules
@@ -145,15 +183,10 @@ impl HostPolicy {
         }
         Ok(origin)
     }
-
-    /// Whether a resolved address of a name the operator did not configure may be used.
-    fn may_connect(&self, ip: IpAddr) -> bool {
-        !is_internal(ip) || self.listed_ips.contains(&ip)
-    }
 }
 
-/// The hosts of every URL the operator configured: trusted to resolve anywhere.
-pub fn operator_hosts(config: &Config) -> HashSet<String> {
+/// Every base URL the operator configured: `[upstream]` and the routes' targets.
+fn operator_origins(config: &Config) -> Vec<Origin> {
     let mut urls: Vec<String> = vec![config.upstream.base_url.clone()];
     for route in &config.routes {
         for target in route.plan.iter() {
@@ -168,26 +201,24 @@ pub fn operator_hosts(config: &Config) -> HashSet<String> {
             });
         }
     }
-    urls.iter()
-        .filter_map(|u| Origin::of(u).ok())
-        .map(|o| o.host)
-        .collect()
+    urls.iter().filter_map(|u| Origin::of(u).ok()).collect()
 }
 
 /// reqwest's resolver for deja's client: names the operator configured resolve as usual; any
-/// other name (one a caller chose from the allow-list) may only resolve to public addresses or
-/// to internal ones listed as IPs.
+/// other name (one a caller chose from the allow-list) may only resolve to public addresses. An
+/// internal address a caller may reach is listed as an IP and named as one.
 pub struct GuardedResolver {
     trusted: HashSet<String>,
-    policy: HostPolicy,
 }
 
 impl GuardedResolver {
-    /// For `config`'s operator hosts and allow-list.
+    /// For `config`'s operator hosts.
     pub fn new(config: &Config) -> Arc<Self> {
         Arc::new(Self {
-            trusted: operator_hosts(config),
-            policy: HostPolicy::new(config),
+            trusted: operator_origins(config)
+                .into_iter()
+                .map(|o| o.host)
+                .collect(),
         })
     }
 
@@ -197,10 +228,7 @@ impl GuardedResolver {
         if self.trusted.contains(&host.to_ascii_lowercase()) {
             return Ok(found);
         }
-        Ok(found
-            .into_iter()
-            .filter(|a| self.policy.may_connect(a.ip()))
-            .collect())
+        Ok(found.into_iter().filter(|a| !is_internal(a.ip())).collect())
     }
 }
 
@@ -208,7 +236,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let this = Self {
             trusted: self.trusted.clone(),
-            policy: self.policy.clone(),
         };
         Box::pin(async move {
             let host = name.as_str().to_owned();
@@ -291,5 +318,18 @@ mod tests {
         }
         let wild_ip = policy("[security]\nallowed_hosts = [\"*.nip.example\"]\n");
         assert!(wild_ip.check_caller("http://10.0.0.1/", &[]).is_err());
+        // An operator's name is the operator's: a caller may not take it to another port.
+        let config = Config::from_toml_with_env(
+            "[upstream]\nbase_url = \"http://localhost:9/v1\"\n[security]\nallowed_hosts = [\"localhost\"]\n",
+            "t",
+            &[],
+        )
+        .unwrap();
+        let local = HostPolicy::new(&config);
+        assert!(local.check_caller("http://localhost:9/v1", &[]).is_ok());
+        assert_eq!(
+            local.check_caller("http://localhost:10/v1", &[]),
+            Err(HostRefusal::NotAllowed("localhost".into()))
+        );
     }
 }

@@ -36,6 +36,9 @@ pub enum Denied {
         "{0} may not be sent to {1}: a credential goes only to its provider's host, the hosts listed on it, or [upstream]"
     )]
     Credential(String, String),
+    /// More targets than a caller's config may name.
+    #[error("x-portkey-config: targets: a config may name at most {0} targets in all")]
+    TooManyTargets(usize),
     /// A `cb_config.cooldown` above `[security] max_breaker_cooldown`.
     #[error("x-portkey-config: {0} must be at most {1} ms ([security] max_breaker_cooldown)")]
     Cooldown(String, u128),
@@ -48,6 +51,7 @@ impl Denied {
             Self::Host(..) => "host_not_allowed",
             Self::Credential(..) => "credential_not_allowed",
             Self::Cooldown(..) => "cooldown_too_long",
+            Self::TooManyTargets(_) => "too_many_targets",
         }
     }
 }
@@ -177,11 +181,18 @@ pub async fn resolve<'a>(
         .map_or_else(String::new, |p| p.tenant.clone());
     let (request, saved) = saved::resolve(state, &tenant, headers.config.as_deref()).await?;
     let retry = request.retry_over(&route.retry)?;
-    let timeout = request
-        .timeout()
-        .or(route.timeout)
-        .unwrap_or(config.upstream.timeout);
-    let cache = request.cache_over(&route.cache)?;
+    // A caller may shorten the route's timeout, not stretch it.
+    let most = route.timeout.unwrap_or(config.upstream.timeout);
+    let timeout = request.timeout().map_or(most, |t| t.min(most));
+    let mut cache = request.cache_over(&route.cache)?;
+    if route.cache.shared {
+        // A shared route serves other tenants' answers: a caller may raise the bar, not lower it.
+        let floor = route
+            .cache
+            .similarity_threshold
+            .unwrap_or_else(|| config.embedding.model.default_threshold());
+        cache.similarity_threshold = cache.similarity_threshold.map(|t| t.max(floor));
+    }
     let named_key = headers
         .virtual_key
         .as_deref()

@@ -102,6 +102,8 @@ pub struct Plan {
     pub root: Node,
     /// Whether the plan came from `strategy`/`targets` (its answers name their target).
     pub strategic: bool,
+    /// Whether the caller wrote it (not the operator's route).
+    pub caller: bool,
     /// Hash of what may produce the answer (hosts, credentials' ids, parameters, modes): part
     /// of the cache partition.
     pub producer: String,
@@ -151,7 +153,13 @@ pub(super) struct Resolver<'a> {
     own_hosts: Vec<Origin>,
     virtual_keys: Vec<String>,
     producer: Sha256,
+    /// Targets resolved so far.
+    leaves: usize,
 }
+
+/// Most targets a caller's config may name: each may cost `retry.attempts + 1` upstream calls on
+/// a key others share.
+pub const MAX_CALLER_TARGETS: usize = 16;
 
 impl<'a> Resolver<'a> {
     pub fn new(state: &'a AppState, route: &'a RouteConfig, tenant: &'a str) -> Self {
@@ -178,6 +186,7 @@ impl<'a> Resolver<'a> {
             own_hosts,
             virtual_keys: Vec::new(),
             producer: Sha256::new(),
+            leaves: 0,
         }
     }
 
@@ -225,6 +234,7 @@ impl<'a> Resolver<'a> {
         Ok(Plan {
             root,
             strategic,
+            caller: self.author == Author::Caller,
             producer: hex(&self.producer.finalize()),
             virtual_keys: self.virtual_keys,
         })
@@ -273,7 +283,8 @@ impl<'a> Resolver<'a> {
                 out.retry = config.retry_over(&self.route.retry)?;
             }
             if let Some(ms) = config.request_timeout.filter(|ms| *ms > 0) {
-                out.timeout = Duration::from_millis(ms);
+                // A caller may shorten a wait, not hold the route's slots longer.
+                out.timeout = Duration::from_millis(ms).min(self.timeout_cap());
             }
             let mut given = given;
             if let Some(key) = &fields.api_key {
@@ -334,6 +345,10 @@ impl<'a> Resolver<'a> {
                 out.breaker = Some(cb);
             }
             let Some(children) = fields.targets.as_ref().filter(|t| !t.is_empty()) else {
+                self.leaves += 1;
+                if self.author == Author::Caller && self.leaves > MAX_CALLER_TARGETS {
+                    return Err(Denied::TooManyTargets(MAX_CALLER_TARGETS).into());
+                }
                 return Ok(Node::Leaf(self.leaf(&out)));
             };
             let mode = fields
@@ -376,6 +391,12 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    fn timeout_cap(&self) -> Duration {
+        self.route
+            .timeout
+            .unwrap_or(self.state.config.upstream.timeout)
+    }
+
     fn inline_key(&self, key: &str) -> Result<Credential, AppError> {
         let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
             AppError::InvalidField {
@@ -397,8 +418,8 @@ impl<'a> Resolver<'a> {
         let Some(to) = to else { return false };
         match &credential.binding {
             Binding::Anywhere => true,
-            Binding::Operator => self.hosts.upstream() == Some(to),
-            Binding::Hosts(bound) => bound.contains(to),
+            Binding::Operator => self.hosts.upstream().is_some_and(|u| u.covers(to)),
+            Binding::Hosts(bound) => bound.iter().any(|b| b.covers(to)),
         }
     }
 

@@ -53,6 +53,12 @@ fn config_json(state: &AppState, c: &SavedConfig) -> Value {
 
 /// A config body checked like the inline header, with its inline `api_key`s sealed for storing.
 fn sealed_config(state: &AppState, config: &Value) -> Result<Value, AppError> {
+    if seal::has_masked_inline_key(config) {
+        return Err(AppError::InvalidField {
+            param: "config",
+            message: "an api_key is a masked value as shown by GET; send the key itself".to_owned(),
+        });
+    }
     let mut opened = config.clone();
     if !seal::open_inline_keys(state.sealer.as_deref(), &mut opened) {
         return Err(AppError::InvalidField {

@@ -90,6 +90,17 @@ pub fn seal_inline_keys(sealer: Option<&Sealer>, config: &mut serde_json::Value)
     })
 }
 
+/// Whether a config holds an inline `api_key` that is a mask as shown (`sk-1****cdef`): a
+/// config read back and saved again must not replace the key with its mask.
+pub fn has_masked_inline_key(config: &serde_json::Value) -> bool {
+    let mut found = false;
+    each_inline_key(&mut config.clone(), &mut |key| {
+        found |= key.contains("****");
+        true
+    });
+    found
+}
+
 /// Opens every sealed inline `api_key` of a stored config for use; `false` when one cannot be
 /// opened.
 pub fn open_inline_keys(sealer: Option<&Sealer>, config: &mut serde_json::Value) -> bool {

@@ -136,6 +136,8 @@ impl Forwarder {
         let client = reqwest::Client::builder()
             // A redirect would take deja to a host no policy checked.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve names where the guard cannot see.
+            .no_proxy()
             .dns_resolver(resolver)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)

@@ -422,3 +422,89 @@ async fn a_callers_breaker_cannot_open_the_routes_own() {
         assert_eq!(r.status, 200, "{}", r.json);
     }
 }
+
+#[tokio::test]
+async fn a_callers_bad_requests_cannot_open_the_routes_breaker() {
+    let s = scene(
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n\
+         [routes.strategy]\nmode = \"fallback\"\n[[routes.targets]]\ncustom_host = \"PROVIDER\"\n\
+         cb_config = { failure_threshold = 2, cooldown = 60000 }\n",
+    )
+    .await;
+    s.provider
+        .script([Scripted::status(400), Scripted::status(400)]);
+    for _ in 0..2 {
+        assert_eq!(
+            s.chat(&s.globex.inference, &[], "bad parameter")
+                .await
+                .status,
+            400
+        );
+    }
+    let r = s.chat(&s.acme.inference, &[], "fine").await;
+    assert_eq!(
+        r.status, 200,
+        "a 4xx the caller caused is not the target's failure: {}",
+        r.json
+    );
+}
+
+#[tokio::test]
+async fn a_config_cannot_fan_out_without_bound() {
+    let s = scene("").await;
+    let targets: Vec<_> = (0..17).map(|_| json!({})).collect();
+    let config = json!({"strategy": {"mode": "fallback"}, "targets": targets}).to_string();
+    let r = s
+        .chat(&s.globex.inference, &[("x-portkey-config", &config)], "fan")
+        .await;
+    assert_eq!(
+        (r.status, code(&r.json)),
+        (400, "too_many_targets"),
+        "{}",
+        r.json
+    );
+    assert_eq!(s.provider.calls(), 0);
+}
+
+#[tokio::test]
+async fn the_operator_key_stays_under_its_base_path() {
+    let s = scene("").await;
+    // The provider's own host and port, another path (another account behind one gateway).
+    let other_path = s.provider.url.replace("/v1", "/attacker-account/gw");
+    let config = json!({"custom_host": other_path}).to_string();
+    let r = s
+        .chat(
+            &s.globex.inference,
+            &[("x-portkey-config", &config)],
+            "path",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let sent = s.provider.received().pop().unwrap();
+    assert_eq!(sent.path, "/attacker-account/gw/chat/completions");
+    assert!(
+        sent.headers.get("authorization").is_none(),
+        "the key is bound to /v1"
+    );
+}
+
+#[tokio::test]
+async fn a_callers_target_paths_are_not_metric_labels() {
+    let s = scene("[security]\nallowed_hosts = [\"ATTACKER\"]\n").await;
+    let deep = json!({"strategy": {"mode": "loadbalance"}, "targets": [
+        {"strategy": {"mode": "loadbalance"}, "targets": [{"custom_host": evil(&s)}]}]})
+    .to_string();
+    let r = s
+        .chat(&s.globex.inference, &[("x-portkey-config", &deep)], "label")
+        .await;
+    assert_eq!(r.status, 200);
+    let text = s.gw.scrape_metrics_as(&s.operator).await;
+    assert!(
+        !text.contains("targets[0].targets[0]"),
+        "a caller's path became a series"
+    );
+    assert_eq!(
+        metric(&text, "deja_target_answers_total", &[("target", "caller")]),
+        Some(1.0)
+    );
+}

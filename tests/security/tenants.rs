@@ -143,6 +143,16 @@ async fn inline_keys_in_saved_configs_are_sealed_and_shown_masked() {
         )
         .await;
     assert!(!versions.to_string().contains(INLINE_SECRET));
+    // Saving back what GET showed must not replace the key with its mask.
+    let (status, refused) = s
+        .admin(
+            Method::PUT,
+            "/v1/configs/pc-keyed",
+            &s.acme.admin,
+            Some(json!({"config": shown["config"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
     let stored = s.store.config("acme", "pc-keyed", None).await.unwrap();
     assert!(
         !stored.config.to_string().contains(INLINE_SECRET),
@@ -186,6 +196,16 @@ async fn an_operator_sees_across_tenants_and_admins_do_not() {
         )
         .await;
     assert_eq!((status, one["tenant"].as_str()), (200, Some("globex")));
+    let (status, summary) = s
+        .admin(
+            Method::GET,
+            "/v1/analytics/summary/cache?time_of_generation_min=2000-01-01T00:00:00Z\
+             &time_of_generation_max=2100-01-01T00:00:00Z&tenant=acme",
+            &s.operator,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{summary}");
     // An admin naming another tenant still acts in its own.
     let (status, _) = s
         .admin(
