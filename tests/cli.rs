@@ -100,7 +100,11 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    // Its own working directory: the default store (deja.db) is created there, never shared
+    // with another run.
+    let dir = tempfile::tempdir().unwrap();
     let mut child = deja()
+        .current_dir(dir.path())
         .args(["serve", "--log-format", "json"])
         .env("DEJA__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("DEJA__UPSTREAM__BASE_URL", &upstream.url)
