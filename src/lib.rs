@@ -21,6 +21,7 @@ pub mod portkey;
 pub mod redact;
 pub mod reqlog;
 pub mod request;
+pub mod request_id;
 pub mod routes;
 mod server;
 pub mod starting;

@@ -95,10 +95,12 @@ async fn fallback_moves_on_after_a_503_and_a_refused_connection() {
     );
     assert_eq!(b.calls(), 2);
     let metrics = gw.scrape_metrics().await;
-    let answered = [("route", "default"), ("target", "targets[1]")];
+    // A caller's own targets are counted under `caller` (their paths are the caller's to pick):
+    // b's two answers and a's final 503.
+    let answered = [("route", "default"), ("target", "caller")];
     assert_eq!(
         metric(&metrics, "deja_target_answers_total", &answered),
-        Some(2.0)
+        Some(3.0)
     );
 }
 
@@ -134,14 +136,20 @@ async fn a_circuit_opens_after_failures_and_closes_after_a_good_probe() {
         Upstream::spawn().await,
         Upstream::spawn().await,
     );
+    // The route's own targets: their circuits are exported by path.
     let gw = Gateway::spawn(config(
         &default.url,
-        "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n",
+        &format!(
+            "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n\
+             [routes.retry]\nattempts = 0\n[routes.strategy]\nmode = \"fallback\"\n\
+             [[routes.targets]]\ncustom_host = \"{}\"\n\
+             cb_config = {{ failure_threshold = 2, cooldown = 300 }}\n\
+             [[routes.targets]]\ncustom_host = \"{}\"\n",
+            a.url, b.url
+        ),
     ))
     .await;
-    let plan = json!({"strategy": {"mode": "fallback"}, "retry": {"attempts": 0},
-        "cb_config": {"failure_threshold": 2, "cooldown": 300},
-        "targets": [{"custom_host": a.url}, {"custom_host": b.url}]});
+    let plan = json!({});
     a.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
     for i in 0..5 {
         assert_eq!(ask(&gw, &plan, &format!("q{i}")).await.0, 200);

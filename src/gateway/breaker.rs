@@ -48,11 +48,11 @@ impl Breakers {
     }
 
     /// Records how the target did; opens or closes its circuit. `(route, target)` label the
-    /// metric.
+    /// gauge (`None`: a caller's own target, not exported).
     pub fn record(
         &self,
         key: &str,
-        (route, target): (&str, &str),
+        label: Option<(&str, &str)>,
         breaker: CircuitBreaker,
         ok: bool,
         metrics: &Metrics,
@@ -63,7 +63,9 @@ impl Breakers {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if ok {
             states.remove(key);
-            metrics.circuit(route, target, false);
+            if let Some((route, target)) = label {
+                metrics.circuit(route, target, false);
+            }
             return;
         }
         if states.len() >= MAX_TRACKED && !states.contains_key(key) {
@@ -78,7 +80,9 @@ impl Breakers {
         if state.probing || state.failures >= breaker.failure_threshold {
             state.open_until = Some(Instant::now() + Duration::from_millis(breaker.cooldown));
             state.probing = false;
-            metrics.circuit(route, target, true);
+            if let Some((route, target)) = label {
+                metrics.circuit(route, target, true);
+            }
         }
     }
 }

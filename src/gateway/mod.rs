@@ -114,6 +114,8 @@ impl GatewayResponse {
 
 #[derive(Default)]
 struct RequestLog {
+    /// The id deja gave the request (`x-request-id`): the log row's id.
+    request_id: Option<String>,
     route: Option<String>,
     model: Option<String>,
     attempts: u32,
@@ -141,7 +143,10 @@ pub async fn chat_completions(
     body: Result<Bytes, AppError>,
 ) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
-    let mut log = RequestLog::default();
+    let mut log = RequestLog {
+        request_id: crate::request_id::of(call.headers),
+        ..RequestLog::default()
+    };
     let mut result = chat_inner(state, &call, body, &mut log).await;
     finish(
         state,
@@ -228,7 +233,10 @@ async fn forward(
 /// `GET /v1/models`, passed through under the route's retry policy.
 pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
-    let mut log = RequestLog::default();
+    let mut log = RequestLog {
+        request_id: crate::request_id::of(call.headers),
+        ..RequestLog::default()
+    };
     let mut result = async {
         let principal = auth::caller(state, call.headers)?;
         log.tenant = principal.as_ref().map(|p| p.tenant.clone());
@@ -288,7 +296,10 @@ fn finish(
         });
         let pending = Pending {
             record: LogRecord {
-                id: format!("req_{}", crate::store::random_hex(8)),
+                id: log
+                    .request_id
+                    .clone()
+                    .unwrap_or_else(|| format!("req_{}", crate::store::random_hex(8))),
                 at: crate::store::now_ms(),
                 endpoint: endpoint.to_owned(),
                 route: route.to_owned(),

@@ -146,7 +146,7 @@ async fn tried(ctx: &Ctx<'_>, child: &Child, log: &mut RequestLog) -> Outcome {
             Err(AppError::Upstream { .. }) => false,
             Err(_) => true,
         };
-        let label = (ctx.route.name.as_str(), metric_label(ctx, &child.path));
+        let label = (!ctx.caller_plan).then_some((ctx.route.name.as_str(), child.path.as_str()));
         ctx.state
             .breakers
             .record(key, label, *cb, ok, &ctx.state.metrics);

@@ -23,15 +23,8 @@ use crate::state::AppState;
 use crate::upstream::AnswerBody;
 
 /// Every path deja serves.
-pub fn table() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
-        .route(
-            "/r/{route}/v1/chat/completions",
-            post(chat::completions_on_route),
-        )
-        .route("/v1/models", get(chat::models))
-        .route("/r/{route}/v1/models", get(chat::models_on_route))
+pub fn table(state: &AppState) -> Router<AppState> {
+    let control_plane = Router::new()
         .route(
             "/v1/configs",
             post(admin::create_config).get(admin::list_configs),
@@ -58,7 +51,16 @@ pub fn table() -> Router<AppState> {
         .route("/v1/analytics/cache", get(analytics::cache))
         .route("/v1/analytics/graphs/{name}", get(analytics::graph))
         .route("/v1/analytics/graphs/{group}/{name}", get(analytics::graph))
-        .route("/v1/analytics/summary/cache", get(analytics::cache_summary))
+        .route("/v1/analytics/summary/cache", get(analytics::cache_summary));
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route(
+            "/r/{route}/v1/chat/completions",
+            post(chat::completions_on_route),
+        )
+        .route("/v1/models", get(chat::models))
+        .route("/r/{route}/v1/models", get(chat::models_on_route))
+        .merge(admin_only(control_plane, state))
         .route("/dashboard", get(crate::dashboard::page))
         .route("/dashboard/app.js", get(crate::dashboard::script))
         .route("/dashboard/app.css", get(crate::dashboard::style))
@@ -68,6 +70,15 @@ pub fn table() -> Router<AppState> {
         // Last: it applies to the routes above (axum's own 405 has an empty body).
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+}
+
+/// `routes` refused (401, 403) to every key without admin or operator scope before any handler
+/// runs: a control-plane endpoint cannot be declared open by forgetting a check.
+pub fn admin_only(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.route_layer(axum::middleware::from_extractor_with_state::<
+        crate::auth::AdminCaller,
+        AppState,
+    >(state.clone()))
 }
 
 async fn not_found(uri: http::Uri) -> AppError {

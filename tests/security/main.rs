@@ -11,6 +11,7 @@
 mod common;
 
 mod attacks;
+mod layers;
 mod limits;
 mod property;
 mod scene;
