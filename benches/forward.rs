@@ -4,7 +4,9 @@
 //! private redis-server; the real model from models/).
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
-//! stream,semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS).
+//! stream,semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS,
+//! BENCH_BASELINE_BIN=path of another `deja` build, run after each scenario in the same harness
+//! so the two are compared side by side).
 //! The `soak` scenario (not run by default; BENCH_SOAK_SECS, default 180) asks a fixed pool of
 //! distinct questions for minutes and prints, every 10 s, throughput, p99, errors, the
 //! gateway's resident memory and its semantic entries: memory must stay flat once the entry
@@ -187,7 +189,7 @@ async fn load(
     report
 }
 
-fn spawn_gateway(upstream: &str, env: &[(&str, String)]) -> (Child, SocketAddr) {
+fn spawn_gateway(bin: &str, upstream: &str, env: &[(&str, String)]) -> (Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -195,7 +197,7 @@ fn spawn_gateway(upstream: &str, env: &[(&str, String)]) -> (Child, SocketAddr) 
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .current_dir(std::env::temp_dir())
         .env("DEJA__SERVER__LISTEN", addr.to_string())
@@ -252,7 +254,11 @@ fn models(rel: &str) -> String {
     format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The gateway under test: (binary, label suffix).
+type Build<'a> = (&'a str, &'a str);
+
 async fn scenario(
+    (bin, tag): Build<'_>,
     name: &str,
     stand_in: &upstream::Upstream,
     direct: &Report,
@@ -276,7 +282,7 @@ async fn scenario(
         "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
         models("lib/libonnxruntime.so"),
     ));
-    let (mut gateway, gw_addr) = spawn_gateway(&stand_in.url, &env);
+    let (mut gateway, gw_addr) = spawn_gateway(bin, &stand_in.url, &env);
     if name == "semantic" || name == "stream" {
         // Store the plain question (repeats are exact hits). A stream of it is then replayed from
         // that entry; its paraphrase hits the semantic tier.
@@ -288,7 +294,7 @@ async fn scenario(
     }
     for c in runs {
         let r = load(gw_addr, body, c, duration).await;
-        print(&format!("{label}, {c} conn"), &r);
+        print(&format!("{label}, {c} conn{tag}"), &r);
         if name == "stream" {
             println!(
                 "  time to first byte: p50 {:.3} ms, p99 {:.3} ms",
@@ -341,7 +347,7 @@ async fn soak(stand_in: &upstream::Upstream, conns: usize) {
             models("lib/libonnxruntime.so"),
         ),
     ];
-    let (mut gateway, addr) = spawn_gateway(&stand_in.url, &env);
+    let (mut gateway, addr) = spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
     let topics = [
         "refunds",
         "invoices",
@@ -407,7 +413,14 @@ fn main() {
         for name in scenarios.split(',') {
             match name.trim() {
                 "soak" => soak(&stand_in, conns).await,
-                name => scenario(name, &stand_in, &direct, conns, duration).await,
+                name => {
+                    let current = (env!("CARGO_BIN_EXE_deja"), "");
+                    scenario(current, name, &stand_in, &direct, conns, duration).await;
+                    if let Ok(baseline) = std::env::var("BENCH_BASELINE_BIN") {
+                        let build = (baseline.as_str(), " [baseline]");
+                        scenario(build, name, &stand_in, &direct, conns, duration).await;
+                    }
+                }
             }
         }
     });
