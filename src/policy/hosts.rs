@@ -332,4 +332,29 @@ mod tests {
             Err(HostRefusal::NotAllowed("localhost".into()))
         );
     }
+
+    #[test]
+    fn a_base_url_covers_its_own_path_and_below() {
+        let base = Origin::of("https://gw.example.com/v1/acct").unwrap();
+        for ok in [
+            "https://gw.example.com/v1/acct",
+            "https://gw.example.com/v1/acct/x/",
+        ] {
+            assert!(base.covers(&Origin::of(ok).unwrap()), "{ok}");
+        }
+        for no in [
+            "https://gw.example.com/v1/acct-evil",
+            "https://gw.example.com/v1/other",
+            "http://gw.example.com/v1/acct",
+            "https://gw.example.com:8443/v1/acct",
+        ] {
+            assert!(!base.covers(&Origin::of(no).unwrap()), "{no}");
+        }
+        for walk in [
+            "https://gw.example.com/v1/../x",
+            "https://gw.example.com/v1/%2E%2E/x",
+        ] {
+            assert_eq!(Origin::of(walk), Err(HostRefusal::Malformed), "{walk}");
+        }
+    }
 }
