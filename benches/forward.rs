@@ -197,9 +197,13 @@ fn spawn_gateway(bin: &str, upstream: &str, env: &[(&str, String)]) -> (Child, S
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    // Each gateway keeps its control plane (deja.db) in a directory of its own: two builds
+    // must not share one database (their migrations differ).
+    let dir = std::env::temp_dir().join(format!("deja-bench-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
-        .current_dir(std::env::temp_dir())
+        .current_dir(&dir)
         .env("DEJA__SERVER__LISTEN", addr.to_string())
         .env("DEJA__UPSTREAM__BASE_URL", upstream)
         .env("DEJA__UPSTREAM__API_KEY", "sk-bench")

@@ -8,11 +8,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::error::AppError;
 use crate::limits::{self, EdgeLimits};
-use crate::request_id::{self, MakeId};
+use crate::request_id;
 use crate::routes;
 use crate::state::AppState;
 
@@ -30,10 +29,7 @@ pub fn layered(routes: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(edge, limits::enforce))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(from_fn(request_id::portkey_alias))
-        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
-        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
-        .layer(from_fn(request_id::replace_callers))
+        .layer(from_fn(request_id::assign))
         .with_state(state)
 }
 

@@ -7,37 +7,29 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue};
-use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// The header deja sets on the request and returns on the response.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Portkey's name for the same id.
 pub const PORTKEY_HEADER: HeaderName = HeaderName::from_static("x-portkey-request-id");
 
-/// Makes `req_` followed by 16 random hex characters.
-#[derive(Clone, Copy, Default)]
-pub struct MakeId;
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let id = format!("req_{}", crate::store::random_hex(8));
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
+/// `req_` and 16 random hex characters, in one allocation.
+fn fresh() -> HeaderValue {
+    let id = format!("req_{:016x}", rand::random::<u64>());
+    // Only ASCII hex: always a valid header value.
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
 }
 
-/// Outermost: drops a caller's `x-request-id` so the next layer always assigns a fresh one.
-pub async fn replace_callers(mut request: Request, next: Next) -> Response {
-    request.headers_mut().remove(HEADER);
-    next.run(request).await
-}
-
-/// Copies the id to Portkey's header on every response.
-pub async fn portkey_alias(request: Request, next: Next) -> Response {
-    let id = request.headers().get(HEADER).cloned();
+/// The layer: gives the request a fresh id (a caller's `x-request-id` is replaced) and returns
+/// it as `x-request-id` and `x-portkey-request-id`. One middleware instead of tower-http's
+/// set, propagate and a copy: each layer costs every request a boxed future.
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let id = fresh();
+    request.headers_mut().insert(HEADER, id.clone());
     let mut response = next.run(request).await;
-    if let Some(id) = id {
-        response.headers_mut().insert(PORTKEY_HEADER, id);
-    }
+    let headers = response.headers_mut();
+    headers.insert(HEADER, id.clone());
+    headers.insert(PORTKEY_HEADER, id);
     response
 }
 

@@ -150,7 +150,6 @@ pub(super) struct Resolver<'a> {
     pub tenant: &'a str,
     hosts: &'a HostPolicy,
     author: Author,
-    own_hosts: Vec<Origin>,
     virtual_keys: Vec<String>,
     producer: Sha256,
     /// Targets resolved so far.
@@ -163,9 +162,23 @@ pub const MAX_CALLER_TARGETS: usize = 16;
 
 impl<'a> Resolver<'a> {
     pub fn new(state: &'a AppState, route: &'a RouteConfig, tenant: &'a str) -> Self {
-        let hosts = &state.policy.hosts;
-        let mut own_hosts = Vec::new();
-        if let Some(plan) = &route.plan {
+        Self {
+            state,
+            route,
+            tenant,
+            hosts: &state.policy.hosts,
+            author: Author::Operator,
+            virtual_keys: Vec::new(),
+            producer: Sha256::new(),
+            leaves: 0,
+        }
+    }
+
+    /// The route's own target hosts (a caller may name those); read only when a caller names a
+    /// host, so a request without one parses no URL for it.
+    fn own_hosts(&self) -> Vec<Origin> {
+        let mut own = Vec::new();
+        if let Some(plan) = &self.route.plan {
             plan.visit_targets(&mut |node| {
                 let fields = &node.targets_fields;
                 let url = fields
@@ -173,21 +186,19 @@ impl<'a> Resolver<'a> {
                     .as_deref()
                     .or(fields.provider.as_deref().and_then(providers::base_url));
                 if let Some(origin) = url.and_then(|u| Origin::of(u).ok()) {
-                    own_hosts.push(origin);
+                    own.push(origin);
                 }
             });
         }
-        Self {
-            state,
-            route,
-            tenant,
-            hosts,
-            author: Author::Operator,
-            own_hosts,
-            virtual_keys: Vec::new(),
-            producer: Sha256::new(),
-            leaves: 0,
+        own
+    }
+
+    /// Where `base_url` is, parsed once for `[upstream]` (the common case).
+    fn origin_of(&self, base_url: &str) -> Option<Origin> {
+        if base_url == self.state.config.upstream.base_url {
+            return self.hosts.upstream().cloned();
         }
+        Origin::of(base_url).ok()
     }
 
     /// Resolves the plan for a request whose own config is `request`; `header_key` is the
@@ -296,7 +307,7 @@ impl<'a> Resolver<'a> {
             if let Some(host) = &fields.custom_host {
                 if self.author == Author::Caller {
                     self.hosts
-                        .check_caller(host, &self.own_hosts)
+                        .check_caller(host, &self.own_hosts())
                         .map_err(|why| Denied::Host(at("custom_host"), why))?;
                 }
                 out.base_url = host.clone();
@@ -308,7 +319,7 @@ impl<'a> Resolver<'a> {
             {
                 out.base_url = url.to_owned();
             }
-            let destination = Origin::of(&out.base_url).ok();
+            let destination = self.origin_of(&out.base_url);
             match given {
                 Some(credential) => {
                     if !self.may_send(&credential, destination.as_ref()) {
