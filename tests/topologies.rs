@@ -27,6 +27,11 @@ const QUESTIONS: [&str; 8] = [
     "明天北京天气怎么样？",
 ];
 
+/// Each test runs several redis-servers, a Sentinel or a Cluster and a gateway; run side by side on
+/// 2 cores they starve each other's heartbeats (Sentinel's 1 s down-after, the Cluster's node
+/// timeouts) and fail over or mark nodes down on their own. One at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn gateway(upstream: &Upstream, redis_url: &str) -> Gateway {
     // Generous for a first connection to every node on a busy CI machine; the default is 50ms.
     let extra = format!("[redis]\nurl = \"{redis_url}\"\ntimeout = \"500ms\"\n");
@@ -71,6 +76,7 @@ async fn until_replicated(gw: &Gateway, n: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_spreads_entries_and_replicas_share_them() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
     let upstream = Upstream::spawn().await;
     let a = gateway(&upstream, &cluster.url).await;
@@ -111,6 +117,7 @@ async fn a_cluster_spreads_entries_and_replicas_share_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut cluster = RedisCluster::start();
     let upstream = Upstream::spawn().await;
     let gw = gateway(&upstream, &cluster.url).await;
@@ -168,14 +175,27 @@ async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
     // be dropped, as any cache write past the timeout is); the claim is that the cache works
     // again without restarting the gateway, so wait for that, not for one exact moment.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ask(&gw, again).await != "HIT" {
-        assert!(Instant::now() < deadline, "the cache never worked again");
+    // Either tier answering is the cache at work (the exact write may be the one that failed,
+    // while the semantic entry was stored and now answers).
+    while !matches!(ask(&gw, again).await.as_str(), "HIT" | "SEMANTIC HIT") {
+        if Instant::now() > deadline {
+            let text = gw.scrape_metrics().await;
+            let cache: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("deja_cache_"))
+                .collect();
+            panic!(
+                "the cache never worked again: {:?} {cache:#?}",
+                readiness(&gw).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_moves_writes_to_the_promoted_replica() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let set = SentinelSet::start();
     let upstream = Upstream::spawn().await;
     let gw = gateway(&upstream, &set.url).await;

@@ -106,11 +106,14 @@ impl SentinelSet {
         let dir = scratch_dir("sentinel");
         let in_dir = ["--dir".to_owned(), dir.display().to_string()];
         let master = RedisServer::start_with(free_port(), &in_dir);
+        // Its own directory: a replica (and a demoted master) writes the RDB it syncs from, and
+        // two servers renaming dump.rdb in one directory load each other's.
+        let replica_dir = scratch_dir("sentinel-replica");
         let replica = RedisServer::start_with(
             free_port(),
             &[
-                in_dir[0].clone(),
-                in_dir[1].clone(),
+                "--dir".to_owned(),
+                replica_dir.display().to_string(),
                 "--replicaof".into(),
                 "127.0.0.1".into(),
                 master.port.to_string(),
