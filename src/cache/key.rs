@@ -62,7 +62,7 @@ pub fn cache_keys(namespace: &str, route: &str, body: &Value) -> Option<CacheKey
 }
 
 /// Length-prefixed, so `("ab","c")` and `("a","bc")` never hash alike.
-fn feed(hasher: &mut Sha256, bytes: &[u8]) {
+pub(crate) fn feed(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update((bytes.len() as u64).to_le_bytes());
     hasher.update(bytes);
 }
@@ -137,7 +137,8 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

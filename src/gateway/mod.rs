@@ -172,16 +172,18 @@ async fn chat_inner(
         .filter(|_| call.path_route.is_some() || call.headers.contains_key(HEADER_ROUTE))
         .map(|r| r.name.clone());
     let request = ChatRequest::parse(body?)?;
+    let route = policy::choose_route(&state.config, call, Some(&request.model));
     // And a refused config under the route the model chose.
-    log.route = policy::choose_route(&state.config, call, Some(&request.model))
-        .ok()
-        .map(|r| r.name.clone());
+    log.route = route.as_ref().ok().map(|r| r.name.clone());
     if state.request_log.as_ref().is_some_and(|l| l.bodies()) {
         log.prompt = Some(request.raw.clone());
     }
     log.model = Some(request.model.clone());
     log.stream = request.stream;
-    let ctx = policy::resolve(state, call, principal, Some(&request.model)).await;
+    let ctx = match route {
+        Ok(route) => policy::resolve(state, call, route, principal).await,
+        Err(e) => Err(e),
+    };
     let ctx = log.resolved(ctx)?;
     let slot = state.admission.admit(&ctx.route.name).await?;
     let mut response = cached::answer(state, &ctx, request, log).await?;
@@ -240,7 +242,10 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
     let mut result = async {
         let principal = auth::caller(state, call.headers)?;
         log.tenant = principal.as_ref().map(|p| p.tenant.clone());
-        let ctx = policy::resolve(state, &call, principal, None).await;
+        let ctx = match policy::choose_route(&state.config, &call, None) {
+            Ok(route) => policy::resolve(state, &call, route, principal).await,
+            Err(e) => Err(e),
+        };
         let ctx = log.resolved(ctx)?;
         forward(state, &ctx, "/models", None, false, &mut log).await
     }

@@ -4,11 +4,11 @@
 //! applied again when a name is resolved, so DNS cannot turn an allowed name into an internal
 //! address.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::{Config, HostRule};
+use crate::config::{Config, HostRule, RouteConfig};
 use crate::upstream::providers;
 
 /// Why a URL is refused.
@@ -129,6 +129,8 @@ pub struct HostPolicy {
     upstream: Option<Origin>,
     /// Every base URL the operator configured.
     operator: Vec<Origin>,
+    /// Each route's own target hosts, by route name, parsed once at start.
+    routes: HashMap<String, Vec<Origin>>,
 }
 
 impl HostPolicy {
@@ -147,12 +149,22 @@ impl HostPolicy {
             listed_ips,
             upstream: Origin::of(&config.upstream.base_url).ok(),
             operator: operator_origins(config),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), plan_origins(r)))
+                .collect(),
         }
     }
 
     /// The operator's `[upstream]`, the only place its key goes.
     pub fn upstream(&self) -> Option<&Origin> {
         self.upstream.as_ref()
+    }
+
+    /// The hosts `route`'s own targets connect to (callers of the route may name them too).
+    pub fn route_hosts(&self, route: &str) -> &[Origin] {
+        self.routes.get(route).map_or(&[], Vec::as_slice)
     }
 
     /// Checks a host a caller chose; `own` are the route's own hosts (always allowed).
@@ -185,23 +197,32 @@ impl HostPolicy {
     }
 }
 
+/// Where each target of a route's plan connects (its `custom_host`, else its provider's URL):
+/// the hosts a caller of that route may also name.
+fn plan_origins(route: &RouteConfig) -> Vec<Origin> {
+    let mut own = Vec::new();
+    if let Some(plan) = &route.plan {
+        plan.visit_targets(&mut |node| {
+            let fields = &node.targets_fields;
+            let url = fields
+                .custom_host
+                .as_deref()
+                .or(fields.provider.as_deref().and_then(providers::base_url));
+            if let Some(origin) = url.and_then(|u| Origin::of(u).ok()) {
+                own.push(origin);
+            }
+        });
+    }
+    own
+}
+
 /// Every base URL the operator configured: `[upstream]` and the routes' targets.
 fn operator_origins(config: &Config) -> Vec<Origin> {
-    let mut urls: Vec<String> = vec![config.upstream.base_url.clone()];
-    for route in &config.routes {
-        for target in route.plan.iter() {
-            target.visit_targets(&mut |node| {
-                let fields = &node.targets_fields;
-                if let Some(host) = &fields.custom_host {
-                    urls.push(host.clone());
-                }
-                if let Some(url) = fields.provider.as_deref().and_then(providers::base_url) {
-                    urls.push(url.to_owned());
-                }
-            });
-        }
-    }
-    urls.iter().filter_map(|u| Origin::of(u).ok()).collect()
+    let upstream = Origin::of(&config.upstream.base_url).ok();
+    upstream
+        .into_iter()
+        .chain(config.routes.iter().flat_map(plan_origins))
+        .collect()
 }
 
 /// reqwest's resolver for deja's client: names the operator configured resolve as usual; any

@@ -166,16 +166,15 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Resolves a call whose body asked for `model` (none for `GET /v1/models`).
+/// Resolves a call to `route` (chosen by [`choose_route`]) into its context.
 pub async fn resolve<'a>(
     state: &'a AppState,
     call: &Call<'_>,
+    route: &'a RouteConfig,
     principal: Option<Principal>,
-    model: Option<&str>,
 ) -> Result<CallContext<'a>, AppError> {
     let headers = PortkeyHeaders::parse(call.headers);
     let config = &state.config;
-    let route = choose_route(config, call, model)?;
     let tenant = principal
         .as_ref()
         .map_or_else(String::new, |p| p.tenant.clone());

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::Denied;
 use super::hosts::{HostPolicy, Origin};
 use super::saved::OpenedKey;
+use crate::cache::key::{feed, hex};
 use crate::config::{RetryConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{CircuitBreaker, RequestConfig, StrategyMode};
@@ -174,25 +175,6 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The route's own target hosts (a caller may name those); read only when a caller names a
-    /// host, so a request without one parses no URL for it.
-    fn own_hosts(&self) -> Vec<Origin> {
-        let mut own = Vec::new();
-        if let Some(plan) = &self.route.plan {
-            plan.visit_targets(&mut |node| {
-                let fields = &node.targets_fields;
-                let url = fields
-                    .custom_host
-                    .as_deref()
-                    .or(fields.provider.as_deref().and_then(providers::base_url));
-                if let Some(origin) = url.and_then(|u| Origin::of(u).ok()) {
-                    own.push(origin);
-                }
-            });
-        }
-        own
-    }
-
     /// Where `base_url` is, parsed once for `[upstream]` (the common case).
     fn origin_of(&self, base_url: &str) -> Option<Origin> {
         if base_url == self.state.config.upstream.base_url {
@@ -307,7 +289,7 @@ impl<'a> Resolver<'a> {
             if let Some(host) = &fields.custom_host {
                 if self.author == Author::Caller {
                     self.hosts
-                        .check_caller(host, &self.own_hosts())
+                        .check_caller(host, self.hosts.route_hosts(&self.route.name))
                         .map_err(|why| Denied::Host(at("custom_host"), why))?;
                 }
                 out.base_url = host.clone();
@@ -479,13 +461,4 @@ fn leaves(node: &Node, visit: &mut impl FnMut(&Target)) {
         Node::Leaf(t) => visit(t),
         Node::Group(g) => g.children.iter().for_each(|c| leaves(&c.node, visit)),
     }
-}
-
-fn feed(hasher: &mut Sha256, bytes: &[u8]) {
-    hasher.update((bytes.len() as u64).to_le_bytes());
-    hasher.update(bytes);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
