@@ -17,10 +17,10 @@
     reason = "a bench fails by panicking"
 )]
 
-#[path = "../tests/common/redis.rs"]
+#[path = "../tests/it/common/redis.rs"]
 #[allow(dead_code, reason = "the harness only starts a server")]
 mod redis_server;
-#[path = "../tests/common/upstream.rs"]
+#[path = "../tests/it/common/upstream.rs"]
 #[allow(dead_code, reason = "the harness uses only the quiet stand-in")]
 mod upstream;
 

@@ -1,0 +1,342 @@
+//! The exact tier end to end: real Redis (a private redis-server), the in-process fallback,
+//! isolation, TTL, force refresh, what is never stored, single flight, and Redis failures.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::{Gateway, Reply, Upstream, client, config};
+use serde_json::{Value, json};
+
+struct Rig {
+    upstream: Upstream,
+    gw: Gateway,
+    redis: Option<RedisServer>,
+}
+
+async fn rig(with_redis: bool, extra: &str) -> Rig {
+    let upstream = Upstream::spawn().await;
+    let redis = with_redis.then(RedisServer::start);
+    let redis_section = redis
+        .as_ref()
+        .map(|r| format!("[redis]\nurl = \"{}\"\ntimeout = \"50ms\"\n", r.url))
+        .unwrap_or_default();
+    let gw = Gateway::spawn(config(&upstream.url, &format!("{redis_section}{extra}"))).await;
+    Rig {
+        upstream,
+        gw,
+        redis,
+    }
+}
+
+fn ask(question: &str) -> Value {
+    json!({
+        "model": "yi-lightning",
+        "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": question}
+        ]
+    })
+}
+
+async fn send(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let (status, cache, _, text) = common::chat(gw, body, headers).await;
+    (status, cache, text)
+}
+
+fn answer(content: &str) -> Reply {
+    Reply {
+        status: 200,
+        body: json!({
+            "id": format!("chatcmpl-{content}"), "object": "chat.completion", "created": 1_700_000_123,
+            "model": "yi-lightning",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        })
+        .to_string(),
+        ..Reply::default()
+    }
+}
+
+async fn identical_question_hits(with_redis: bool) {
+    let r = rig(with_redis, "").await;
+    r.upstream.script([answer("first")]);
+    let (status, cache, first) = send(&r.gw, &ask("What is an AI gateway?"), &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    // Same request with other key order and spacing: the exact tier answers, byte for byte.
+    let reordered: Value = serde_json::from_str(
+        r#"{"messages":[{"content":"Answer briefly.","role":"system"},{"content":"What is an AI gateway?","role":"user"}],
+            "temperature":0.20,"model":"yi-lightning"}"#,
+    )
+    .unwrap();
+    let (status, cache, second) = send(&r.gw, &reordered, &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "HIT"));
+    assert_eq!(first, second, "a cached answer keeps its id and created");
+    assert_eq!(r.upstream.calls(), 1);
+
+    let metrics = r.gw.scrape_metrics().await;
+    let hit = [("route", "default"), ("tier", "exact"), ("result", "hit")];
+    assert_eq!(
+        common::metric(&metrics, "deja_cache_lookups_total", &hit),
+        Some(1.0)
+    );
+    let saved = [("route", "default"), ("tier", "exact")];
+    assert_eq!(
+        common::metric(&metrics, "deja_cache_tokens_saved_total", &saved),
+        Some(10.0)
+    );
+}
+
+#[tokio::test]
+async fn identical_question_hits_in_redis() {
+    identical_question_hits(true).await;
+}
+
+#[tokio::test]
+async fn identical_question_hits_in_memory_without_redis() {
+    identical_question_hits(false).await;
+}
+
+#[tokio::test]
+async fn entries_live_under_the_versioned_prefix_with_the_route_ttl() {
+    let r = rig(
+        true,
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nttl = \"90s\"\n",
+    )
+    .await;
+    send(&r.gw, &ask("ttl?"), &[]).await;
+    let mut conn = r.redis.as_ref().unwrap().connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("deja:v1:exact:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut conn).unwrap();
+    assert!((85_000..=90_000).contains(&ttl), "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn anything_that_shapes_the_answer_is_a_miss() {
+    let r = rig(true, "").await;
+    let base = ask("What is an AI gateway?");
+    send(&r.gw, &base, &[]).await;
+    let mut other_system = base.clone();
+    other_system["messages"][0]["content"] = json!("Answer at length.");
+    let mut other_model = base.clone();
+    other_model["model"] = json!("yi-large");
+    let mut other_temperature = base.clone();
+    other_temperature["temperature"] = json!(0.9);
+    let mut other_history = base.clone();
+    other_history["messages"] = json!([
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "I run a bank."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "What is an AI gateway?"}
+    ]);
+    for (what, body, headers) in [
+        ("system prompt", other_system, vec![]),
+        ("model", other_model, vec![]),
+        ("temperature", other_temperature, vec![]),
+        ("earlier conversation", other_history, vec![]),
+        (
+            "namespace",
+            base.clone(),
+            vec![("x-portkey-cache-namespace", "tenant-b")],
+        ),
+    ] {
+        let (_, cache, _) = send(&r.gw, &body, &headers).await;
+        assert_eq!(cache, "MISS", "{what} must not share the entry");
+    }
+    assert_eq!(r.upstream.calls(), 6);
+    let (_, cache, _) = send(&r.gw, &base, &[("x-portkey-cache-namespace", "tenant-b")]).await;
+    assert_eq!(cache, "HIT", "the same namespace shares it");
+}
+
+#[tokio::test]
+async fn entries_expire_with_max_age() {
+    let r = rig(true, "").await;
+    let short = [(
+        "x-portkey-config",
+        r#"{"cache":{"mode":"simple","max_age":1}}"#,
+    )];
+    send(&r.gw, &ask("soon stale"), &short).await;
+    assert_eq!(send(&r.gw, &ask("soon stale"), &short).await.1, "HIT");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send(&r.gw, &ask("soon stale"), &short).await.1, "MISS");
+    assert_eq!(r.upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn force_refresh_overwrites_and_a_failed_refresh_keeps_the_old_entry() {
+    // Anonymous callers may force a refresh only where the route allows it.
+    let r = rig(
+        true,
+        "[[routes]]\nname = \"default\"\n[routes.cache]\nallow_force_refresh = true\n",
+    )
+    .await;
+    let q = ask("refresh me");
+    r.upstream.script([answer("old")]);
+    send(&r.gw, &q, &[]).await;
+    let refresh = [("x-portkey-cache-force-refresh", "true")];
+
+    r.upstream.script([Reply::status(500)]);
+    let (status, cache, _) = send(&r.gw, &q, &refresh).await;
+    assert_eq!((status, cache.as_str()), (500, "REFRESH"));
+    let (_, cache, body) = send(&r.gw, &q, &[]).await;
+    assert_eq!(cache, "HIT");
+    assert!(
+        body.contains("\"old\""),
+        "a failed refresh must not replace the entry: {body}"
+    );
+
+    r.upstream.script([answer("new")]);
+    let (status, cache, body) = send(&r.gw, &q, &refresh).await;
+    assert_eq!((status, cache.as_str()), (200, "REFRESH"));
+    assert!(body.contains("\"new\""));
+    let (_, cache, body) = send(&r.gw, &q, &[("x-portkey-cache-force-refresh", "false")]).await;
+    assert_eq!(cache, "HIT", "only the value true forces a refresh");
+    assert!(body.contains("\"new\""), "{body}");
+    assert_eq!(r.upstream.calls(), 3);
+}
+
+#[tokio::test]
+async fn errors_and_unfinished_answers_are_never_stored() {
+    let r = rig(true, "").await;
+    let unfinished = Reply {
+        status: 200,
+        body: r#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"cut"},"finish_reason":null}]}"#.into(),
+        ..Reply::default()
+    };
+    r.upstream.script([
+        Reply::status(503),
+        unfinished,
+        Reply::status(400),
+        answer("finally"),
+    ]);
+    for expected in [503, 200, 400, 200] {
+        let (status, cache, _) = send(&r.gw, &ask("fragile"), &[]).await;
+        assert_eq!((status, cache.as_str()), (expected, "MISS"));
+    }
+    assert_eq!(send(&r.gw, &ask("fragile"), &[]).await.1, "HIT");
+    assert_eq!(r.upstream.calls(), 4);
+    let metrics = r.gw.scrape_metrics().await;
+    let refused = [
+        ("route", "default"),
+        ("tier", "exact"),
+        ("result", "refused"),
+    ];
+    assert_eq!(
+        common::metric(&metrics, "deja_cache_writes_total", &refused),
+        Some(1.0),
+        "the unfinished answer"
+    );
+}
+
+#[tokio::test]
+async fn identical_concurrent_misses_make_one_upstream_call() {
+    let r = rig(true, "").await;
+    r.upstream
+        .script([answer("shared").delayed(Duration::from_millis(300))]);
+    let q = ask("everyone asks this at once");
+    let calls = (0..10).map(|_| {
+        let gw_url = r.gw.url.clone();
+        let body = q.to_string();
+        tokio::spawn(async move {
+            let res = client()
+                .post(format!("{gw_url}/v1/chat/completions"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        })
+    });
+    let answers: Vec<(u16, String)> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        r.upstream.calls(),
+        1,
+        "ten identical misses, one upstream call"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(s, b)| *s == 200 && b.contains("\"shared\""))
+    );
+}
+
+#[tokio::test]
+async fn redis_down_never_fails_a_request_and_reconnects() {
+    let mut r = rig(true, "").await;
+    send(&r.gw, &ask("before"), &[]).await;
+    assert_eq!(send(&r.gw, &ask("before"), &[]).await.1, "HIT");
+
+    r.redis.as_mut().unwrap().stop();
+    for i in 0..3 {
+        let (status, cache, _) = send(&r.gw, &ask(&format!("while down {i}")), &[]).await;
+        assert_eq!(
+            (status, cache.as_str()),
+            (200, "MISS"),
+            "Redis down: answered from upstream"
+        );
+    }
+    let metrics = r.gw.scrape_metrics().await;
+    let errors = common::metric(
+        &metrics,
+        "deja_cache_lookups_total",
+        &[("tier", "exact"), ("result", "error")],
+    );
+    assert!(errors.unwrap_or(0.0) >= 3.0, "{metrics}");
+
+    // A fresh Redis on the same port: the gateway reconnects by itself and caches again.
+    r.redis.as_mut().unwrap().restart();
+    let mut cached = false;
+    for _ in 0..50 {
+        send(&r.gw, &ask("after"), &[]).await;
+        if send(&r.gw, &ask("after"), &[]).await.1 == "HIT" {
+            cached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cached, "the gateway did not reconnect to Redis");
+}
+
+#[tokio::test]
+async fn cache_off_by_route_or_header_bypasses_the_cache() {
+    let r = rig(
+        true,
+        "[[routes]]\nname = \"nocache\"\nmodels = [\"yi-large\"]\n[routes.cache]\nmode = \"off\"\n",
+    )
+    .await;
+    let mut q = ask("bypass");
+    q["model"] = json!("yi-large");
+    for _ in 0..2 {
+        assert_eq!(send(&r.gw, &q, &[]).await.1, "DISABLED");
+    }
+    let off = [("x-portkey-config", r#"{"cache":{"mode":"off"}}"#)];
+    for _ in 0..2 {
+        assert_eq!(send(&r.gw, &ask("bypass"), &off).await.1, "DISABLED");
+    }
+    assert_eq!(r.upstream.calls(), 4);
+}
+
+#[tokio::test]
+async fn a_bad_portkey_config_is_refused_even_when_the_cache_could_answer() {
+    let r = rig(true, "").await;
+    send(&r.gw, &ask("cached"), &[]).await;
+    assert_eq!(send(&r.gw, &ask("cached"), &[]).await.1, "HIT");
+    let (status, _, body) = send(
+        &r.gw,
+        &ask("cached"),
+        &[("x-portkey-config", r#"{"retry":{"attempts":99}}"#)],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("retry.attempts must be at most 10"), "{body}");
+}

@@ -1,0 +1,306 @@
+//! The semantic tier end to end with the real model and a real (private) Redis: paraphrases in
+//! English and Chinese hit, look-alikes and other partitions miss, entries expire, survive a
+//! restart through Redis, and a Redis outage never fails a request.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::{Gateway, Upstream, config_with_mode, metric, shared_embedder};
+use serde_json::{Value, json};
+
+async fn gateway(upstream: &Upstream, redis: Option<&RedisServer>, extra: &str) -> Gateway {
+    let redis_section = redis
+        .map(|r| format!("[redis]\nurl = \"{}\"\ntimeout = \"200ms\"\n", r.url))
+        .unwrap_or_default();
+    let config = config_with_mode(
+        &upstream.url,
+        "semantic",
+        &format!("{redis_section}{extra}"),
+    );
+    let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
+    common::wait_ready(&gw).await;
+    gw
+}
+
+fn body(system: &str, question: &str) -> Value {
+    json!({
+        "model": "yi-lightning",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    })
+}
+
+/// (status, cache status, similarity header, body)
+async fn ask(
+    gw: &Gateway,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, String, Option<String>, String) {
+    common::chat(gw, body, headers).await
+}
+
+async fn cache_status(gw: &Gateway, system: &str, question: &str) -> String {
+    ask(gw, &body(system, question), &[]).await.1
+}
+
+#[tokio::test]
+async fn paraphrases_in_english_and_chinese_are_semantic_hits() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let gw = gateway(&upstream, Some(&redis), "").await;
+    let sys = "You are a support agent.";
+    for (first, paraphrase) in [
+        ("What is an AI gateway?", "What's an AI gateway?"),
+        ("怎么申请退款?", "如何申请退款？"),
+    ] {
+        let (_, cache, _, stored) = ask(&gw, &body(sys, first), &[]).await;
+        assert_eq!(cache, "MISS");
+        let (status, cache, similarity, served) = ask(&gw, &body(sys, paraphrase), &[]).await;
+        assert_eq!(
+            (status, cache.as_str()),
+            (200, "SEMANTIC HIT"),
+            "{paraphrase}"
+        );
+        let similarity: f32 = similarity
+            .expect("x-deja-similarity on a semantic hit")
+            .parse()
+            .unwrap();
+        assert!((0.96..=1.0).contains(&similarity), "{similarity}");
+        assert_eq!(served, stored, "the stored answer, as stored");
+    }
+    assert_eq!(upstream.calls(), 2);
+
+    let metrics = gw.scrape_metrics().await;
+    let hits = [
+        ("route", "default"),
+        ("tier", "semantic"),
+        ("result", "hit"),
+    ];
+    assert_eq!(
+        metric(&metrics, "deja_cache_lookups_total", &hits),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "deja_semantic_hit_similarity_count",
+            &[("route", "default")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "deja_semantic_index_entries",
+            &[("route", "default")]
+        ),
+        Some(2.0)
+    );
+    assert!(metric(&metrics, "deja_embedding_duration_seconds_count", &[]).unwrap() >= 4.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "deja_cache_tokens_saved_total",
+            &[("tier", "semantic")]
+        ),
+        Some(20.0)
+    );
+}
+
+#[tokio::test]
+async fn unrelated_questions_and_look_alikes_miss() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let gw = gateway(&upstream, Some(&redis), "").await;
+    let sys = "Answer briefly.";
+    cache_status(&gw, sys, "Python怎么读取CSV文件").await;
+    cache_status(&gw, sys, "How do I turn on Bluetooth?").await;
+    assert_eq!(
+        cache_status(&gw, sys, "What is Redis?").await,
+        "MISS",
+        "unrelated"
+    );
+    assert_eq!(
+        cache_status(&gw, sys, "Python怎么写入CSV文件").await,
+        "MISS",
+        "reading is not writing"
+    );
+    assert_eq!(
+        cache_status(&gw, sys, "How do I turn off Bluetooth?").await,
+        "MISS",
+        "on is not off"
+    );
+    assert_eq!(upstream.calls(), 5);
+    let metrics = gw.scrape_metrics().await;
+    let refused = |guard| {
+        metric(
+            &metrics,
+            "deja_semantic_guard_refusals_total",
+            &[("route", "default"), ("guard", guard)],
+        )
+    };
+    // Reading and writing, like on and off, are opposite actions.
+    assert_eq!(refused("negation"), Some(2.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_semantic_hit_never_crosses_a_partition() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let gw = gateway(&upstream, Some(&redis), "").await;
+    let sys = "You are a support agent.";
+    ask(&gw, &body(sys, "What is an AI gateway?"), &[]).await;
+    let paraphrase = body(sys, "What's an AI gateway?");
+    let mut other_model = paraphrase.clone();
+    other_model["model"] = json!("yi-large");
+    let mut other_temperature = paraphrase.clone();
+    other_temperature["temperature"] = json!(1.5);
+    let mut other_history = paraphrase.clone();
+    other_history["messages"] = json!([
+        {"role": "system", "content": sys},
+        {"role": "user", "content": "I build trading systems."},
+        {"role": "assistant", "content": "Understood."},
+        {"role": "user", "content": "What's an AI gateway?"}
+    ]);
+    for (what, request, headers) in [
+        (
+            "system prompt",
+            body("You are a poet.", "What's an AI gateway?"),
+            vec![],
+        ),
+        ("model", other_model, vec![]),
+        ("temperature", other_temperature, vec![]),
+        ("earlier conversation", other_history, vec![]),
+        (
+            "namespace",
+            paraphrase.clone(),
+            vec![("x-portkey-cache-namespace", "tenant-b")],
+        ),
+    ] {
+        let (_, cache, similarity, _) = ask(&gw, &request, &headers).await;
+        assert_eq!(cache, "MISS", "{what} must not share the entry");
+        assert_eq!(similarity, None);
+    }
+    assert_eq!(
+        ask(&gw, &paraphrase, &[]).await.1,
+        "SEMANTIC HIT",
+        "same partition still hits"
+    );
+}
+
+#[tokio::test]
+async fn semantic_entries_expire() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let gw = gateway(&upstream, Some(&redis), "").await;
+    let short = [(
+        "x-portkey-config",
+        r#"{"cache":{"mode":"semantic","max_age":1}}"#,
+    )];
+    ask(&gw, &body("s", "How do I install Docker?"), &short).await;
+    assert_eq!(
+        ask(&gw, &body("s", "How to install Docker?"), &short)
+            .await
+            .1,
+        "SEMANTIC HIT"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        ask(&gw, &body("s", "How to install Docker?"), &short)
+            .await
+            .1,
+        "MISS"
+    );
+}
+
+#[tokio::test]
+async fn semantic_hits_survive_a_restart_through_redis() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let mut first = gateway(&upstream, Some(&redis), "").await;
+    ask(&first, &body("s", "怎么绑定银行卡"), &[]).await;
+    ask(&first, &body("s", "How do I delete my account?"), &[]).await;
+    first.stop().await.unwrap();
+
+    let second = gateway(&upstream, Some(&redis), "").await;
+    let metrics = second.scrape_metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "deja_semantic_index_entries",
+            &[("route", "default")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        cache_status(&second, "s", "如何绑定银行卡？").await,
+        "SEMANTIC HIT"
+    );
+    assert_eq!(
+        cache_status(&second, "s", "How can I delete my account?").await,
+        "SEMANTIC HIT"
+    );
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn redis_down_degrades_to_upstream() {
+    let upstream = Upstream::spawn().await;
+    let mut redis = RedisServer::start();
+    let gw = gateway(&upstream, Some(&redis), "").await;
+    ask(&gw, &body("s", "What is Redis?"), &[]).await;
+    redis.stop();
+    let (status, cache, _, _) = ask(&gw, &body("s", "What's Redis?"), &[]).await;
+    assert_eq!(
+        (status, cache.as_str()),
+        (200, "MISS"),
+        "the answer lives in Redis: fetched from upstream"
+    );
+    let metrics = gw.scrape_metrics().await;
+    let errors = metric(
+        &metrics,
+        "deja_cache_lookups_total",
+        &[("tier", "semantic"), ("result", "error")],
+    );
+    assert_eq!(errors, Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn without_redis_the_semantic_tier_lives_in_memory() {
+    let upstream = Upstream::spawn().await;
+    let gw = gateway(&upstream, None, "").await;
+    ask(&gw, &body("s", "怎么申请退款?"), &[]).await;
+    assert_eq!(
+        cache_status(&gw, "s", "如何申请退款？").await,
+        "SEMANTIC HIT"
+    );
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn english_only_model_skips_chinese_prompts() {
+    let upstream = Upstream::spawn().await;
+    let extra = "[embedding]\nmodel = \"all-minilm-l6-v2\"\nsessions = 1\n";
+    let config = config_with_mode(&upstream.url, "semantic", extra);
+    let gw = Gateway::spawn(config).await;
+    common::wait_ready(&gw).await;
+    cache_status(&gw, "s", "怎么申请退款?").await;
+    assert_eq!(
+        cache_status(&gw, "s", "怎么申请发票?").await,
+        "MISS",
+        "MiniLM reads both as [UNK]s"
+    );
+    cache_status(&gw, "s", "How do I change my password?").await;
+    assert_eq!(
+        cache_status(&gw, "s", "How can I change my password?").await,
+        "SEMANTIC HIT"
+    );
+    let metrics = gw.scrape_metrics().await;
+    let skipped = metric(
+        &metrics,
+        "deja_cache_lookups_total",
+        &[("tier", "semantic"), ("result", "skipped")],
+    );
+    assert_eq!(skipped, Some(2.0), "{metrics}");
+}
