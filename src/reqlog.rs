@@ -19,7 +19,7 @@ const BATCH: usize = 200;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// A record on its way to the store, with the bodies it may need.
-pub struct Pending {
+pub struct Draft {
     /// The row, `tokens` still 0.
     pub record: LogRecord,
     /// The answer, to read `usage` from (and keep, with `bodies`).
@@ -31,14 +31,14 @@ pub struct Pending {
 }
 
 /// The queue's sending side, and its receiving side until the writer takes it.
-pub struct RequestLogger {
-    sender: mpsc::Sender<Pending>,
-    receiver: Mutex<Option<mpsc::Receiver<Pending>>>,
+pub struct RequestLog {
+    sender: mpsc::Sender<Draft>,
+    receiver: Mutex<Option<mpsc::Receiver<Draft>>>,
     metrics: Arc<Metrics>,
     config: LogConfig,
 }
 
-impl RequestLogger {
+impl RequestLog {
     /// A logger whose queue holds `config.queue` records.
     pub fn new(config: &LogConfig, metrics: Arc<Metrics>) -> Self {
         let (sender, receiver) = mpsc::channel(config.queue);
@@ -56,8 +56,8 @@ impl RequestLogger {
     }
 
     /// Queues a record without waiting; a full queue drops it.
-    pub fn record(&self, pending: Pending) {
-        if self.sender.try_send(pending).is_err() {
+    pub fn record(&self, draft: Draft) {
+        if self.sender.try_send(draft).is_err() {
             self.metrics.request_log("dropped", 1);
         }
     }
@@ -101,12 +101,12 @@ impl RequestLogger {
         }
     }
 
-    fn finish(&self, pending: Pending) -> LogRecord {
-        let mut record = pending.record;
-        if let Some(usage) = pending
+    fn finish(&self, draft: Draft) -> LogRecord {
+        let mut record = draft.record;
+        if let Some(usage) = draft
             .answer
             .as_ref()
-            .or(pending.stream_usage.as_ref())
+            .or(draft.stream_usage.as_ref())
             .and_then(|a| serde_json::from_slice::<serde_json::Value>(a).ok())
             .and_then(|mut v| v.get_mut("usage").map(serde_json::Value::take))
         {
@@ -117,8 +117,8 @@ impl RequestLogger {
         }
         if self.config.bodies {
             let text = |b: &Bytes| truncated(b, self.config.max_body_bytes);
-            record.prompt = pending.prompt.as_ref().map(text);
-            record.answer = pending.answer.as_ref().map(text);
+            record.prompt = draft.prompt.as_ref().map(text);
+            record.answer = draft.answer.as_ref().map(text);
         }
         record
     }
@@ -148,8 +148,8 @@ fn truncated(body: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn pending() -> Pending {
-        Pending {
+    fn draft() -> Draft {
+        Draft {
             record: LogRecord {
                 id: "r".to_owned(),
                 endpoint: "chat.completions".to_owned(),
@@ -175,9 +175,9 @@ mod tests {
             queue: 1,
             ..LogConfig::default()
         };
-        let logger = RequestLogger::new(&config, Arc::clone(&metrics));
-        logger.record(pending());
-        logger.record(pending());
+        let logger = RequestLog::new(&config, Arc::clone(&metrics));
+        logger.record(draft());
+        logger.record(draft());
         let text = metrics.encode().unwrap();
         assert!(
             text.contains("deja_request_log_records_total{result=\"dropped\"} 1"),
@@ -188,21 +188,21 @@ mod tests {
     #[test]
     fn tokens_come_from_usage_and_bodies_only_when_asked() {
         let metrics = Arc::new(Metrics::new());
-        let quiet = RequestLogger::new(&LogConfig::default(), Arc::clone(&metrics));
-        let row = quiet.finish(pending());
+        let quiet = RequestLog::new(&LogConfig::default(), Arc::clone(&metrics));
+        let row = quiet.finish(draft());
         assert_eq!(
             (row.tokens, row.prompt_tokens, row.completion_tokens),
             (42, 30, 12)
         );
         assert_eq!(row.prompt, None);
-        let verbose = RequestLogger::new(
+        let verbose = RequestLog::new(
             &LogConfig {
                 bodies: true,
                 ..LogConfig::default()
             },
             metrics,
         );
-        let row = verbose.finish(pending());
+        let row = verbose.finish(draft());
         assert_eq!(row.prompt.as_deref(), Some("{}"));
         assert!(row.answer.unwrap().contains("42"));
     }
@@ -216,7 +216,7 @@ mod tests {
         let text = "aé".repeat(3);
         assert_eq!(truncated(text.as_bytes(), 2), "a…[truncated 8 bytes]");
         assert_eq!(truncated("数据".as_bytes(), 4), "数…[truncated 3 bytes]");
-        let verbose = RequestLogger::new(
+        let verbose = RequestLog::new(
             &LogConfig {
                 bodies: true,
                 max_body_bytes: 16,
@@ -224,9 +224,9 @@ mod tests {
             },
             Arc::new(Metrics::new()),
         );
-        let huge = Pending {
+        let huge = Draft {
             prompt: Some(Bytes::from(vec![b'p'; 100_000])),
-            ..pending()
+            ..draft()
         };
         let row = verbose.finish(huge);
         assert_eq!(
@@ -239,17 +239,17 @@ mod tests {
 
     #[test]
     fn a_stream_is_counted_from_its_usage_chunk_which_is_not_kept_as_the_answer() {
-        let verbose = RequestLogger::new(
+        let verbose = RequestLog::new(
             &LogConfig {
                 bodies: true,
                 ..LogConfig::default()
             },
             Arc::new(Metrics::new()),
         );
-        let streamed = Pending {
-            stream_usage: pending().answer,
+        let streamed = Draft {
+            stream_usage: draft().answer,
             answer: None,
-            ..pending()
+            ..draft()
         };
         let row = verbose.finish(streamed);
         assert_eq!((row.tokens, row.completion_tokens), (42, 12));

@@ -10,7 +10,7 @@ use crate::embedding::{EmbedError, Embedder};
 use crate::gateway::{Admission, Breakers, VerifyBudget};
 use crate::metrics::Metrics;
 use crate::policy::{GuardedResolver, Policy, SavedConfigs};
-use crate::reqlog::RequestLogger;
+use crate::reqlog::RequestLog;
 use crate::store::seal::Sealer;
 use crate::store::{Store, StoreError};
 use crate::upstream::{Forwarder, UpstreamError};
@@ -58,7 +58,7 @@ pub struct AppState {
     /// Seals and opens virtual keys' credentials; `None` without a secret key.
     pub sealer: Option<Arc<Sealer>>,
     /// The request log's queue; `None` with `[log] enabled = false`.
-    pub request_log: Option<Arc<RequestLogger>>,
+    pub request_log: Option<Arc<RequestLog>>,
     /// Circuit breaker state of strategy targets.
     pub breakers: Arc<Breakers>,
     /// Per-route concurrency slots and queues.
@@ -105,7 +105,7 @@ impl AppState {
         let request_log = config
             .log
             .enabled
-            .then(|| Arc::new(RequestLogger::new(&config.log, Arc::clone(&metrics))));
+            .then(|| Arc::new(RequestLog::new(&config.log, Arc::clone(&metrics))));
         Ok(Self {
             policy: Arc::new(policy),
             admission: Arc::new(Admission::new(&config, Arc::clone(&metrics))),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use moka::Expiry;
 
 use super::CacheError;
-use super::store::{KEY_PREFIX, RedisStore};
+use super::redis_conn::{KEY_PREFIX, RedisConn};
 
 /// A stored answer and what it saved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct ExactTier(Backend);
 
 enum Backend {
     /// Shared by every replica.
-    Redis(RedisStore),
+    Redis(RedisConn),
     /// This process only; bounded by bytes, least recently used first out.
     Memory(moka::sync::Cache<String, MemoryEntry>),
 }
@@ -61,7 +61,7 @@ impl ExactTier {
     }
 
     /// A tier in Redis, shared by every replica.
-    pub fn redis(store: RedisStore) -> Self {
+    pub fn redis(store: RedisConn) -> Self {
         Self(Backend::Redis(store))
     }
 

@@ -1,13 +1,14 @@
-//! The response cache: keys (`key`), the exact tier (`exact`, in Redis or in process), single
-//! flight for identical misses (`coalesce`), and the rules for what may be stored.
+//! The response cache: keys (`key`), the exact tier (`exact`, in Redis or in process), the
+//! semantic tier (`semantic`), single flight for identical misses (`coalesce`), and the rules for
+//! what may be stored. Both tiers' lookups and writes are counted here, and only here.
 
 pub mod coalesce;
 pub mod exact;
 pub mod guard;
 pub mod index;
 pub mod key;
+pub mod redis_conn;
 pub mod semantic;
-pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +22,9 @@ use crate::embedding::Embedder;
 use crate::metrics::Metrics;
 use coalesce::{Coalescer, Flight};
 use exact::{Entry, ExactTier};
-use semantic::SemanticTier;
-use store::RedisStore;
+use guard::Guard;
+use redis_conn::RedisConn;
+use semantic::{Lookup, SemanticTier};
 
 /// Why a cache operation failed; the request goes on without the cache.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,7 @@ impl CacheError {
 
 /// Cache tiers and the rules around them; one per process.
 pub struct Cache {
-    redis: Option<RedisStore>,
+    redis: Option<RedisConn>,
     exact: ExactTier,
     semantic: Option<SemanticTier>,
     semantic_ready: AtomicBool,
@@ -65,7 +67,7 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
         let redis = match &config.redis.url {
-            Some(url) => Some(RedisStore::new(url, config.redis.timeout)?),
+            Some(url) => Some(RedisConn::new(url, config.redis.timeout)?),
             None => None,
         };
         let exact = match &redis {
@@ -86,7 +88,7 @@ impl Cache {
     }
 
     /// The Redis both tiers use, when `[redis] url` is set.
-    pub fn redis(&self) -> Option<&RedisStore> {
+    pub fn redis(&self) -> Option<&RedisConn> {
         self.redis.as_ref()
     }
 
@@ -119,7 +121,13 @@ impl Cache {
 
     /// Stores a 2xx answer if it is a finished one (see [`finished_answer`]); returns its
     /// `usage.total_tokens` when it was one, so the semantic write need not parse it again.
-    pub async fn store(&self, route: &str, key: &str, body: &Bytes, ttl: Duration) -> Option<u64> {
+    pub async fn put_exact(
+        &self,
+        route: &str,
+        key: &str,
+        body: &Bytes,
+        ttl: Duration,
+    ) -> Option<u64> {
         let Some(total_tokens) = finished_answer(body, self.max_entry_bytes) else {
             self.metrics.cache_write(route, "exact", "refused");
             return None;
@@ -137,6 +145,85 @@ impl Cache {
         };
         self.metrics.cache_write(route, "exact", outcome);
         Some(total_tokens)
+    }
+
+    /// The semantic tier's verdict on `asked` (its final turn and that turn's embedding) among
+    /// the entries of `partition`. An error is logged and reads as `None`, like a tier that is
+    /// not loaded.
+    pub async fn lookup_semantic(
+        &self,
+        route: &str,
+        partition: &str,
+        asked: (&str, &[f32]),
+        threshold: f32,
+        guards: &[Guard],
+    ) -> Option<Lookup> {
+        let tier = self.semantic.as_ref()?;
+        let found = tier
+            .lookup(route, partition, asked, threshold, guards)
+            .await;
+        let result = match &found {
+            Ok(Lookup::Hit(hit)) => {
+                self.metrics.semantic_hit(route, hit.similarity);
+                self.metrics
+                    .tokens_saved(route, "semantic", hit.total_tokens);
+                "hit"
+            }
+            Ok(Lookup::Miss { .. }) => "miss",
+            Ok(Lookup::Refused { guard, .. }) => {
+                self.metrics.guard_refusal(route, guard.label());
+                "miss"
+            }
+            Err(e) => {
+                tracing::warn!(
+                    route,
+                    error = e.kind(),
+                    "semantic lookup failed; going on without it"
+                );
+                "error"
+            }
+        };
+        self.metrics.cache_lookup(route, "semantic", result);
+        found.ok()
+    }
+
+    /// Counts a semantic lookup that never reached the index: `skipped` (the model does not know
+    /// most of the prompt) or `error` (the embedding failed).
+    pub fn semantic_unsearched(&self, route: &str, result: &'static str) {
+        self.metrics.cache_lookup(route, "semantic", result);
+    }
+
+    /// Adds an answer the exact tier took (its `total_tokens` from [`Cache::put_exact`]) to the
+    /// semantic tier under its prompt's final turn and embedding.
+    pub async fn put_semantic(
+        &self,
+        route: &str,
+        keys: &key::CacheKeys,
+        (prompt, vector): (&str, Vec<f32>),
+        body: &Bytes,
+        (total_tokens, ttl): (u64, Duration),
+    ) {
+        let Some(tier) = &self.semantic else { return };
+        let (id, partition) = (&keys.exact, &keys.partition);
+        let outcome = tier
+            .insert(
+                route,
+                id,
+                partition,
+                (prompt, vector),
+                body,
+                total_tokens,
+                ttl,
+            )
+            .await;
+        let result = match outcome {
+            Ok(()) => "stored",
+            Err(e) => {
+                tracing::warn!(route, error = e.kind(), "semantic cache write failed");
+                "error"
+            }
+        };
+        self.metrics.cache_write(route, "semantic", result);
     }
 
     /// The semantic tier, when an embedding model is loaded.

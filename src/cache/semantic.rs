@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::CacheError;
 use super::guard::{self, Guard};
 use super::index::{NewEntry, SemanticIndex};
-use super::store::{KEY_PREFIX, RedisStore};
+use super::redis_conn::{KEY_PREFIX, RedisConn};
 use crate::config::{CacheMode, Config};
 use crate::embedding::{EmbedError, Embedded, Embedder};
 use crate::metrics::Metrics;
@@ -60,18 +60,16 @@ pub struct SemanticTier {
     embedder: Arc<dyn Embedder>,
     permits: Arc<Semaphore>,
     indexes: HashMap<String, Arc<SemanticIndex>>,
-    redis: Option<RedisStore>,
+    redis: Option<RedisConn>,
     prefix: String,
     metrics: Arc<Metrics>,
     /// This process among the replicas sharing Redis; its own published changes are skipped.
     replica: String,
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// Unix milliseconds now, as the index's expiry times count them.
+fn now() -> u64 {
+    crate::clock::now_ms().unsigned_abs()
 }
 
 /// The partition's first 128 bits, which is how the index groups entries.
@@ -87,7 +85,7 @@ impl SemanticTier {
     pub fn new(
         config: &Config,
         embedder: Arc<dyn Embedder>,
-        redis: Option<RedisStore>,
+        redis: Option<RedisConn>,
         metrics: Arc<Metrics>,
     ) -> Self {
         // The guards' segmenter loads its dictionary once, here at start, not on a lookup.
@@ -169,8 +167,7 @@ impl SemanticTier {
         let Some(index) = self.indexes.get(route) else {
             return Ok(Lookup::Miss { nearest: None });
         };
-        let found = match index.search_scored(partition_id(partition), vector, threshold, now_ms())
-        {
+        let found = match index.search_scored(partition_id(partition), vector, threshold, now()) {
             Ok(found) => found,
             Err(nearest) => return Ok(Lookup::Miss { nearest }),
         };
@@ -224,7 +221,7 @@ impl SemanticTier {
             return Ok(());
         };
         let expires_at_ms =
-            now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            now().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         if let Some(redis) = &self.redis {
             let key = self.redis_key(route, id);
             let vector_bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -295,7 +292,7 @@ impl SemanticTier {
         Ok(loaded)
     }
 
-    async fn load_one(&self, redis: &RedisStore, key: &str) -> Result<bool, CacheError> {
+    async fn load_one(&self, redis: &RedisConn, key: &str) -> Result<bool, CacheError> {
         let Some((route, id)) = key
             .strip_prefix(&self.prefix)
             .and_then(|r| r.strip_prefix(':'))
@@ -327,7 +324,7 @@ impl SemanticTier {
             return Ok(false);
         };
         let dim = self.embedder.dim();
-        if expires <= now_ms() || vector.len() != dim * 4 {
+        if expires <= now() || vector.len() != dim * 4 {
             return Ok(false);
         }
         let vector = vector
@@ -348,7 +345,7 @@ impl SemanticTier {
 
     /// Tombstones expired entries and compacts indexes whose tombstones pass `ratio`.
     pub fn maintain(&self, ratio: f32) {
-        let now = now_ms();
+        let now = self::now();
         for (route, index) in &self.indexes {
             index.sweep_expired(now);
             if index.tombstone_ratio() > ratio {

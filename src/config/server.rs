@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::cache::store::Topology;
+use crate::cache::redis_conn::Topology;
 
 /// `[server]`: where deja listens and what it accepts.
 #[derive(Debug, Clone, Deserialize)]

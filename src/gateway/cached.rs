@@ -9,7 +9,7 @@ use http::HeaderValue;
 
 use super::verify;
 use super::writeback::WriteBack;
-use super::{CacheStatus, GatewayResponse, RequestLog, forward};
+use super::{CacheStatus, GatewayResponse, Meta, forward};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
 use crate::cache::semantic::{Lookup, SemanticTier};
@@ -29,7 +29,7 @@ pub(super) async fn answer(
     state: &AppState,
     ctx: &CallContext<'_>,
     request: ChatRequest,
-    log: &mut RequestLog,
+    meta: &mut Meta,
 ) -> Result<GatewayResponse, AppError> {
     let route = ctx.route;
     let keys = match ctx.cache.mode() {
@@ -51,40 +51,40 @@ pub(super) async fn answer(
         vector: None,
     };
     let Some(keys) = &keys else {
-        log.cache = Some(CacheStatus::Disabled);
-        return flow.forward_and_store(request.raw, None, log).await;
+        meta.cache = Some(CacheStatus::Disabled);
+        return flow.forward_and_store(request.raw, None, meta).await;
     };
     if ctx.refresh_refused {
         state.metrics.force_refresh_refused(&route.name);
     }
     if ctx.force_refresh {
-        log.cache = Some(CacheStatus::Refresh);
+        meta.cache = Some(CacheStatus::Refresh);
         // No lookup on a refresh: the vector is only for writing the fresh answer back.
-        flow.vector = flow.embed_final_turn(log).await.ok();
-        return flow.forward_and_store(request.raw, None, log).await;
+        flow.vector = flow.embed_final_turn(meta).await.ok();
+        return flow.forward_and_store(request.raw, None, meta).await;
     }
     if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await
-        && let Some(hit) = flow.cached_answer(entry.body, CacheStatus::Hit, None)
+        && let Some(hit) = flow.cached_answer(entry.body)
     {
-        log.cache = Some(CacheStatus::Hit);
+        meta.cache = Some(CacheStatus::Hit);
         return Ok(hit);
     }
-    if let Some(hit) = flow.semantic_lookup(log).await {
+    if let Some(hit) = flow.semantic_lookup(meta).await {
         return Ok(hit);
     }
-    log.cache = Some(CacheStatus::Miss);
+    meta.cache = Some(CacheStatus::Miss);
     let leader = match state.cache.join(&keys.exact) {
         Flight::Leader(leader) => Some(leader),
         // A stream does not wait for another request's whole answer: its client wants the
         // first token now. It asks upstream itself (and may store the same answer again).
         Flight::Follower(_) if request.stream => None,
         Flight::Follower(slot) => match coalesce::wait(slot).await {
-            Some(shared) => return Ok(GatewayResponse::from_shared(&shared)),
+            Some(shared) => return Ok(shared_answer(&shared, meta)),
             // The leader left without an answer: ask upstream ourselves.
             None => None,
         },
     };
-    flow.forward_and_store(request.raw, leader, log).await
+    flow.forward_and_store(request.raw, leader, meta).await
 }
 
 struct Flow<'a> {
@@ -118,14 +118,11 @@ impl Flow<'_> {
     /// Embeds the final turn when the semantic tier applies. `Err` carries the lookup result
     /// to count (`skipped`: the model does not know most of the prompt's tokens; `error`), or
     /// `None` when the tier does not apply at all.
-    async fn embed_final_turn(
-        &self,
-        log: &mut RequestLog,
-    ) -> Result<Vec<f32>, Option<&'static str>> {
+    async fn embed_final_turn(&self, meta: &mut Meta) -> Result<Vec<f32>, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
         match tier.embed(text).await {
             Ok(e) if e.unknown_ratio > self.state.config.embedding.max_unknown_token_ratio => {
-                log.note = Some("semantic tier skipped: prompt mostly unknown to the model");
+                meta.note = Some("semantic tier skipped: prompt mostly unknown to the model");
                 Err(Some("skipped"))
             }
             Ok(e) => Ok(e.vector),
@@ -137,17 +134,16 @@ impl Flow<'_> {
         }
     }
 
-    async fn semantic_lookup(&mut self, log: &mut RequestLog) -> Option<GatewayResponse> {
+    async fn semantic_lookup(&mut self, meta: &mut Meta) -> Option<GatewayResponse> {
         let (tier, asked) = self.semantic_tier()?;
         let partition = &self.keys?.partition;
         let ctx = self.ctx;
         let route = &ctx.route.name;
-        let metrics = &self.state.metrics;
-        let vector = match self.embed_final_turn(log).await {
+        let vector = match self.embed_final_turn(meta).await {
             Ok(vector) => vector,
             Err(result) => {
                 if let Some(result) = result {
-                    metrics.cache_lookup(route, "semantic", result);
+                    self.state.cache.semantic_unsearched(route, result);
                 }
                 return None;
             }
@@ -157,8 +153,10 @@ impl Flow<'_> {
             .cache
             .similarity_threshold
             .unwrap_or_else(|| tier.embedder().model().default_threshold());
-        let found = tier
-            .lookup(
+        let found = self
+            .state
+            .cache
+            .lookup_semantic(
                 route,
                 partition,
                 (asked, &vector),
@@ -167,8 +165,8 @@ impl Flow<'_> {
             )
             .await;
         self.vector = Some(vector);
-        match found {
-            Ok(Lookup::Hit(hit)) => {
+        match found? {
+            Lookup::Hit(hit) => {
                 let similarity = Some(hit.similarity);
                 verify::maybe_verify(self.state, self.ctx.cache.verify_sample_rate, || {
                     verify::Sample {
@@ -181,38 +179,27 @@ impl Flow<'_> {
                         target: self.ctx.plan.first_target().cloned(),
                     }
                 });
-                let answer = self.cached_answer(hit.body, CacheStatus::SemanticHit, similarity)?;
-                metrics.cache_lookup(route, "semantic", "hit");
-                metrics.semantic_hit(route, hit.similarity);
-                metrics.tokens_saved(route, "semantic", hit.total_tokens);
-                log.cache = Some(CacheStatus::SemanticHit);
-                log.similarity = similarity;
+                let answer = self.cached_answer(hit.body)?;
+                meta.cache = Some(CacheStatus::SemanticHit);
+                meta.similarity = similarity;
                 Some(answer)
             }
-            Ok(Lookup::Miss { nearest }) => {
-                metrics.cache_lookup(route, "semantic", "miss");
-                log.nearest = nearest;
+            Lookup::Miss { nearest } => {
+                meta.nearest = nearest;
                 None
             }
-            Ok(Lookup::Refused {
+            Lookup::Refused {
                 guard,
                 stored,
                 similarity,
-            }) => {
+            } => {
                 // Ids (exact keys), never text: prompts may hold personal data.
                 let asked_id = self.keys.map_or("", |k| &k.exact[..16]);
                 let stored_id = stored.get(..16).unwrap_or(&stored);
                 tracing::info!(route = %route, guard = guard.label(), asked = asked_id,
                     stored = stored_id, "semantic candidate refused by a guard");
-                metrics.cache_lookup(route, "semantic", "miss");
-                metrics.guard_refusal(route, guard.label());
-                log.nearest = Some(similarity);
-                log.guard = Some(guard.label());
-                None
-            }
-            Err(e) => {
-                tracing::warn!(route = %route, error = e.kind(), "semantic lookup failed; going on without it");
-                metrics.cache_lookup(route, "semantic", "error");
+                meta.nearest = Some(similarity);
+                meta.guard = Some(guard.label());
                 None
             }
         }
@@ -220,12 +207,7 @@ impl Flow<'_> {
 
     /// A cached answer in the shape the client asked for: the stored JSON, or replayed as a
     /// stream. `None` when a stored entry cannot be replayed (then it is treated as a miss).
-    fn cached_answer(
-        &self,
-        body: Bytes,
-        cache: CacheStatus,
-        similarity: Option<f32>,
-    ) -> Option<GatewayResponse> {
+    fn cached_answer(&self, body: Bytes) -> Option<GatewayResponse> {
         let (content_type, replayed_from, body) = match self.replay {
             None => ("application/json", None, AnswerBody::Full(body)),
             Some(options) => {
@@ -238,20 +220,13 @@ impl Flow<'_> {
                 ("text/event-stream", Some(body), events)
             }
         };
-        Some(GatewayResponse {
-            answer: Answer {
-                status: http::StatusCode::OK,
-                content_type: Some(HeaderValue::from_static(content_type)),
-                body,
-            },
-            retries: 0,
-            cache: Some(cache),
-            similarity,
-            config_version: None,
-            target: None,
-            model: None,
-            replayed_from,
-        })
+        let mut response = GatewayResponse::new(Answer {
+            status: http::StatusCode::OK,
+            content_type: Some(HeaderValue::from_static(content_type)),
+            body,
+        });
+        response.replayed_from = replayed_from;
+        Some(response)
     }
 
     /// Forwards, then writes a cacheable answer back: a plain one before returning it, a stream
@@ -261,11 +236,11 @@ impl Flow<'_> {
         mut self,
         body: Bytes,
         leader: Option<Leader>,
-        log: &mut RequestLog,
+        meta: &mut Meta,
     ) -> Result<GatewayResponse, AppError> {
         let stream = self.replay.is_some();
         let mut response =
-            forward(self.state, self.ctx, CHAT_PATH, Some(body), stream, log).await?;
+            forward(self.state, self.ctx, CHAT_PATH, Some(body), stream, meta).await?;
         let writeback = self.keys.map(|keys| WriteBack {
             state: self.state.clone(),
             route: self.route().name.clone(),
@@ -273,7 +248,7 @@ impl Flow<'_> {
             ttl: self.ctx.cache.ttl,
             vector: self.vector.take(),
             leader,
-            retries: response.retries,
+            retries: meta.retries,
         });
         let answer = &mut response.answer;
         match std::mem::replace(&mut answer.body, AnswerBody::Full(Bytes::new())) {
@@ -304,22 +279,12 @@ impl Flow<'_> {
     }
 }
 
-impl GatewayResponse {
-    /// The answer an identical request in flight got.
-    fn from_shared(shared: &Shared) -> Self {
-        Self {
-            answer: Answer {
-                status: shared.status,
-                content_type: shared.content_type.clone(),
-                body: AnswerBody::Full(shared.body.clone()),
-            },
-            retries: shared.retries,
-            cache: Some(CacheStatus::Miss),
-            similarity: None,
-            config_version: None,
-            target: None,
-            model: None,
-            replayed_from: None,
-        }
-    }
+/// The answer an identical request in flight got.
+fn shared_answer(shared: &Shared, meta: &mut Meta) -> GatewayResponse {
+    meta.retries = shared.retries;
+    GatewayResponse::new(Answer {
+        status: shared.status,
+        content_type: shared.content_type.clone(),
+        body: AnswerBody::Full(shared.body.clone()),
+    })
 }

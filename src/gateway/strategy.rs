@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use super::{GatewayResponse, RequestLog};
+use super::{GatewayResponse, Meta};
 use crate::config::RouteConfig;
 use crate::error::AppError;
 use crate::policy::{Child, Group, Node, Plan, Target};
@@ -34,15 +34,14 @@ type Outcome = (Result<GatewayResponse, AppError>, String, usize);
 pub(super) async fn run(
     ctx: &Ctx<'_>,
     plan: &Plan,
-    log: &mut RequestLog,
+    meta: &mut Meta,
 ) -> Result<GatewayResponse, AppError> {
-    let (result, target, index) = node(ctx, &plan.root, String::new(), 0, log).await;
-    let mut response = result?;
+    let (result, target, index) = node(ctx, &plan.root, String::new(), 0, meta).await;
+    let response = result?;
     ctx.state
         .metrics
         .target_answer(&ctx.route.name, metric_label(ctx, &target));
-    log.target = Some(target.clone());
-    response.target = Some((index, target));
+    meta.target = Some((index, target));
     Ok(response)
 }
 
@@ -51,14 +50,14 @@ fn node<'a>(
     node: &'a Node,
     path: String,
     index: usize,
-    log: &'a mut RequestLog,
+    meta: &'a mut Meta,
 ) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         match node {
-            Node::Leaf(target) => (leaf(ctx, target, log).await, path, index),
+            Node::Leaf(target) => (leaf(ctx, target, meta).await, path, index),
             Node::Group(group) => match group.mode {
-                StrategyMode::Fallback => fallback(ctx, group, path, index, log).await,
-                StrategyMode::Loadbalance => loadbalance(ctx, group, path, index, log).await,
+                StrategyMode::Fallback => fallback(ctx, group, path, index, meta).await,
+                StrategyMode::Loadbalance => loadbalance(ctx, group, path, index, meta).await,
             },
         }
     })
@@ -69,7 +68,7 @@ async fn fallback(
     group: &Group,
     path: String,
     index: usize,
-    log: &mut RequestLog,
+    meta: &mut Meta,
 ) -> Outcome {
     let moves_on = |status: http::StatusCode| {
         group
@@ -84,7 +83,7 @@ async fn fallback(
         if !allowed(ctx, child) {
             continue;
         }
-        let outcome = tried(ctx, child, log).await;
+        let outcome = tried(ctx, child, meta).await;
         let move_on = match &outcome.0 {
             Ok(r) => moves_on(r.answer.status),
             Err(AppError::Upstream { .. }) => true,
@@ -103,7 +102,7 @@ async fn loadbalance(
     group: &Group,
     path: String,
     index: usize,
-    log: &mut RequestLog,
+    meta: &mut Meta,
 ) -> Outcome {
     let candidates: Vec<&Child> = group
         .children
@@ -122,7 +121,7 @@ async fn loadbalance(
     else {
         return (Err(all_open()), path, index);
     };
-    tried(ctx, child, log).await
+    tried(ctx, child, meta).await
 }
 
 fn allowed(ctx: &Ctx<'_>, child: &Child) -> bool {
@@ -133,8 +132,8 @@ fn allowed(ctx: &Ctx<'_>, child: &Child) -> bool {
 }
 
 /// Runs `child` and records the outcome on its breaker.
-async fn tried(ctx: &Ctx<'_>, child: &Child, log: &mut RequestLog) -> Outcome {
-    let outcome = node(ctx, &child.node, child.path.clone(), child.index, log).await;
+async fn tried(ctx: &Ctx<'_>, child: &Child, meta: &mut Meta) -> Outcome {
+    let outcome = node(ctx, &child.node, child.path.clone(), child.index, meta).await;
     if let Some((key, cb)) = &child.breaker {
         // Only the target's own failures count: a 4xx the caller's request caused (a bad
         // parameter) must not let one caller open a breaker others rely on.
@@ -173,7 +172,7 @@ fn all_open() -> AppError {
 pub(super) async fn leaf(
     ctx: &Ctx<'_>,
     target: &Target,
-    log: &mut RequestLog,
+    meta: &mut Meta,
 ) -> Result<GatewayResponse, AppError> {
     let body = match &ctx.body {
         Some(raw) if !target.params.is_empty() => Some(with_params(raw, &target.params)?),
@@ -193,26 +192,18 @@ pub(super) async fn leaf(
             base_url: &target.base_url,
         })
         .await;
-    log.attempts += forwarded.retries + 1;
+    meta.attempts += forwarded.retries + 1;
     let answer = forwarded.result.map_err(|source| AppError::Upstream {
         source,
         retries: forwarded.retries,
     })?;
-    let model = target
+    meta.retries = forwarded.retries;
+    meta.target_model = target
         .params
         .get("model")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Ok(GatewayResponse {
-        answer,
-        retries: forwarded.retries,
-        cache: log.cache,
-        similarity: None,
-        config_version: None,
-        target: None,
-        model,
-        replayed_from: None,
-    })
+    Ok(GatewayResponse::new(answer))
 }
 
 /// The request body with `params` laid over its top-level fields.

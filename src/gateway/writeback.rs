@@ -65,34 +65,25 @@ impl WriteBack {
     async fn store(&mut self, body: &Bytes) {
         let route = self.route.as_str();
         let cache = &self.state.cache;
-        let Some(tokens) = cache.store(route, &self.keys.exact, body, self.ttl).await else {
+        let Some(tokens) = cache
+            .put_exact(route, &self.keys.exact, body, self.ttl)
+            .await
+        else {
             return;
         };
-        let (Some(vector), Some(tier), Some(prompt)) = (
-            self.vector.take(),
-            cache.semantic(),
-            self.keys.final_user_text.as_deref(),
-        ) else {
+        let (Some(vector), Some(prompt)) =
+            (self.vector.take(), self.keys.final_user_text.as_deref())
+        else {
             return;
         };
-        let outcome = tier
-            .insert(
+        cache
+            .put_semantic(
                 route,
-                &self.keys.exact,
-                &self.keys.partition,
+                &self.keys,
                 (prompt, vector),
                 body,
-                tokens,
-                self.ttl,
+                (tokens, self.ttl),
             )
             .await;
-        let result = match outcome {
-            Ok(()) => "stored",
-            Err(e) => {
-                tracing::warn!(route = %route, error = e.kind(), "semantic cache write failed");
-                "error"
-            }
-        };
-        self.state.metrics.cache_write(route, "semantic", result);
     }
 }

@@ -11,14 +11,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{StatusCode, header};
 
 use crate::error::AppError;
 use crate::gateway::GatewayResponse;
-use crate::portkey::{
-    HEADER_CACHE_STATUS, HEADER_CONFIG_VERSION, HEADER_LAST_USED_OPTION, HEADER_MODEL,
-    HEADER_RETRY_COUNT, HEADER_SIMILARITY, HEADER_TARGET,
-};
 use crate::state::AppState;
 use crate::upstream::AnswerBody;
 
@@ -118,34 +114,7 @@ impl IntoResponse for GatewayResponse {
         if let Some(content_type) = self.answer.content_type {
             headers.insert(header::CONTENT_TYPE, content_type);
         }
-        headers.insert(HEADER_RETRY_COUNT, HeaderValue::from(self.retries));
-        if let Some(cache) = self.cache {
-            headers.insert(
-                HEADER_CACHE_STATUS,
-                HeaderValue::from_static(cache.header_value()),
-            );
-        }
-        if let Some((index, path)) = self.target {
-            headers.insert(HEADER_LAST_USED_OPTION, HeaderValue::from(index));
-            if let Ok(path) = HeaderValue::from_str(&path) {
-                headers.insert(HEADER_TARGET, path);
-            }
-        }
-        if let Some(model) = self.model.and_then(|m| HeaderValue::from_str(&m).ok()) {
-            headers.insert(HEADER_MODEL, model);
-        }
-        if let Some(version) = self
-            .config_version
-            .and_then(|v| HeaderValue::from_str(&v).ok())
-        {
-            headers.insert(HEADER_CONFIG_VERSION, version);
-        }
-        if let Some(similarity) = self
-            .similarity
-            .and_then(|s| HeaderValue::from_str(&format!("{s:.4}")).ok())
-        {
-            headers.insert(HEADER_SIMILARITY, similarity);
-        }
+        self.meta.write_headers(headers);
         response
     }
 }

@@ -10,8 +10,6 @@ pub mod logs;
 pub mod seal;
 pub mod virtual_keys;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 
@@ -124,12 +122,7 @@ impl Store {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now_ms;
 
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> String {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{CacheError, RedisStore, SemanticTier};
+use super::{CacheError, RedisConn, SemanticTier};
 
 /// Events kept in the stream; a replica more than this many behind rebuilds.
 pub const STREAM_MAX: usize = 10_000;
@@ -73,11 +73,7 @@ impl SemanticTier {
 
     /// One round: rebuild if events were trimmed unseen, then apply what is new. Returns how
     /// many events were read.
-    async fn follow_once(
-        &self,
-        redis: &RedisStore,
-        last: &mut String,
-    ) -> Result<usize, CacheError> {
+    async fn follow_once(&self, redis: &RedisConn, last: &mut String) -> Result<usize, CacheError> {
         let key = self.events_key();
         if *last != "0-0" {
             let mut first = redis::cmd("XRANGE");
@@ -140,7 +136,7 @@ impl SemanticTier {
 
     async fn apply(
         &self,
-        redis: &RedisStore,
+        redis: &RedisConn,
         op: &str,
         route: &str,
         id: &str,

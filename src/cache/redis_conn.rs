@@ -5,8 +5,8 @@
 //!
 //! On a Cluster, a transaction must stay within one hash slot. Every entry deja writes is one
 //! key, so its transaction always does; what spans keys (an entry and the replicas' event
-//! stream, or several evictions) goes through [`RedisStore::transaction_then`] and
-//! [`RedisStore::each`], which send one round trip where the server allows it and command by
+//! stream, or several evictions) goes through [`RedisConn::transaction_then`] and
+//! [`RedisConn::each`], which send one round trip where the server allows it and command by
 //! command, in order, on a Cluster.
 
 use std::time::Duration;
@@ -32,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A cheap-to-clone handle on the configured Redis.
 #[derive(Clone)]
-pub struct RedisStore {
+pub struct RedisConn {
     backend: Backend,
     timeout: Duration,
 }
@@ -78,7 +78,7 @@ impl ConnectionLike for Conn {
     }
 }
 
-impl RedisStore {
+impl RedisConn {
     /// Prepares a connection to `url`; nothing is dialled until the first command.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, CacheError> {
         let topology = Topology::parse(url).map_err(|reason| {
