@@ -258,3 +258,29 @@ impl From<crate::store::StoreError> for AppError {
         }
     }
 }
+
+// Extractor rejections become our errors here, so a handler takes `Result<Json<T>, _>` and
+// writes `?`. A body refused by `limits` (too large, too slow) keeps its 413 or 408 whichever
+// extractor read it.
+
+impl From<axum::extract::rejection::BytesRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        crate::limits::refusal(&rejection).unwrap_or_else(|| Self::BodyRead(rejection.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        crate::limits::refusal(&rejection)
+            .unwrap_or_else(|| Self::InvalidJson(rejection.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::InvalidField {
+            param: "query",
+            message: rejection.body_text(),
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod auth;
+mod background;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -56,11 +57,6 @@ pub async fn run(
     serve(state, listener, shutdown).await
 }
 
-/// How often expired semantic entries are swept and tombstone-heavy indexes compacted.
-const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-/// Share of dead entries in an index that triggers its compaction.
-const COMPACT_AT_TOMBSTONES: f32 = 0.25;
-
 /// Serves an assembled `state` (see [`run`]); background upkeep stops with the server.
 pub async fn serve(
     state: AppState,
@@ -70,50 +66,8 @@ pub async fn serve(
     // The control plane is ready before the first request: migrated, keys loaded.
     state.store.migrate().await?;
     state.keys.refresh(&state.store).await?;
-    let refresher = {
-        let (keys, store) = (std::sync::Arc::clone(&state.keys), state.store.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(auth::REFRESH_EVERY);
-            loop {
-                tick.tick().await;
-                if let Err(e) = keys.refresh(&store).await {
-                    tracing::warn!(error = %e, "reloading API keys failed; keeping the last set");
-                }
-            }
-        })
-    };
-    let _stop_refresher = AbortOnDrop(refresher);
-    let _stop_log_writer = state.request_log.as_ref().map(|logger| {
-        AbortOnDrop(tokio::spawn(
-            std::sync::Arc::clone(logger).run(state.store.clone()),
-        ))
-    });
-    let _stop_alerts = AbortOnDrop(tokio::spawn(alerts::run(
-        std::sync::Arc::clone(&state.config),
-        std::sync::Arc::clone(&state.metrics),
-        reqwest::Client::new(),
-    )));
-    let cache = std::sync::Arc::clone(&state.cache);
-    let upkeep = tokio::spawn(async move {
-        cache.warm_up().await;
-        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let cache = std::sync::Arc::clone(&cache);
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(tier) = cache.semantic() {
-                    tier.maintain(COMPACT_AT_TOMBSTONES);
-                }
-            })
-            .await;
-        }
-    });
-    let _stop_upkeep = AbortOnDrop(upkeep);
-    let cache = std::sync::Arc::clone(&state.cache);
-    let _stop_follower = AbortOnDrop(tokio::spawn(async move { cache.follow_replicas().await }));
-    let cache = std::sync::Arc::clone(&state.cache);
-    let _stop_redis_watch = AbortOnDrop(tokio::spawn(async move { cache.watch_redis().await }));
+    // Every background task lives in this set; dropping it (the server stopped) aborts them.
+    let _background = background::start(&state);
     let settings = state.config.server.clone();
     let grace = settings.shutdown_grace;
     let router = app::build_router(state);
@@ -138,14 +92,6 @@ pub async fn serve(
         ),
     }
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

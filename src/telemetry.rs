@@ -1,4 +1,5 @@
-//! Logging set-up: `RUST_LOG` filters (default `info`), text or JSON lines.
+//! Logging set-up: `RUST_LOG` filters (default `info`), text or JSON lines. Lines logged while a
+//! request is served carry its `request` span (its id and endpoint).
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +16,9 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // Each line names the request it belongs to (`span.id`); the span list would repeat it.
+            .with_current_span(true)
+            .with_span_list(false)
             .init(),
     }
 }

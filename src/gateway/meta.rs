@@ -4,7 +4,9 @@
 //! headers ([`Meta::write_headers`]) all come from the same value.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -18,6 +20,7 @@ use crate::portkey::{
 use crate::reqlog::{Draft, RequestLog};
 use crate::state::AppState;
 use crate::store::logs::LogRecord;
+use crate::stream::record::ByteStream;
 use crate::stream::usage::UsageTap;
 use crate::upstream::{AnswerBody, status_label};
 
@@ -66,6 +69,7 @@ impl CacheStatus {
 pub struct Meta {
     /// The id deja gave the request (`x-request-id`): the log row's id.
     pub request_id: Option<String>,
+    pub endpoint: &'static str,
     pub route: Option<String>,
     pub tenant: Option<String>,
     /// The model the caller asked for.
@@ -102,6 +106,13 @@ impl Meta {
             request_id: crate::request_id::of(headers),
             ..Self::default()
         }
+    }
+
+    /// The request's span: every line logged on its path carries its id, and (for a stream) it
+    /// closes when the stream ends, not when the handler returns.
+    pub fn span(&mut self, endpoint: &'static str) -> tracing::Span {
+        self.endpoint = endpoint;
+        tracing::info_span!("request", id = self.request_id.as_deref(), endpoint)
     }
 
     /// The Portkey and deja headers a client reads about its answer.
@@ -163,11 +174,13 @@ impl Meta {
 /// ends) and hands the account to the response for its headers.
 pub(super) fn finish(
     state: &AppState,
-    endpoint: &'static str,
     mut meta: Meta,
     result: &mut Result<GatewayResponse, AppError>,
-    elapsed: Duration,
+    (started, span): (Instant, tracing::Span),
 ) {
+    let _entered = span.enter();
+    let elapsed = started.elapsed();
+    let endpoint = meta.endpoint;
     let route = meta.route.as_deref().unwrap_or("unmatched");
     let status = match result {
         Ok(r) => r.answer.status,
@@ -207,8 +220,44 @@ pub(super) fn finish(
         record_when_done(log, draft, result);
     }
     if let Ok(response) = result {
+        if let AnswerBody::Stream(stream) = &mut response.answer.body {
+            let inner = std::mem::replace(stream, futures_util::stream::empty().boxed());
+            *stream = until_end(
+                inner,
+                StreamEnd {
+                    span: span.clone(),
+                    started,
+                },
+            )
+            .boxed();
+        }
         response.meta = meta;
     }
+}
+
+/// Held by a streamed answer's body: when the stream ends (or the client hangs up) it logs the
+/// stream's whole time and lets the request's span close.
+struct StreamEnd {
+    span: tracing::Span,
+    started: Instant,
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(parent: &self.span, latency_ms, "stream ended");
+    }
+}
+
+/// `stream` with `end` entered around each chunk and dropped with it.
+fn until_end(
+    stream: ByteStream,
+    end: StreamEnd,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    stream.map(move |chunk| {
+        let _entered = end.span.enter();
+        chunk
+    })
 }
 
 /// Hands `draft` to the request log: now for a plain answer; for a stream, when it is over,
@@ -218,7 +267,6 @@ fn record_when_done(
     draft: Draft,
     result: &mut Result<GatewayResponse, AppError>,
 ) {
-    use futures_util::StreamExt;
     let replayed_from = result.as_ref().ok().and_then(|r| r.replayed_from.clone());
     let Some(AnswerBody::Stream(stream)) = result.as_mut().ok().map(|r| &mut r.answer.body) else {
         log.record(draft);

@@ -19,6 +19,7 @@ pub use verify::VerifyBudget;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::auth;
 use crate::error::AppError;
@@ -79,14 +80,11 @@ pub async fn chat_completions(
 ) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
     let mut meta = Meta::for_request(call.headers);
-    let mut result = chat_inner(state, &call, body, &mut meta).await;
-    finish(
-        state,
-        "chat.completions",
-        meta,
-        &mut result,
-        started.elapsed(),
-    );
+    let span = meta.span("chat.completions");
+    let mut result = chat_inner(state, &call, body, &mut meta)
+        .instrument(span.clone())
+        .await;
+    finish(state, meta, &mut result, (started, span));
     result
 }
 
@@ -167,6 +165,7 @@ async fn forward(
 pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
     let mut meta = Meta::for_request(call.headers);
+    let span = meta.span("models");
     let mut result = async {
         let principal = auth::caller(state, call.headers)?;
         meta.tenant = principal.as_ref().map(|p| p.tenant.clone());
@@ -177,7 +176,8 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
         let ctx = meta.resolved(ctx)?;
         forward(state, &ctx, "/models", None, false, &mut meta).await
     }
+    .instrument(span.clone())
     .await;
-    finish(state, "models", meta, &mut result, started.elapsed());
+    finish(state, meta, &mut result, (started, span));
     result
 }

@@ -33,13 +33,6 @@ pub(super) struct Rollback {
     version_id: String,
 }
 
-/// The JSON body, or why not: over its size or time limit (413, 408; see `limits`), else 400.
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, AppError> {
-    json.map(|Json(t)| t).map_err(|e| {
-        crate::limits::refusal(&e).unwrap_or_else(|| AppError::InvalidJson(e.body_text()))
-    })
-}
-
 /// A saved config as shown: inline `api_key`s masked.
 fn config_json(state: &AppState, c: &SavedConfig) -> Value {
     let mut config = c.config.clone();
@@ -97,7 +90,7 @@ pub(super) async fn create_config(
     admin: AdminCaller,
     json: Result<Json<CreateConfig>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let req = body(json)?;
+    let Json(req) = json?;
     let config = sealed_config(&state, &req.config)?;
     if let Some(slug) = &req.slug {
         slug_ok(slug)?;
@@ -139,7 +132,7 @@ pub(super) async fn update_config(
     admin: AdminCaller,
     json: Result<Json<UpdateConfig>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let req = body(json)?;
+    let Json(req) = json?;
     let config = match &req.config {
         Some(config) => Some(sealed_config(&state, config)?),
         None => None,
@@ -182,7 +175,7 @@ pub(super) async fn rollback_config(
     admin: AdminCaller,
     json: Result<Json<Rollback>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let req = body(json)?;
+    let Json(req) = json?;
     let saved = state
         .store
         .rollback_config(&admin.tenant, &slug, &req.version_id)
@@ -247,7 +240,7 @@ pub(super) async fn create_virtual_key(
     admin: AdminCaller,
     json: Result<Json<CreateVirtualKey>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let req = body(json)?;
+    let Json(req) = json?;
     if req.key.trim().is_empty() {
         return Err(AppError::InvalidField {
             param: "key",
@@ -299,7 +292,7 @@ pub(super) async fn update_virtual_key(
     admin: AdminCaller,
     json: Result<Json<UpdateVirtualKey>, JsonRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let req = body(json)?;
+    let Json(req) = json?;
     if let Some(hosts) = &req.hosts {
         hosts_ok(hosts)?;
     }

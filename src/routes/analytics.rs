@@ -20,13 +20,6 @@ use crate::store::logs::{LogFilter, LogRecord};
 /// Most rows one analytics answer reads.
 const MAX_ROWS: i64 = 200_000;
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
-    q.map(|Query(q)| q).map_err(|e| AppError::InvalidField {
-        param: "query",
-        message: e.body_text(),
-    })
-}
-
 async fn rows(
     state: &AppState,
     admin: &AdminCaller,
@@ -70,7 +63,7 @@ pub(super) async fn cache(
     admin: AdminCaller,
     q: Result<Query<CacheQuery>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let window = humantime::parse_duration(q.window.as_deref().unwrap_or("1h")).map_err(|e| {
         AppError::InvalidField {
             param: "window",
@@ -141,7 +134,7 @@ pub(super) async fn graph(
             known.join(", ")
         )));
     };
-    let (q, rows) = portkey_rows(&state, &admin, &query(params)?).await?;
+    let (q, rows) = portkey_rows(&state, &admin, &params?.0).await?;
     Ok(Json(graphs::graph(
         graph,
         &rows,
@@ -156,7 +149,7 @@ pub(super) async fn cache_summary(
     admin: AdminCaller,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let (q, rows) = portkey_rows(&state, &admin, &query(params)?).await?;
+    let (q, rows) = portkey_rows(&state, &admin, &params?.0).await?;
     Ok(Json(graphs::cache_summary(
         &rows,
         &q,

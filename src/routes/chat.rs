@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::body_or_error;
+use crate::error::AppError;
 use crate::gateway::{self, Call};
 use crate::state::AppState;
 
@@ -33,7 +33,7 @@ async fn chat(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = body_or_error(body, state.config.server.max_body_bytes);
+    let body = body.map_err(AppError::from);
     let call = Call {
         path_route,
         headers,

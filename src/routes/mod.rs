@@ -7,11 +7,9 @@ mod ops;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use http::{StatusCode, header};
+use http::header;
 
 use crate::error::AppError;
 use crate::gateway::GatewayResponse;
@@ -86,20 +84,6 @@ async fn method_not_allowed(method: http::Method, uri: http::Uri) -> AppError {
         method: method.to_string(),
         path: uri.path().to_owned(),
     }
-}
-
-/// Maps axum's body rejection to our error: a body over its size or time limit (see `limits`)
-/// is a 413 or 408, anything else could not be read.
-fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
-    body.map_err(|rejection| {
-        crate::limits::refusal(&rejection).unwrap_or_else(|| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::BodyTooLarge { limit }
-            } else {
-                AppError::BodyRead(rejection.body_text())
-            }
-        })
-    })
 }
 
 impl IntoResponse for GatewayResponse {
