@@ -182,10 +182,10 @@ pub async fn run(config: Arc<Config>, metrics: Arc<Metrics>, client: reqwest::Cl
 async fn notify(client: &reqwest::Client, rule: &AlertRule, firing: bool, value: f64) {
     let status = if firing { "firing" } else { "resolved" };
     let body = json!({
-        "alert": rule.name, "status": status, "metric": format!("{:?}", rule.metric),
+        "alert": rule.name, "status": status, "metric": rule.metric,
         "route": rule.route, "value": value, "threshold": rule.threshold,
         "op": match rule.op { Comparison::Above => ">", Comparison::Below => "<" },
-        "window_s": rule.window.as_secs_f64(), "at_ms": crate::store::now_ms(),
+        "window_s": rule.window.as_secs_f64(), "at_ms": crate::clock::now_ms(),
     });
     let sent = client
         .post(secrecy::ExposeSecret::expose_secret(&rule.webhook))

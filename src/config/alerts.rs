@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// What an alert watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What an alert watches; the webhook names it as the config does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertMetric {
     /// Share of requests answered 4xx/5xx.

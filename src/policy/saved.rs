@@ -1,7 +1,7 @@
 //! What a call names by slug, looked up in the caller's own tenant only: a saved config
 //! (`x-portkey-config: SLUG` or `SLUG@VERSION_ID`) and virtual keys. Both are kept for a few
 //! seconds, so an update or rollback reaches every replica within that time without a database
-//! read per request. Another tenant's slug is answered exactly like a slug that does not exist.
+//! read per request (the replica that took the change forgets its copy at once). Another tenant's slug is answered exactly like a slug that does not exist.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,20 @@ impl Default for SavedConfigs {
                 .time_to_live(FRESH_FOR)
                 .build(),
         }
+    }
+}
+
+impl SavedConfigs {
+    /// Drops what this node keeps of a saved config's latest version, so the node that took an
+    /// update, rollback or delete serves the change at once (other replicas within
+    /// [`FRESH_FOR`]). A pinned `slug@version` never changes and is kept.
+    pub fn forget_config(&self, tenant: &str, slug: &str) {
+        self.recent.invalidate(&(tenant.to_owned(), slug.to_owned()));
+    }
+
+    /// Drops what this node keeps of a virtual key after it was updated or deleted here.
+    pub fn forget_key(&self, tenant: &str, slug: &str) {
+        self.keys.invalidate(&(tenant.to_owned(), slug.to_owned()));
     }
 }
 

@@ -141,6 +141,7 @@ pub(super) async fn update_config(
         .store
         .update_config(&admin.tenant, &slug, req.name.as_deref(), config.as_ref())
         .await?;
+    state.saved_configs.forget_config(&admin.tenant, &slug);
     Ok(Json(
         json!({"version_id": saved.version_id, "object": "config"}),
     ))
@@ -152,6 +153,7 @@ pub(super) async fn delete_config(
     admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
     state.store.delete_config(&admin.tenant, &slug).await?;
+    state.saved_configs.forget_config(&admin.tenant, &slug);
     Ok(Json(json!({"success": true, "object": "config"})))
 }
 
@@ -180,6 +182,7 @@ pub(super) async fn rollback_config(
         .store
         .rollback_config(&admin.tenant, &slug, &req.version_id)
         .await?;
+    state.saved_configs.forget_config(&admin.tenant, &slug);
     Ok(Json(
         json!({"version_id": saved.version_id, "object": "config"}),
     ))
@@ -310,6 +313,7 @@ pub(super) async fn update_virtual_key(
         .store
         .update_virtual_key(&admin.tenant, &slug, &change)
         .await?;
+    state.saved_configs.forget_key(&admin.tenant, &slug);
     Ok(Json(virtual_key_json(&updated)))
 }
 
@@ -319,6 +323,7 @@ pub(super) async fn delete_virtual_key(
     admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
     state.store.delete_virtual_key(&admin.tenant, &slug).await?;
+    state.saved_configs.forget_key(&admin.tenant, &slug);
     Ok(Json(json!({"success": true, "object": "virtual-key"})))
 }
 

@@ -77,7 +77,7 @@ pub(super) async fn cache(
             message: format!("'buckets' must be within 1..=500, got {buckets}"),
         });
     }
-    let to = crate::store::now_ms();
+    let to = crate::clock::now_ms();
     let from = to.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
     let rows = rows(&state, &admin, from, to, q.route).await?;
     let config = &state.config;
