@@ -62,6 +62,8 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Print a fresh secret key for sealing virtual keys (set it as DEJA_SECRET_KEY).
+    SecretKey,
     /// Validate the configuration and exit (non-zero on errors).
     CheckConfig {
         /// Config file; default `./deja.toml` when present, else embedded defaults.

@@ -95,6 +95,12 @@ pub enum AppError {
     /// The control plane's database failed.
     #[error("control plane store unavailable: {0}")]
     Store(String),
+    /// Virtual keys were used on a gateway without a key to seal them with.
+    #[error(
+        "virtual keys need a secret key and this gateway has none: run `deja secret-key`, set \
+         its output as DEJA_SECRET_KEY (the same on every replica) and restart"
+    )]
+    NoSecretKey,
     /// A fault inside deja; the message is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,6 +137,7 @@ impl AppError {
             Self::Missing(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Store(_) => "store_unavailable",
+            Self::NoSecretKey => "secret_key_missing",
             Self::Internal(_) => "internal",
             Self::Starting => "starting",
         }
@@ -153,7 +160,7 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(_) | Self::Starting => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Starting | Self::NoSecretKey => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream {
                 source: UpstreamError::Timeout(_),
                 ..

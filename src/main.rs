@@ -43,6 +43,10 @@ fn main() -> ExitCode {
             };
             print_or_fail(deja::eval::command::run(&args))
         }
+        Command::SecretKey => {
+            println!("{}", deja::store::secret_file::fresh_key());
+            ExitCode::SUCCESS
+        }
         Command::Keys { config, action } => {
             print_or_fail(deja::store::cli::run(config.as_deref(), &action))
         }

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::policy::{GuardedResolver, Policy, SavedConfigs};
 use crate::reqlog::RequestLog;
 use crate::store::seal::Sealer;
+use crate::store::secret_file::{self, KeyFileError};
 use crate::store::{Store, StoreError};
 use crate::upstream::{Forwarder, UpstreamError};
 use secrecy::ExposeSecret;
@@ -31,6 +32,9 @@ pub enum StartError {
     /// The control plane's store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The secret key file beside the SQLite store could not be read or created.
+    #[error(transparent)]
+    SecretKey(#[from] KeyFileError),
     /// The listener failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -68,8 +72,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds every part from `config`, loading the embedding model when a route uses semantic
-    /// mode; nothing is connected yet.
+    /// Builds every part from `config`, loading the embedding model unless `[embedding]
+    /// enabled = false`; nothing is connected yet.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let embedder: Option<Arc<dyn Embedder>> =
             if crate::cache::semantic::SemanticTier::needed_by(&config) {
@@ -96,11 +100,8 @@ impl AppState {
         let cache = Arc::new(Cache::new(&config, embedder, Arc::clone(&metrics))?);
         let verify_budget = Arc::new(VerifyBudget::new(config.cache.verify_max_per_second));
         let store = Store::connect_lazy(&config.store.url)?;
-        let sealer = config
-            .store
-            .secret_key
-            .as_ref()
-            .and_then(|k| Sealer::from_hex(k.expose_secret()))
+        let sealer = secret_key(&config)?
+            .and_then(|k| Sealer::from_hex(&k))
             .map(Arc::new);
         let request_log = config
             .log
@@ -122,4 +123,23 @@ impl AppState {
             cache,
         })
     }
+}
+
+/// The key that seals provider credentials: the configured one, else (SQLite file store) the
+/// one in the key file beside the database, created on first start.
+fn secret_key(config: &Config) -> Result<Option<String>, KeyFileError> {
+    if let Some(key) = &config.store.secret_key {
+        return Ok(Some(key.expose_secret().to_owned()));
+    }
+    let Some(path) = secret_file::path_for(&config.store.url) else {
+        return Ok(None);
+    };
+    let (key, created) = secret_file::load_or_create(&path)?;
+    let path = path.display();
+    if created {
+        tracing::info!(%path, "created the secret key that seals virtual keys; back it up with the database (see README, Secret key)");
+    } else {
+        tracing::info!(%path, "secret key read from its file beside the store");
+    }
+    Ok(Some(key))
 }

@@ -14,7 +14,7 @@ use super::CacheError;
 use super::guard::{self, Guard};
 use super::index::{NewEntry, SemanticIndex};
 use super::redis_conn::{KEY_PREFIX, RedisConn};
-use crate::config::{CacheMode, Config};
+use crate::config::Config;
 use crate::embedding::{EmbedError, Embedded, Embedder};
 use crate::metrics::Metrics;
 
@@ -355,11 +355,9 @@ impl SemanticTier {
         }
     }
 
-    /// Whether any route of `config` uses semantic mode (then the model must load at start).
+    /// Whether the model loads at start: whenever semantic mode is reachable, which (callers'
+    /// configs may ask for it on any route) is unless `[embedding] enabled = false`.
     pub fn needed_by(config: &Config) -> bool {
-        config
-            .routes
-            .iter()
-            .any(|r| r.cache.mode() == CacheMode::Semantic)
+        config.embedding.enabled
     }
 }

@@ -28,6 +28,12 @@ impl ModelName {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingConfig {
+    /// Load the embedding model at start; default on. Any caller's config may ask for semantic
+    /// caching (`cache.mode: "semantic"`), even on a route whose own cache is off or exact, so
+    /// the model is loaded whether or not a route uses it. Off: semantic mode is refused (a
+    /// route that names it fails validation; a caller that asks gets a 400) and deja needs no
+    /// model files.
+    pub enabled: bool,
     /// `multilingual-e5-small` (default) or `all-minilm-l6-v2`.
     pub model: ModelName,
     /// Directory with model.onnx and the tokenizer files; default `models/{model}`.
@@ -45,6 +51,7 @@ pub struct EmbeddingConfig {
 impl Default for EmbeddingConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             model: ModelName::MultilingualE5Small,
             model_dir: None,
             onnxruntime_lib: PathBuf::from("models/lib/libonnxruntime.so"),

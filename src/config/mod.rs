@@ -197,6 +197,12 @@ impl Config {
         self.embedding.validate("embedding", &mut errors);
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"), &mut errors);
+            if !self.embedding.enabled && route.cache.mode() == CacheMode::Semantic {
+                errors.push(format!(
+                    "routes[{i}].cache.mode is semantic (set or from cache.default_mode) but \
+                     embedding.enabled is false: no model to embed with"
+                ));
+            }
             if self.routes[..i].iter().any(|r| r.name == route.name) {
                 errors.push(format!(
                     "routes[{i}].name `{}` is used by an earlier route",

@@ -17,10 +17,11 @@ use http::{HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 
 use crate::auth::Principal;
-use crate::config::{Config, DEFAULT_ROUTE, RouteCacheConfig, RouteConfig};
+use crate::config::{CacheMode, Config, DEFAULT_ROUTE, RouteCacheConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{
     HEADER_CACHE_NAMESPACE, HEADER_CONFIG, HEADER_FORCE_REFRESH, HEADER_ROUTE, HEADER_VIRTUAL_KEY,
+    PortkeyConfigError,
 };
 use crate::state::AppState;
 use crate::store::keys::Scope;
@@ -184,6 +185,14 @@ pub async fn resolve<'a>(
     let most = route.timeout.unwrap_or(config.upstream.timeout);
     let timeout = request.timeout().map_or(most, |t| t.min(most));
     let mut cache = request.cache_over(&route.cache)?;
+    if cache.mode() == CacheMode::Semantic && state.cache.semantic().is_none() {
+        return Err(PortkeyConfigError::Invalid(vec![
+            "cache.mode `semantic` is not available: this gateway runs with [embedding] \
+             enabled = false; use `simple`"
+                .to_owned(),
+        ])
+        .into());
+    }
     if route.cache.shared {
         // A shared route serves other tenants' answers: a caller may raise the bar, not lower it.
         let floor = route

@@ -172,7 +172,5 @@ pub async fn virtual_key(
 
 /// The sealer of virtual keys, or why there is none.
 pub fn sealer(state: &AppState) -> Result<&crate::store::seal::Sealer, AppError> {
-    state.sealer.as_deref().ok_or(AppError::Store(
-        "virtual keys need [store] secret_key or DEJA_SECRET_KEY".to_owned(),
-    ))
+    state.sealer.as_deref().ok_or(AppError::NoSecretKey)
 }

@@ -8,6 +8,7 @@ pub mod configs;
 pub mod keys;
 pub mod logs;
 pub mod seal;
+pub mod secret_file;
 pub mod virtual_keys;
 
 use sqlx::AnyPool;
