@@ -340,6 +340,9 @@ fn the_example_file_shows_every_default_as_the_default() {
         ]
     };
     for (shown, default) in sections(&example).iter().zip(sections(&defaults).iter()) {
-        assert_eq!(shown, default, "deja.example.toml sets a value that is not the default");
+        assert_eq!(
+            shown, default,
+            "deja.example.toml sets a value that is not the default"
+        );
     }
 }

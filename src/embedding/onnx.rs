@@ -13,8 +13,7 @@ use fastembed::{
 use super::{EmbedError, Embedded, Embedder, normalize};
 use crate::config::{EmbeddingConfig, ModelName};
 
-const FETCH_HINT: &str =
-    "run models/fetch.sh from the repository root (or set [embedding] model_dir / onnxruntime_lib, or [embedding] enabled = false to run without semantic caching)";
+const FETCH_HINT: &str = "run models/fetch.sh from the repository root (or set [embedding] model_dir / onnxruntime_lib, or [embedding] enabled = false to run without semantic caching)";
 
 /// fastembed sessions for one model.
 pub struct OnnxEmbedder {

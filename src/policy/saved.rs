@@ -63,7 +63,8 @@ impl SavedConfigs {
     /// update, rollback or delete serves the change at once (other replicas within
     /// [`FRESH_FOR`]). A pinned `slug@version` never changes and is kept.
     pub fn forget_config(&self, tenant: &str, slug: &str) {
-        self.recent.invalidate(&(tenant.to_owned(), slug.to_owned()));
+        self.recent
+            .invalidate(&(tenant.to_owned(), slug.to_owned()));
     }
 
     /// Drops what this node keeps of a virtual key after it was updated or deleted here.
