@@ -190,6 +190,7 @@ pub(super) async fn leaf(
             retry: &target.retry,
             auth: target.auth.as_ref(),
             base_url: &target.base_url,
+            wire: &target.wire,
         })
         .await;
     meta.attempts += forwarded.retries + 1;

@@ -110,6 +110,7 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
             retry: &retry,
             auth: target.auth.as_ref(),
             base_url: &target.base_url,
+            wire: &target.wire,
         })
         .await;
     let fresh = match forwarded.result {

@@ -19,6 +19,7 @@ use crate::config::{RetryConfig, RouteConfig};
 use crate::error::AppError;
 use crate::portkey::{CircuitBreaker, RequestConfig, StrategyMode};
 use crate::state::AppState;
+use crate::upstream::adapter::Wire;
 use crate::upstream::providers;
 
 /// Where a credential may be sent.
@@ -49,6 +50,8 @@ struct Credential {
 pub struct Target {
     /// Base URL; the endpoint path is appended.
     pub base_url: String,
+    /// The provider's wire format.
+    pub wire: Wire,
     /// `Authorization` to send, if any.
     pub auth: Option<HeaderValue>,
     /// The credential's identity (`operator`, `vk:ID`, `key:HASH`, `none`).
@@ -133,6 +136,7 @@ struct Inherited {
     timeout: Duration,
     credential: Option<Credential>,
     base_url: String,
+    wire: Wire,
     params: Map<String, Value>,
     breaker: Option<CircuitBreaker>,
 }
@@ -219,6 +223,7 @@ impl<'a> Resolver<'a> {
             timeout,
             credential: operator,
             base_url: config.upstream.base_url.clone(),
+            wire: Wire::OpenAi,
             params: Map::new(),
             breaker: None,
         };
@@ -300,6 +305,12 @@ impl<'a> Resolver<'a> {
                 .filter(|u| !u.is_empty())
             {
                 out.base_url = url.to_owned();
+            }
+            if let Some(provider) = &fields.provider {
+                out.wire = wire_of(provider, fields.api_version.as_deref());
+            }
+            if let Some(base) = config.azure_base() {
+                out.base_url = base;
             }
             let destination = self.origin_of(&out.base_url);
             match given {
@@ -430,8 +441,10 @@ impl<'a> Resolver<'a> {
             &mut self.producer,
             crate::cache::key::canonical(&Value::Object(settings.params.clone())).as_bytes(),
         );
+        feed(&mut self.producer, settings.wire.name().as_bytes());
         Target {
             base_url: settings.base_url.clone(),
+            wire: settings.wire.clone(),
             auth: settings.credential.as_ref().map(|c| c.auth.clone()),
             credential,
             params: settings.params.clone(),
@@ -453,6 +466,21 @@ impl<'a> Resolver<'a> {
             feed(&mut hasher, t.credential.as_bytes());
         });
         hex(&hasher.finalize())[..32].to_owned()
+    }
+}
+
+/// The wire format a target's `provider` speaks.
+fn wire_of(provider: &str, api_version: Option<&str>) -> Wire {
+    if provider.eq_ignore_ascii_case("anthropic") {
+        Wire::Anthropic
+    } else if provider.eq_ignore_ascii_case("azure-openai") {
+        Wire::Azure {
+            api_version: api_version
+                .unwrap_or(providers::AZURE_API_VERSION)
+                .to_owned(),
+        }
+    } else {
+        Wire::OpenAi
     }
 }
 

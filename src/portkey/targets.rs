@@ -78,6 +78,15 @@ pub struct TargetFields {
     /// Base URL, instead of the provider's.
     #[serde(default)]
     pub custom_host: Option<String>,
+    /// Azure OpenAI: the resource (`{resource_name}.openai.azure.com`).
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    /// Azure OpenAI: the deployment the call goes to.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    /// Azure OpenAI: `api-version`; default [`providers::AZURE_API_VERSION`].
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// Body fields laid over the request's (parent first, child wins).
     #[serde(default)]
     pub override_params: Option<Map<String, Value>>,
@@ -99,12 +108,16 @@ impl RequestConfig {
                     "{path}provider `{provider}` is not known; known providers: {}",
                     providers::names()
                 )),
-                Some("") if t.custom_host.is_none() => {
+                Some("")
+                    if t.custom_host.is_none()
+                        && !provider.eq_ignore_ascii_case("azure-openai") =>
+                {
                     errors.push(format!("{path}provider `{provider}` needs a custom_host"))
                 }
                 Some(_) => {}
             }
         }
+        check_azure(t, path, errors);
         if let Some(host) = &t.custom_host
             && !(host.starts_with("http://") || host.starts_with("https://"))
         {
@@ -166,6 +179,22 @@ impl RequestConfig {
         }
     }
 
+    /// Where an `azure-openai` target's deployment is: below `custom_host` when given, else on
+    /// its resource's host. `None` for other providers.
+    pub fn azure_base(&self) -> Option<String> {
+        let t = &self.targets_fields;
+        if !t.provider.as_deref()?.eq_ignore_ascii_case("azure-openai") {
+            return None;
+        }
+        let deployment = t.deployment_id.as_deref()?;
+        let root = match (&t.custom_host, &t.resource_name) {
+            (Some(host), _) => host.trim_end_matches('/').to_owned(),
+            (None, Some(resource)) => format!("https://{resource}.openai.azure.com"),
+            (None, None) => return None,
+        };
+        Some(format!("{root}/openai/deployments/{deployment}"))
+    }
+
     /// Whether the config names a target of its own: targets, or a provider, host or key at
     /// its top.
     pub fn brings_targets(&self) -> bool {
@@ -179,5 +208,45 @@ impl RequestConfig {
             .targets
             .as_ref()
             .is_some_and(|t| !t.is_empty())
+    }
+}
+
+/// An Azure target names its deployment (and its resource unless it gives a host); each part
+/// goes into the URL, so only the characters Azure allows are accepted.
+fn check_azure(t: &TargetFields, path: &str, errors: &mut Vec<String>) {
+    let named = |v: &Option<String>, extra: &str| {
+        v.as_deref().is_none_or(|v| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || extra.contains(c))
+        })
+    };
+    for (field, value, extra) in [
+        ("resource_name", &t.resource_name, ""),
+        ("deployment_id", &t.deployment_id, "._"),
+        ("api_version", &t.api_version, "."),
+    ] {
+        if !named(value, extra) {
+            errors.push(format!(
+                "{path}{field} may hold only letters, digits and -{extra}"
+            ));
+        }
+    }
+    if !t
+        .provider
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("azure-openai"))
+    {
+        return;
+    }
+    if t.deployment_id.is_none() {
+        errors.push(format!(
+            "{path}provider `azure-openai` needs a deployment_id"
+        ));
+    }
+    if t.resource_name.is_none() && t.custom_host.is_none() {
+        errors.push(format!(
+            "{path}provider `azure-openai` needs a resource_name (or a custom_host)"
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The provider side: one shared reqwest client, the attempt that sends a request and reads its
 //! answer within the per-attempt timeout, and the retry loop around it (in `retry`).
 
+pub mod adapter;
 pub mod providers;
 pub mod retry;
 
@@ -116,6 +117,8 @@ pub struct UpstreamCall<'a> {
     pub auth: Option<&'a HeaderValue>,
     /// Base URL for this call, as the policy resolved it.
     pub base_url: &'a str,
+    /// The provider's wire format.
+    pub wire: &'a adapter::Wire,
 }
 
 /// Sends calls to the provider with retries; built once and shared.
@@ -152,15 +155,17 @@ impl Forwarder {
     }
 
     /// Makes the call, retrying per `call.retry`.
-    pub async fn send(&self, call: UpstreamCall<'_>) -> Forwarded {
-        let url = format!("{}{}", call.base_url.trim_end_matches('/'), call.path);
+    pub async fn send(&self, mut call: UpstreamCall<'_>) -> Forwarded {
+        let wire = call.wire;
+        let url = wire.url(call.base_url, call.path);
+        call.body = call.body.map(|body| wire.request(call.path, body));
         let (result, retries) =
             retry::run(call.retry, |budget| self.attempt(&url, &call, budget)).await;
         if retries > 0 {
             self.metrics.retries(call.route, retries);
         }
         Forwarded {
-            result: result.map(|a| a.value),
+            result: result.map(|a| wire.answer(call.path, a.value)),
             retries,
         }
     }
@@ -196,11 +201,11 @@ impl Forwarder {
                 .body(body.clone()),
             None => self.client.get(url),
         };
-        if let Some(auth) = call.auth {
-            request = request.header(http::header::AUTHORIZATION, auth.clone());
+        for (name, value) in call.wire.headers(call.auth) {
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
+        let status = call.wire.status(response.status());
         let retry_after = retry::retry_after(response.headers(), SystemTime::now());
         let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
         let limit = self.max_response_bytes;
