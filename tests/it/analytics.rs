@@ -4,9 +4,9 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Gateway, Reply, Upstream, client, config_with_mode, shared_embedder};
+use common::{Endpoint, Gateway, Reply, Upstream, config_with_mode, question};
 use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
@@ -33,13 +33,7 @@ async fn setup(mode: &str, extra: &str) -> Setup {
         mode,
         &format!("[store]\nurl = \"{url}\"\n{extra}"),
     );
-    let gw = if mode == "semantic" {
-        let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-        common::wait_ready(&gw).await;
-        gw
-    } else {
-        Gateway::spawn(config).await
-    };
+    let gw = Gateway::spawn_sharing_model(config).await;
     Setup {
         gw,
         store,
@@ -50,39 +44,22 @@ async fn setup(mode: &str, extra: &str) -> Setup {
     }
 }
 
-async fn ask(s: &Setup, question: &str, headers: &[(&str, &str)]) -> String {
-    let body =
-        json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]});
-    let mut all = vec![("authorization", format!("Bearer {}", s.inference))];
-    all.extend(headers.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    common::chat(&s.gw, &body, &all).await.1
-}
-
-async fn get(s: &Setup, path: &str, key: &str) -> (u16, Value) {
-    let res = client()
-        .get(format!("{}{path}", s.gw.url))
-        .header("x-portkey-api-key", key)
-        .send()
-        .await
-        .unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
-}
-
-/// Waits for the asynchronous log writer to hold `n` rows.
-async fn logged(s: &Setup, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        let rows = get(s, "/v1/logs?limit=1000", &s.admin).await.1;
-        if rows["data"].as_array().map_or(0, Vec::len) >= n {
-            return rows;
-        }
-        assert!(Instant::now() < deadline, "{n} rows not logged: {rows}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+impl Endpoint for Setup {
+    fn base_url(&self) -> &str {
+        &self.gw.url
     }
+}
+
+/// Asks `text` with acme's inference key; the cache status.
+async fn ask_as_acme(s: &Setup, text: &str) -> String {
+    let bearer = format!("Bearer {}", s.inference);
+    let reply = common::ask(s, &question(text), &[("authorization", &bearer)]).await;
+    reply.cache().to_owned()
+}
+
+/// `GET path` as `key`.
+async fn get(s: &Setup, path: &str, key: &str) -> (u16, Value) {
+    common::call(s, http::Method::GET, path, Some(key), None).await
 }
 
 fn window() -> String {
@@ -99,11 +76,11 @@ fn window() -> String {
 async fn portkey_graphs_come_from_the_request_log_in_portkey_shape() {
     let s = setup("simple", "").await;
     for _ in 0..3 {
-        ask(&s, "what is deja?", &[]).await;
+        ask_as_acme(&s, "what is deja?").await;
     }
     s.upstream.script([Reply::status(400)]);
-    ask(&s, "a question the provider refuses", &[]).await;
-    logged(&s, 4).await;
+    ask_as_acme(&s, "a question the provider refuses").await;
+    common::until_logged(&s, &s.admin, 4).await;
     let w = window();
 
     let (status, requests) = get(&s, &format!("/v1/analytics/graphs/requests?{w}"), &s.admin).await;
@@ -236,10 +213,10 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
     ];
     let mut statuses = Vec::new();
     for q in asked {
-        statuses.push(ask(&s, q, &[]).await);
+        statuses.push(ask_as_acme(&s, q).await);
     }
     assert_eq!(&statuses[..4], ["MISS", "SEMANTIC HIT", "MISS", "MISS"]);
-    let rows = logged(&s, asked.len()).await;
+    let rows = common::until_logged(&s, &s.admin, asked.len()).await;
     let (status, report) = get(&s, "/v1/analytics/cache?window=10m&buckets=10", &s.admin).await;
     assert_eq!(status, 200, "{report}");
     let r = &report["routes"][0];
@@ -317,11 +294,11 @@ async fn the_dashboard_draws_every_chart_in_chromium_and_refreshes_live() {
         "How do I cancel my subscription?",
         "I want to stop my subscription.", // near miss
     ] {
-        ask(&s, q, &[]).await;
+        ask_as_acme(&s, q).await;
     }
     s.upstream.script([Reply::status(400)]);
-    ask(&s, "a question the provider refuses", &[]).await;
-    logged(&s, 8).await;
+    ask_as_acme(&s, "a question the provider refuses").await;
+    common::until_logged(&s, &s.admin, 8).await;
     // A second route with an hour behind it, written to the same database as an earlier run
     // would have: the charts must draw lines across the time axis, not single points.
     s.store.insert_logs(&history()).await.unwrap();

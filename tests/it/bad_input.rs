@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::{Gateway, Upstream, chat_body, client, config};
+use common::{Gateway, Upstream, ask, client, config, question};
 use serde_json::Value;
 
 async fn refused(gw: &Gateway, body: Vec<u8>, config_header: Option<&str>) -> (u16, Value) {
@@ -22,7 +22,7 @@ async fn refused(gw: &Gateway, body: Vec<u8>, config_header: Option<&str>) -> (u
 async fn every_bad_input_is_refused_before_the_upstream() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, "[server]\nmax_body_bytes = 2048\n")).await;
-    let ok = chat_body("hi").into_bytes();
+    let ok = question("hi").to_string().into_bytes();
     // (case, body, x-portkey-config, status, error.code, error.param, part of error.message)
     type Case<'a> = (
         &'a str,
@@ -180,15 +180,9 @@ async fn every_bad_input_is_refused_before_the_upstream() {
 async fn a_body_just_under_the_limit_is_accepted() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, "[server]\nmax_body_bytes = 2048\n")).await;
-    let filler = "y".repeat(2048 - chat_body("").len());
-    let body = chat_body(&filler);
-    assert_eq!(body.len(), 2048);
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let filler = "y".repeat(2048 - question("").to_string().len());
+    let body = question(&filler);
+    assert_eq!(body.to_string().len(), 2048);
+    assert_eq!(ask(&gw, &body, &[]).await.status, 200);
     assert_eq!(upstream.calls(), 1);
 }

@@ -7,67 +7,55 @@ use crate::common;
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::{Gateway, Upstream, config_with_mode, metric, shared_embedder};
+use common::{Gateway, Upstream, ask, config_with_mode, metric, redis_section};
 use serde_json::{Value, json};
 
-async fn gateway(upstream: &Upstream, redis: Option<&RedisServer>, extra: &str) -> Gateway {
-    let redis_section = redis
-        .map(|r| format!("[redis]\nurl = \"{}\"\ntimeout = \"200ms\"\n", r.url))
+/// A semantic gateway on the shared model, its entries in `redis` (in memory without).
+async fn semantic_gateway(upstream: &Upstream, redis: Option<&RedisServer>) -> Gateway {
+    let redis_toml = redis
+        .map(|r| redis_section(&r.url, Some("200ms")))
         .unwrap_or_default();
-    let config = config_with_mode(
-        &upstream.url,
-        "semantic",
-        &format!("{redis_section}{extra}"),
-    );
-    let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-    common::wait_ready(&gw).await;
-    gw
+    Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", &redis_toml)).await
 }
 
-fn body(system: &str, question: &str) -> Value {
+fn with_system(system: &str, question: &str) -> Value {
     json!({
         "model": "yi-lightning",
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]
     })
 }
 
-/// (status, cache status, similarity header, body)
-async fn ask(
-    gw: &Gateway,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> (u16, String, Option<String>, String) {
-    common::chat(gw, body, headers).await
-}
-
+/// The cache status of `question` asked after `system`.
 async fn cache_status(gw: &Gateway, system: &str, question: &str) -> String {
-    ask(gw, &body(system, question), &[]).await.1
+    ask(gw, &with_system(system, question), &[])
+        .await
+        .cache()
+        .to_owned()
 }
 
 #[tokio::test]
 async fn paraphrases_in_english_and_chinese_are_semantic_hits() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, Some(&redis), "").await;
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
     let sys = "You are a support agent.";
     for (first, paraphrase) in [
         ("What is an AI gateway?", "What's an AI gateway?"),
         ("怎么申请退款?", "如何申请退款？"),
     ] {
-        let (_, cache, _, stored) = ask(&gw, &body(sys, first), &[]).await;
-        assert_eq!(cache, "MISS");
-        let (status, cache, similarity, served) = ask(&gw, &body(sys, paraphrase), &[]).await;
+        let stored = ask(&gw, &with_system(sys, first), &[]).await;
+        assert_eq!(stored.cache(), "MISS");
+        let served = ask(&gw, &with_system(sys, paraphrase), &[]).await;
         assert_eq!(
-            (status, cache.as_str()),
+            (served.status, served.cache()),
             (200, "SEMANTIC HIT"),
             "{paraphrase}"
         );
-        let similarity: f32 = similarity
-            .expect("x-deja-similarity on a semantic hit")
-            .parse()
-            .unwrap();
+        let similarity = served
+            .similarity()
+            .expect("x-deja-similarity on a semantic hit");
         assert!((0.96..=1.0).contains(&similarity), "{similarity}");
-        assert_eq!(served, stored, "the stored answer, as stored");
+        assert_eq!(served.body, stored.body, "the stored answer, as stored");
     }
     assert_eq!(upstream.calls(), 2);
 
@@ -112,7 +100,7 @@ async fn paraphrases_in_english_and_chinese_are_semantic_hits() {
 async fn unrelated_questions_and_look_alikes_miss() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, Some(&redis), "").await;
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
     let sys = "Answer briefly.";
     cache_status(&gw, sys, "Python怎么读取CSV文件").await;
     cache_status(&gw, sys, "How do I turn on Bluetooth?").await;
@@ -148,10 +136,10 @@ async fn unrelated_questions_and_look_alikes_miss() {
 async fn a_semantic_hit_never_crosses_a_partition() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, Some(&redis), "").await;
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
     let sys = "You are a support agent.";
-    ask(&gw, &body(sys, "What is an AI gateway?"), &[]).await;
-    let paraphrase = body(sys, "What's an AI gateway?");
+    ask(&gw, &with_system(sys, "What is an AI gateway?"), &[]).await;
+    let paraphrase = with_system(sys, "What's an AI gateway?");
     let mut other_model = paraphrase.clone();
     other_model["model"] = json!("yi-large");
     let mut other_temperature = paraphrase.clone();
@@ -166,7 +154,7 @@ async fn a_semantic_hit_never_crosses_a_partition() {
     for (what, request, headers) in [
         (
             "system prompt",
-            body("You are a poet.", "What's an AI gateway?"),
+            with_system("You are a poet.", "What's an AI gateway?"),
             vec![],
         ),
         ("model", other_model, vec![]),
@@ -178,12 +166,12 @@ async fn a_semantic_hit_never_crosses_a_partition() {
             vec![("x-portkey-cache-namespace", "tenant-b")],
         ),
     ] {
-        let (_, cache, similarity, _) = ask(&gw, &request, &headers).await;
-        assert_eq!(cache, "MISS", "{what} must not share the entry");
-        assert_eq!(similarity, None);
+        let reply = ask(&gw, &request, &headers).await;
+        assert_eq!(reply.cache(), "MISS", "{what} must not share the entry");
+        assert_eq!(reply.similarity(), None);
     }
     assert_eq!(
-        ask(&gw, &paraphrase, &[]).await.1,
+        ask(&gw, &paraphrase, &[]).await.cache(),
         "SEMANTIC HIT",
         "same partition still hits"
     );
@@ -193,23 +181,24 @@ async fn a_semantic_hit_never_crosses_a_partition() {
 async fn semantic_entries_expire() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, Some(&redis), "").await;
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
     let short = [(
         "x-portkey-config",
         r#"{"cache":{"mode":"semantic","max_age":1}}"#,
     )];
-    ask(&gw, &body("s", "How do I install Docker?"), &short).await;
+    ask(&gw, &with_system("s", "How do I install Docker?"), &short).await;
     assert_eq!(
-        ask(&gw, &body("s", "How to install Docker?"), &short)
+        ask(&gw, &with_system("s", "How to install Docker?"), &short)
             .await
-            .1,
+            .cache(),
         "SEMANTIC HIT"
     );
+    // The claim is the 1 s max_age itself: wait just past it, not until the entry happens to go.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        ask(&gw, &body("s", "How to install Docker?"), &short)
+        ask(&gw, &with_system("s", "How to install Docker?"), &short)
             .await
-            .1,
+            .cache(),
         "MISS"
     );
 }
@@ -218,12 +207,17 @@ async fn semantic_entries_expire() {
 async fn semantic_hits_survive_a_restart_through_redis() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let mut first = gateway(&upstream, Some(&redis), "").await;
-    ask(&first, &body("s", "怎么绑定银行卡"), &[]).await;
-    ask(&first, &body("s", "How do I delete my account?"), &[]).await;
+    let mut first = semantic_gateway(&upstream, Some(&redis)).await;
+    ask(&first, &with_system("s", "怎么绑定银行卡"), &[]).await;
+    ask(
+        &first,
+        &with_system("s", "How do I delete my account?"),
+        &[],
+    )
+    .await;
     first.stop().await.unwrap();
 
-    let second = gateway(&upstream, Some(&redis), "").await;
+    let second = semantic_gateway(&upstream, Some(&redis)).await;
     let metrics = second.scrape_metrics().await;
     assert_eq!(
         metric(
@@ -248,12 +242,12 @@ async fn semantic_hits_survive_a_restart_through_redis() {
 async fn redis_down_degrades_to_upstream() {
     let upstream = Upstream::spawn().await;
     let mut redis = RedisServer::start();
-    let gw = gateway(&upstream, Some(&redis), "").await;
-    ask(&gw, &body("s", "What is Redis?"), &[]).await;
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
+    ask(&gw, &with_system("s", "What is Redis?"), &[]).await;
     redis.stop();
-    let (status, cache, _, _) = ask(&gw, &body("s", "What's Redis?"), &[]).await;
+    let reply = ask(&gw, &with_system("s", "What's Redis?"), &[]).await;
     assert_eq!(
-        (status, cache.as_str()),
+        (reply.status, reply.cache()),
         (200, "MISS"),
         "the answer lives in Redis: fetched from upstream"
     );
@@ -269,8 +263,8 @@ async fn redis_down_degrades_to_upstream() {
 #[tokio::test]
 async fn without_redis_the_semantic_tier_lives_in_memory() {
     let upstream = Upstream::spawn().await;
-    let gw = gateway(&upstream, None, "").await;
-    ask(&gw, &body("s", "怎么申请退款?"), &[]).await;
+    let gw = semantic_gateway(&upstream, None).await;
+    ask(&gw, &with_system("s", "怎么申请退款?"), &[]).await;
     assert_eq!(
         cache_status(&gw, "s", "如何申请退款？").await,
         "SEMANTIC HIT"
@@ -283,8 +277,11 @@ async fn english_only_model_skips_chinese_prompts() {
     let upstream = Upstream::spawn().await;
     let extra = "[embedding]\nmodel = \"all-minilm-l6-v2\"\nsessions = 1\n";
     let config = config_with_mode(&upstream.url, "semantic", extra);
+    // Its own model, not the shared one.
     let gw = Gateway::spawn(config).await;
-    common::wait_ready(&gw).await;
+    let checks = common::until_ready(&gw).await;
+    assert_eq!(checks["checks"]["semantic_index"], "ok", "{checks}");
+    assert!(checks["checks"]["embedding_model"].is_string(), "{checks}");
     cache_status(&gw, "s", "怎么申请退款?").await;
     assert_eq!(
         cache_status(&gw, "s", "怎么申请发票?").await,

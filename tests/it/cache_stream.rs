@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{Gateway, Reply, Upstream, client, config_with_mode, metric, shared_embedder};
+use common::upstream::{CHUNK_ID, DONE, chunk, event};
+use common::{Gateway, Reply, Upstream, ask, client, config_with_mode, eventually, metric};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -18,27 +19,20 @@ const TEXT: &str = "Streaming answers are cached, then replayed.";
 
 /// An OpenAI event stream that sends `pieces` as content deltas; each entry is one SSE event.
 fn openai_events(pieces: &[&str], finish: Option<&str>, done: bool) -> Vec<String> {
-    let chunk = |delta: Value, finish: Option<&str>| {
-        let chunk = json!({"id": "chatcmpl-s1", "object": "chat.completion.chunk", "created": 1_700_000_000,
-            "model": "yi-lightning", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        format!("data: {chunk}\n\n")
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    events.extend(pieces.iter().map(|p| chunk(json!({ "content": p }), None)));
+    let frame = |delta: Value, finish: Option<&str>| event(&chunk(delta, finish));
+    let mut events = vec![frame(json!({"role": "assistant", "content": ""}), None)];
+    events.extend(pieces.iter().map(|p| frame(json!({ "content": p }), None)));
     if let Some(finish) = finish {
-        events.push(chunk(json!({}), Some(finish)));
-        let usage = json!({"id": "chatcmpl-s1", "object": "chat.completion.chunk", "created": 1_700_000_000,
-            "model": "yi-lightning", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}});
-        events.push(format!("data: {usage}\n\n"));
+        events.push(frame(json!({}), Some(finish)));
+        let mut usage = chunk(json!({}), None);
+        usage["choices"] = json!([]);
+        usage["usage"] = json!({"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16});
+        events.push(event(&usage));
     }
     if done {
-        events.push("data: [DONE]\n\n".to_owned());
+        events.push(DONE.to_owned());
     }
     events
-}
-
-fn as_str(events: &[String]) -> Vec<&str> {
-    events.iter().map(String::as_str).collect()
 }
 
 fn clean_stream() -> Reply {
@@ -47,19 +41,13 @@ fn clean_stream() -> Reply {
         Some("stop"),
         true,
     );
-    Reply::sse(&events.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    Reply::sse(&events, None)
 }
 
-async fn gateway(upstream: &Upstream, redis: &RedisServer, mode: &str) -> Gateway {
-    let extra = format!("[redis]\nurl = \"{}\"\ntimeout = \"200ms\"\n", redis.url);
-    let config = config_with_mode(&upstream.url, mode, &extra);
-    if mode == "semantic" {
-        let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-        common::wait_ready(&gw).await;
-        gw
-    } else {
-        Gateway::spawn(config).await
-    }
+/// A gateway caching in `redis` in `mode` (semantic on the shared model).
+async fn gateway_on_redis(upstream: &Upstream, redis: &RedisServer, mode: &str) -> Gateway {
+    let extra = common::redis_section(&redis.url, Some("200ms"));
+    Gateway::spawn_sharing_model(config_with_mode(&upstream.url, mode, &extra)).await
 }
 
 fn request(question: &str, stream: bool, include_usage: bool) -> Value {
@@ -74,41 +62,10 @@ fn request(question: &str, stream: bool, include_usage: bool) -> Value {
     body
 }
 
-struct Streamed {
-    status: u16,
-    cache: String,
-    similarity: Option<String>,
-    content_type: String,
-    raw: Vec<u8>,
-}
-
-async fn stream(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> Streamed {
-    let mut req = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    Streamed {
-        status: res.status().as_u16(),
-        cache: header("x-portkey-cache-status").unwrap_or_default(),
-        similarity: header("x-deja-similarity"),
-        content_type: header("content-type").unwrap_or_default(),
-        raw: res.bytes().await.unwrap().to_vec(),
-    }
-}
-
 /// Checks OpenAI's framing byte by byte and returns the chunks' JSON: every event is exactly
 /// `data: <json>\n\n`, the first delta carries the role, the last chunk with choices carries a
 /// `finish_reason`, and the stream ends with `data: [DONE]\n\n`.
-fn framed_chunks(raw: &[u8]) -> Vec<Value> {
-    let text = std::str::from_utf8(raw).unwrap();
+fn framed_chunks(text: &str) -> Vec<Value> {
     let body = text
         .strip_suffix("data: [DONE]\n\n")
         .unwrap_or_else(|| panic!("no [DONE] at the end: {text:?}"));
@@ -154,30 +111,30 @@ fn streamed_text(chunks: &[Value]) -> String {
 async fn a_streamed_miss_is_stored_and_served_to_streams_and_plain_requests() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
     upstream.script([clean_stream()]);
-    let ask = request("How are streams cached?", true, true);
+    let body = request("How are streams cached?", true, true);
 
-    let miss = stream(&gw, &ask, &[]).await;
-    assert_eq!((miss.status, miss.cache.as_str()), (200, "MISS"));
-    assert_eq!(streamed_text(&framed_chunks(&miss.raw)), TEXT);
+    let miss = ask(&gw, &body, &[]).await;
+    assert_eq!((miss.status, miss.cache()), (200, "MISS"));
+    assert_eq!(streamed_text(&framed_chunks(&miss.body)), TEXT);
 
     // `[DONE]` reached the client after the write-back, so this finds the entry at once.
-    let hit = stream(&gw, &ask, &[]).await;
-    assert_eq!((hit.status, hit.cache.as_str()), (200, "HIT"));
-    assert_eq!(hit.content_type, "text/event-stream");
-    let chunks = framed_chunks(&hit.raw);
+    let hit = ask(&gw, &body, &[]).await;
+    assert_eq!((hit.status, hit.cache()), (200, "HIT"));
+    assert_eq!(hit.header("content-type"), Some("text/event-stream"));
+    let chunks = framed_chunks(&hit.body);
     assert_eq!(streamed_text(&chunks), TEXT);
     assert!(chunks.len() > 4, "replayed in word-sized pieces");
-    assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-s1"));
+    assert!(chunks.iter().all(|c| c["id"] == CHUNK_ID));
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["total_tokens"], 16);
 
     let plain = request("How are streams cached?", false, false);
-    let (status, cache, _, body) = common::chat(&gw, &plain, &[]).await;
-    assert_eq!((status, cache.as_str()), (200, "HIT"));
-    let body: Value = serde_json::from_str(&body).unwrap();
+    let reply = ask(&gw, &plain, &[]).await;
+    assert_eq!((reply.status, reply.cache()), (200, "HIT"));
+    let body = reply.json();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["content"], TEXT);
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -191,13 +148,13 @@ async fn a_streamed_miss_is_stored_and_served_to_streams_and_plain_requests() {
 async fn a_plain_entry_is_replayed_as_a_stream() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
-    let (_, cache, _, _) = common::chat(&gw, &request("Say hello", false, false), &[]).await;
-    assert_eq!(cache, "MISS");
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
+    let miss = ask(&gw, &request("Say hello", false, false), &[]).await;
+    assert_eq!(miss.cache(), "MISS");
     for include_usage in [true, false] {
-        let hit = stream(&gw, &request("Say hello", true, include_usage), &[]).await;
-        assert_eq!(hit.cache, "HIT");
-        let chunks = framed_chunks(&hit.raw);
+        let hit = ask(&gw, &request("Say hello", true, include_usage), &[]).await;
+        assert_eq!(hit.cache(), "HIT");
+        let chunks = framed_chunks(&hit.body);
         assert_eq!(streamed_text(&chunks), "hello from the stand-in");
         let usage = chunks.iter().find(|c| c["usage"].is_object());
         assert_eq!(
@@ -213,15 +170,15 @@ async fn a_plain_entry_is_replayed_as_a_stream() {
 async fn a_semantic_hit_is_replayed_as_a_stream_with_its_headers() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "semantic").await;
+    let gw = gateway_on_redis(&upstream, &redis, "semantic").await;
     upstream.script([clean_stream()]);
-    let miss = stream(&gw, &request("What is an AI gateway?", true, false), &[]).await;
-    assert_eq!(miss.cache, "MISS");
-    let hit = stream(&gw, &request("What's an AI gateway?", true, false), &[]).await;
-    assert_eq!(hit.cache, "SEMANTIC HIT");
-    let similarity: f32 = hit.similarity.expect("x-deja-similarity").parse().unwrap();
+    let miss = ask(&gw, &request("What is an AI gateway?", true, false), &[]).await;
+    assert_eq!(miss.cache(), "MISS");
+    let hit = ask(&gw, &request("What's an AI gateway?", true, false), &[]).await;
+    assert_eq!(hit.cache(), "SEMANTIC HIT");
+    let similarity = hit.similarity().expect("x-deja-similarity");
     assert!(similarity >= 0.96, "{similarity}");
-    assert_eq!(streamed_text(&framed_chunks(&hit.raw)), TEXT);
+    assert_eq!(streamed_text(&framed_chunks(&hit.body)), TEXT);
     assert_eq!(upstream.calls(), 1);
 }
 
@@ -229,7 +186,7 @@ async fn a_semantic_hit_is_replayed_as_a_stream_with_its_headers() {
 async fn streams_that_did_not_end_cleanly_are_never_stored() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
     let events = |pieces: &[&str], finish, done| openai_events(pieces, finish, done);
     let no_done = events(&["cut ", "short"], Some("stop"), false);
     let no_finish = events(&["never ", "finished"], None, true);
@@ -237,37 +194,25 @@ async fn streams_that_did_not_end_cleanly_are_never_stored() {
     error_event.push("data: {\"error\":{\"message\":\"overloaded\",\"code\":\"busy\"}}\n\n".into());
     let reset = events(&["then the ", "line dropped"], None, false);
     let cases = [
-        (
-            "no [DONE]",
-            Reply::sse(&as_str(&no_done), None),
-            "unfinished",
-        ),
+        ("no [DONE]", Reply::sse(&no_done, None), "unfinished"),
         (
             "no finish_reason",
-            Reply::sse(&as_str(&no_finish), None),
+            Reply::sse(&no_finish, None),
             "unfinished",
         ),
-        (
-            "error event",
-            Reply::sse(&as_str(&error_event), None),
-            "error_event",
-        ),
+        ("error event", Reply::sse(&error_event, None), "error_event"),
         (
             "connection reset",
-            Reply::sse_then_reset(&as_str(&reset)),
+            Reply::sse_then_reset(&reset),
             "unreachable",
         ),
     ];
     for (i, (name, reply, outcome)) in cases.into_iter().enumerate() {
-        let ask = request(&format!("case {i}"), true, false);
+        let body = request(&format!("case {i}"), true, false);
         upstream.script([reply, clean_stream()]);
-        let first = stream(&gw, &ask, &[]).await;
-        assert_eq!(
-            (first.status, first.cache.as_str()),
-            (200, "MISS"),
-            "{name}"
-        );
-        let text = String::from_utf8(first.raw).unwrap();
+        let first = ask(&gw, &body, &[]).await;
+        assert_eq!((first.status, first.cache()), (200, "MISS"), "{name}");
+        let text = first.body;
         if name == "connection reset" {
             // The status line is long gone: the failure arrives as an error event, no [DONE].
             assert!(text.ends_with("\n\n") && !text.contains("[DONE]"), "{text}");
@@ -275,8 +220,8 @@ async fn streams_that_did_not_end_cleanly_are_never_stored() {
             let error: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
             assert_eq!(error["error"]["code"], "upstream_unreachable", "{name}");
         }
-        let again = stream(&gw, &ask, &[]).await;
-        assert_eq!(again.cache, "MISS", "{name}: must not have been stored");
+        let again = ask(&gw, &body, &[]).await;
+        assert_eq!(again.cache(), "MISS", "{name}: must not have been stored");
         assert_eq!(upstream.calls(), 2 * (i + 1), "{name}");
         let metrics = gw.scrape_metrics().await;
         let labels = [("route", "default"), ("outcome", outcome)];
@@ -291,21 +236,20 @@ async fn streams_that_did_not_end_cleanly_are_never_stored() {
 async fn a_stalled_stream_ends_with_a_timeout_event() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
     let events = openai_events(&["stalls ", "here"], Some("stop"), true);
     let gate = Arc::new(Notify::new());
-    let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
-    upstream.script([Reply::sse(&chunks, Some(gate))]);
-    let ask = request("stall", true, false);
+    upstream.script([Reply::sse(&events, Some(gate))]);
+    let body = request("stall", true, false);
     let started = Instant::now();
-    let res = stream(
+    let res = ask(
         &gw,
-        &ask,
+        &body,
         &[("x-portkey-config", r#"{"request_timeout":300}"#)],
     )
     .await;
     assert!(started.elapsed() < Duration::from_secs(4));
-    let text = String::from_utf8(res.raw).unwrap();
+    let text = res.body;
     assert!(text.contains("\"code\":\"upstream_timeout\""), "{text}");
     assert!(!text.contains("[DONE]"));
 }
@@ -314,42 +258,28 @@ async fn a_stalled_stream_ends_with_a_timeout_event() {
 async fn retries_happen_before_the_first_byte_only() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
     let retry = [("x-portkey-config", r#"{"retry":{"attempts":2}}"#)];
     // Broken before any byte: retried, and the client sees one clean stream.
     upstream.script([
-        Reply::sse_then_reset(&[]),
+        Reply::sse_then_reset::<&str>(&[]),
         Reply::status(503),
         clean_stream(),
     ]);
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header(retry[0].0, retry[0].1)
-        .body(request("retry me", true, false).to_string())
-        .send()
-        .await
-        .unwrap();
+    let res = ask(&gw, &request("retry me", true, false), &retry).await;
     assert_eq!(
-        res.headers()
-            .get("x-portkey-retry-attempt-count")
-            .map(|v| v.to_str().unwrap()),
+        res.header("x-portkey-retry-attempt-count"),
         Some("2"),
         "{res:?}"
     );
-    let raw = res.bytes().await.unwrap();
-    assert_eq!(streamed_text(&framed_chunks(&raw)), TEXT);
+    assert_eq!(streamed_text(&framed_chunks(&res.body)), TEXT);
     assert_eq!(upstream.calls(), 3);
 
     // Broken after the first byte: no retry (the client already has part of an answer).
     let events = openai_events(&["half "], None, false);
-    let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
-    upstream.script([Reply::sse_then_reset(&chunks), clean_stream()]);
-    let res = stream(&gw, &request("no retry", true, false), &retry).await;
-    assert!(
-        String::from_utf8(res.raw)
-            .unwrap()
-            .contains("upstream_unreachable")
-    );
+    upstream.script([Reply::sse_then_reset(&events), clean_stream()]);
+    let res = ask(&gw, &request("no retry", true, false), &retry).await;
+    assert!(res.body.contains("upstream_unreachable"), "{}", res.body);
     assert_eq!(upstream.calls(), 4);
 }
 
@@ -357,38 +287,38 @@ async fn retries_happen_before_the_first_byte_only() {
 async fn a_client_hanging_up_cancels_the_upstream_and_stores_nothing() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, "simple").await;
+    let gw = gateway_on_redis(&upstream, &redis, "simple").await;
     let many: Vec<String> = (0..50).map(|i| format!("word{i} ")).collect();
     let pieces: Vec<&str> = many.iter().map(String::as_str).collect();
     let events = openai_events(&pieces, Some("stop"), true);
-    let chunks: Vec<&str> = events.iter().map(String::as_str).collect();
     let gate = Arc::new(Notify::new());
-    upstream.script([Reply::sse(&chunks, Some(Arc::clone(&gate)))]);
-    let ask = request("hang up", true, false);
+    upstream.script([Reply::sse(&events, Some(Arc::clone(&gate)))]);
+    let body = request("hang up", true, false);
+    // Read by hand: the client hangs up after the first chunk.
     let res = client()
         .post(format!("{}/v1/chat/completions", gw.url))
-        .body(ask.to_string())
+        .body(body.to_string())
         .send()
         .await
         .unwrap();
-    let mut body = res.bytes_stream();
-    let first = body.next().await.unwrap().unwrap();
+    let mut stream = res.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
-    drop(body);
+    drop(stream);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while upstream.streams_cancelled() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream was never cancelled"
-        );
-        // Let the upstream try its next chunk: a write is how a closed connection shows.
-        gate.notify_one();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the upstream stream to be cancelled",
+        Duration::from_secs(5),
+        || async {
+            // Let the upstream try its next chunk: a write is how a closed connection shows.
+            gate.notify_one();
+            upstream.streams_cancelled() > 0
+        },
+    )
+    .await;
     let metrics = gw.scrape_metrics().await;
     let gone = [("route", "default"), ("outcome", "client_gone")];
     assert_eq!(metric(&metrics, "deja_streams_total", &gone), Some(1.0));
     upstream.script([clean_stream()]);
-    assert_eq!(stream(&gw, &ask, &[]).await.cache, "MISS");
+    assert_eq!(ask(&gw, &body, &[]).await.cache(), "MISS");
 }

@@ -4,88 +4,69 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::{Gateway, Reply, Upstream, config_with_mode, metric, shared_embedder};
-use serde_json::json;
+use common::{
+    Gateway, Reply, Upstream, cache_of, config_with_mode, metric, question, until_metric,
+};
 
-fn answer(text: &str) -> Reply {
-    let body = json!({"id": "chatcmpl-v", "object": "chat.completion", "created": 1, "model": "yi-lightning",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"total_tokens": 20}});
-    Reply {
-        status: 200,
-        body: body.to_string(),
-        ..Reply::default()
-    }
-}
-
-async fn gateway(upstream: &Upstream, redis: &RedisServer, rate: f64, budget: f64) -> Gateway {
+/// A semantic gateway on the shared model and `redis` that verifies `rate` of its hits, at most
+/// `budget` a second.
+async fn verifying_gateway(
+    upstream: &Upstream,
+    redis: &RedisServer,
+    rate: f64,
+    budget: f64,
+) -> Gateway {
     let extra = format!(
-        "[redis]\nurl = \"{}\"\n[[routes]]\nname = \"default\"\n[routes.cache]\nverify_sample_rate = {rate}\n",
-        redis.url
+        "{}[[routes]]\nname = \"default\"\n[routes.cache]\nverify_sample_rate = {rate}\n",
+        common::redis_section(&redis.url, None)
     );
     let mut config = config_with_mode(&upstream.url, "semantic", &extra);
     config.cache.verify_max_per_second = budget;
-    let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-    common::wait_ready(&gw).await;
-    gw
+    Gateway::spawn_sharing_model(config).await
 }
 
-fn ask(question: &str) -> serde_json::Value {
-    json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]})
-}
-
+/// Waits until `expected` verifications ended in `result`, and checks there are no more.
 async fn verified(gw: &Gateway, result: &str, expected: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = gw.scrape_metrics().await;
-        let labels = [("route", "default"), ("result", result)];
-        let got = metric(&metrics, "deja_semantic_verified_total", &labels).unwrap_or(0.0);
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{result}: {got}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let labels = [("route", "default"), ("result", result)];
+    until_metric(gw, "deja_semantic_verified_total", &labels, expected).await;
+    let metrics = gw.scrape_metrics().await;
+    assert_eq!(
+        metric(&metrics, "deja_semantic_verified_total", &labels),
+        Some(expected),
+        "{result}"
+    );
 }
 
 #[tokio::test]
 async fn sampled_hits_are_checked_against_a_fresh_answer() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, 1.0, 100.0).await;
+    let gw = verifying_gateway(&upstream, &redis, 1.0, 100.0).await;
     let paris = "The capital of France is Paris, on the Seine.";
     upstream.script([
-        answer(paris),
-        answer("Paris is the capital of France, on the Seine."),
+        Reply::answer(paris),
+        Reply::answer("Paris is the capital of France, on the Seine."),
     ]);
     assert_eq!(
-        common::chat(&gw, &ask("What is the capital of France?"), &[])
-            .await
-            .1,
+        cache_of(&gw, "What is the capital of France?").await,
         "MISS"
     );
-    let (_, cache, _, body) = common::chat(&gw, &ask("What's the capital of France?"), &[]).await;
-    assert_eq!(cache, "SEMANTIC HIT");
-    assert!(body.contains(paris), "the client gets the cached answer");
+    let hit = common::ask(&gw, &question("What's the capital of France?"), &[]).await;
+    assert_eq!(hit.cache(), "SEMANTIC HIT");
+    assert_eq!(hit.content(), paris, "the client gets the cached answer");
     verified(&gw, "agree", 1.0).await;
 
     let refund = "Refunds reach your card within 5 to 7 business days.";
     let other = "Bananas are a good source of potassium and are best stored at room temperature.";
-    upstream.script([answer(refund), answer(other)]);
+    upstream.script([Reply::answer(refund), Reply::answer(other)]);
+    assert_eq!(cache_of(&gw, "How long does a refund take?").await, "MISS");
     assert_eq!(
-        common::chat(&gw, &ask("How long does a refund take?"), &[])
-            .await
-            .1,
-        "MISS"
+        cache_of(&gw, "How long does a refund take to arrive?").await,
+        "SEMANTIC HIT"
     );
-    let hit = common::chat(&gw, &ask("How long does a refund take to arrive?"), &[]).await;
-    assert_eq!(hit.1, "SEMANTIC HIT");
     verified(&gw, "disagree", 1.0).await;
     assert_eq!(upstream.calls(), 4, "two answers and two verifications");
     let verification = &upstream.received()[3];
@@ -100,20 +81,10 @@ async fn sampled_hits_are_checked_against_a_fresh_answer() {
 async fn the_budget_bounds_verification_calls_and_rate_0_makes_none() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let gw = gateway(&upstream, &redis, 1.0, 0.5).await;
-    assert_eq!(
-        common::chat(&gw, &ask("What is an AI gateway?"), &[])
-            .await
-            .1,
-        "MISS"
-    );
+    let gw = verifying_gateway(&upstream, &redis, 1.0, 0.5).await;
+    assert_eq!(cache_of(&gw, "What is an AI gateway?").await, "MISS");
     for _ in 0..4 {
-        assert_eq!(
-            common::chat(&gw, &ask("What's an AI gateway?"), &[])
-                .await
-                .1,
-            "SEMANTIC HIT"
-        );
+        assert_eq!(cache_of(&gw, "What's an AI gateway?").await, "SEMANTIC HIT");
     }
     verified(&gw, "agree", 1.0).await;
     verified(&gw, "skipped", 3.0).await;
@@ -124,16 +95,16 @@ async fn the_budget_bounds_verification_calls_and_rate_0_makes_none() {
     );
 
     let upstream = Upstream::spawn().await;
-    let gw = gateway(&upstream, &redis, 0.0, 100.0).await;
-    common::chat(&gw, &ask("How do I reset my password?"), &[]).await;
+    let gw = verifying_gateway(&upstream, &redis, 0.0, 100.0).await;
+    cache_of(&gw, "How do I reset my password?").await;
     for _ in 0..3 {
         assert_eq!(
-            common::chat(&gw, &ask("How can I reset my password?"), &[])
-                .await
-                .1,
+            cache_of(&gw, "How can I reset my password?").await,
             "SEMANTIC HIT"
         );
     }
+    // A claim that something does not happen, so nothing to wait for: give a verification that
+    // should not exist the time one takes (well under 200 ms above) to reach the upstream.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(upstream.calls(), 1, "sample rate 0: no verification");
 }

@@ -5,26 +5,12 @@ use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{Upstream, chat_body, client};
-
-fn deja() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
-    // Never pick up a developer's deja.toml or keys.
-    cmd.current_dir(std::env::temp_dir())
-        .env_remove("YI_API_KEY")
-        .env_remove("DEJA_CONFIG");
-    cmd
-}
-
-fn models_path(rel: &str) -> String {
-    format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"))
-}
+use common::{Upstream, ask, deja, free_port, question};
 
 #[test]
 fn serve_without_the_model_exits_and_names_the_fetch_script() {
-    let out = deja()
+    let out = deja(&std::env::temp_dir())
         .args(["serve"])
         .env("DEJA__SERVER__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -42,7 +28,7 @@ fn serve_without_the_model_exits_and_names_the_fetch_script() {
 #[test]
 fn check_config_accepts_the_example_and_names_bad_keys() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deja.example.toml");
-    let out = deja()
+    let out = deja(&std::env::temp_dir())
         .args(["check-config", "--config", example])
         .output()
         .unwrap();
@@ -59,7 +45,7 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
         "[[routes]]\nname = \"a\"\n[routes.retry]\nattempts = 12\non_status_codes = [700]\n",
     )
     .unwrap();
-    let out = deja()
+    let out = deja(&std::env::temp_dir())
         .args(["check-config", "--config"])
         .arg(&bad)
         .output()
@@ -72,14 +58,14 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
     );
     assert!(err.contains("routes[0].retry.on_status_codes[0]"), "{err}");
 
-    let out = deja()
+    let out = deja(&std::env::temp_dir())
         .args(["check-config", "--config", "/nonexistent/deja.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 
-    let out = deja()
+    let out = deja(&std::env::temp_dir())
         .args(["check-config"])
         .env("DEJA__SERVER__LISTEN", "not-an-address")
         .output()
@@ -91,66 +77,33 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
 #[tokio::test]
 async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
     let upstream = Upstream::spawn().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     // Its own working directory: the default store (deja.db) is created there, never shared
     // with another run.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = deja()
-        .current_dir(dir.path())
+    let mut child = deja(dir.path())
         .args(["serve", "--log-format", "json"])
         .env("DEJA__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("DEJA__UPSTREAM__BASE_URL", &upstream.url)
         .env("YI_API_KEY", "sk-from-yi-env")
         // Embedded defaults use the semantic tier; the model lives in the repository's models/.
-        .env(
-            "DEJA__EMBEDDING__MODEL_DIR",
-            models_path("multilingual-e5-small"),
-        )
-        .env(
-            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
-            models_path("lib/libonnxruntime.so"),
-        )
+        .envs(common::model_env())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
     // The port answers at once (503 `starting` while the model loads); ready means serving.
-    while !c
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "deja serve did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let res = c
-        .post(format!("{url}/v1/chat/completions"))
-        .body(chat_body("hi"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    common::until_ready(&url).await;
+    assert_eq!(ask(&url, &question("hi"), &[]).await.status, 200);
     assert_eq!(
         upstream.received()[0].headers["authorization"],
         "Bearer sk-from-yi-env"
     );
     // A look-alike with the opposite action: refused by a guard, logged by id only.
-    for question in ["怎么取消自动续费", "怎么开启自动续费"] {
-        let res = c
-            .post(format!("{url}/v1/chat/completions"))
-            .body(chat_body(question))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.headers()["x-portkey-cache-status"], "MISS");
+    for text in ["怎么取消自动续费", "怎么开启自动续费"] {
+        assert_eq!(ask(&url, &question(text), &[]).await.cache(), "MISS");
     }
 
     let pid = child.id().to_string();

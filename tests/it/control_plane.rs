@@ -7,12 +7,18 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::postgres::PgDatabase;
-use common::{Gateway, Reply, Upstream, client, config};
+use common::upstream::{DONE, chunk, event};
+use common::{
+    Endpoint, Gateway, Reply, Upstream, ask, call, config, eventually, question, streamed,
+};
 use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// How long a change made through the control plane may take to reach the gateway (its caches
+/// of keys and saved configs refresh every few seconds).
+const FRESH: Duration = Duration::from_secs(6);
 
 struct Plane {
     gw: Gateway,
@@ -48,88 +54,44 @@ async fn plane(url: Option<String>, require_auth: bool, extra: &str) -> Plane {
     }
 }
 
-async fn call(
-    p: &Plane,
-    method: http::Method,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = client().request(method, format!("{}{path}", p.gw.url));
-    if let Some(key) = key {
-        req = req.header("x-portkey-api-key", key);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-/// (status, cache status, config version, body)
-async fn chat(
-    p: &Plane,
-    headers: &[(&str, &str)],
-    question: &str,
-) -> (u16, String, Option<String>, Value) {
-    let mut req = client()
-        .post(format!("{}/v1/chat/completions", p.gw.url))
-        .json(
-            &json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]}),
-        );
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
-    let header = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
-    let (status, cache, version) = (
-        res.status().as_u16(),
-        header("x-portkey-cache-status").unwrap_or_default(),
-        header("x-deja-config-version"),
-    );
-    (
-        status,
-        cache,
-        version,
-        res.json().await.unwrap_or(Value::Null),
-    )
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 6 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl Endpoint for Plane {
+    fn base_url(&self) -> &str {
+        &self.gw.url
     }
 }
 
 #[tokio::test]
 async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
     let p = plane(None, true, "").await;
-    let (status, _, _, body) = chat(&p, &[], "hi").await;
-    assert_eq!(status, 401);
-    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let anonymous = ask(&p, &question("hi"), &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.json()["error"]["code"], "invalid_api_key");
     let bearer = format!("Bearer {}", p.inference);
-    assert_eq!(chat(&p, &[("authorization", &bearer)], "hi").await.0, 200);
     assert_eq!(
-        chat(&p, &[("x-portkey-api-key", "dk-not-a-key")], "hi")
+        ask(&p, &question("hi"), &[("authorization", &bearer)])
             .await
-            .0,
+            .status,
+        200
+    );
+    assert_eq!(
+        ask(
+            &p,
+            &question("hi"),
+            &[("x-portkey-api-key", "dk-not-a-key")]
+        )
+        .await
+        .status,
         401
     );
     // A provider key is not a deja key.
     assert_eq!(
-        chat(&p, &[("authorization", "Bearer sk-openai-abc")], "hi")
-            .await
-            .0,
+        ask(
+            &p,
+            &question("hi"),
+            &[("authorization", "Bearer sk-openai-abc")]
+        )
+        .await
+        .status,
         401
     );
 
@@ -140,21 +102,12 @@ async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
         &format!("[store]\nurl = \"{url}\"\n[server]\nrequire_auth = true\n"),
     ))
     .await;
-    let on_replica = |key: String| {
-        let url = replica.url.clone();
-        async move {
-            client()
-                .post(format!("{url}/v1/chat/completions"))
-                .header("authorization", key)
-                .json(&json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+    let on_replica = || async {
+        ask(&replica, &question("hi"), &[("authorization", &bearer)])
+            .await
+            .status
     };
-    assert_eq!(on_replica(bearer.clone()).await, 200);
+    assert_eq!(on_replica().await, 200);
     let id = p
         .store
         .list_keys()
@@ -166,13 +119,15 @@ async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
         .id;
     p.store.revoke_key(&id).await.unwrap();
     let revoked_at = Instant::now();
-    eventually("revocation", || async {
-        chat(&p, &[("authorization", &bearer)], "hi").await.0 == 401
+    eventually("revocation", FRESH, || async {
+        ask(&p, &question("hi"), &[("authorization", &bearer)])
+            .await
+            .status
+            == 401
     })
     .await;
-    eventually("revocation on the replica", || {
-        let check = on_replica(bearer.clone());
-        async move { check.await == 401 }
+    eventually("revocation on the replica", FRESH, || async {
+        on_replica().await == 401
     })
     .await;
     assert!(revoked_at.elapsed() < Duration::from_secs(5));
@@ -181,17 +136,21 @@ async fn keys_guard_the_gateway_and_a_revoked_key_stops_within_seconds() {
 #[tokio::test]
 async fn without_require_auth_anonymous_calls_pass_but_a_bad_deja_key_does_not() {
     let p = plane(None, false, "").await;
-    assert_eq!(chat(&p, &[], "hi").await.0, 200);
+    assert_eq!(ask(&p, &question("hi"), &[]).await.status, 200);
     assert_eq!(
-        chat(&p, &[("authorization", "Bearer unused")], "hi")
+        ask(&p, &question("hi"), &[("authorization", "Bearer unused")])
             .await
-            .0,
+            .status,
         200
     );
     assert_eq!(
-        chat(&p, &[("authorization", "Bearer dk-revoked-or-wrong")], "hi")
-            .await
-            .0,
+        ask(
+            &p,
+            &question("hi"),
+            &[("authorization", "Bearer dk-revoked-or-wrong")]
+        )
+        .await
+        .status,
         401
     );
 }
@@ -204,16 +163,25 @@ async fn tenants_never_share_entries_unless_the_route_is_shared() {
         .create_key("globex", Scope::Inference)
         .await
         .unwrap();
-    eventually("the new key", || async {
-        chat(&p, &[("x-portkey-api-key", &other)], "warm").await.0 == 200
+    eventually("the new key", FRESH, || async {
+        ask(&p, &question("warm"), &[("x-portkey-api-key", &other)])
+            .await
+            .status
+            == 200
     })
     .await;
     let acme = [("x-portkey-api-key", p.inference.as_str())];
     let globex = [("x-portkey-api-key", other.as_str())];
-    assert_eq!(chat(&p, &acme, "What is deja?").await.1, "MISS");
-    assert_eq!(chat(&p, &acme, "What is deja?").await.1, "HIT");
     assert_eq!(
-        chat(&p, &globex, "What is deja?").await.1,
+        ask(&p, &question("What is deja?"), &acme).await.cache(),
+        "MISS"
+    );
+    assert_eq!(
+        ask(&p, &question("What is deja?"), &acme).await.cache(),
+        "HIT"
+    );
+    assert_eq!(
+        ask(&p, &question("What is deja?"), &globex).await.cache(),
         "MISS",
         "another tenant"
     );
@@ -229,27 +197,31 @@ async fn tenants_never_share_entries_unless_the_route_is_shared() {
         .create_key("globex", Scope::Inference)
         .await
         .unwrap();
-    eventually("the new key", || async {
-        chat(&shared, &[("x-portkey-api-key", &other)], "warm")
+    eventually("the new key", FRESH, || async {
+        ask(&shared, &question("warm"), &[("x-portkey-api-key", &other)])
             .await
-            .0
+            .status
             == 200
     })
     .await;
     assert_eq!(
-        chat(
+        ask(
             &shared,
-            &[("x-portkey-api-key", &shared.inference)],
-            "What is deja?"
+            &question("What is deja?"),
+            &[("x-portkey-api-key", &shared.inference)]
         )
         .await
-        .1,
+        .cache(),
         "MISS"
     );
     assert_eq!(
-        chat(&shared, &[("x-portkey-api-key", &other)], "What is deja?")
-            .await
-            .1,
+        ask(
+            &shared,
+            &question("What is deja?"),
+            &[("x-portkey-api-key", &other)]
+        )
+        .await
+        .cache(),
         "HIT",
         "shared route"
     );
@@ -311,8 +283,11 @@ async fn saved_configs_flow(p: &Plane) {
     ];
     p.upstream.script([Reply::status(503), Reply::ok()]);
     let calls = p.upstream.calls();
-    let (status, _, version, _) = chat(p, &key, "retry me").await;
-    assert_eq!((status, version.as_deref()), (200, Some(v1.as_str())));
+    let retried = ask(p, &question("retry me"), &key).await;
+    assert_eq!(
+        (retried.status, retried.header("x-deja-config-version")),
+        (200, Some(v1.as_str()))
+    );
     assert_eq!(p.upstream.calls() - calls, 2);
 
     let update = json!({"config": {"retry": {"attempts": 0}}});
@@ -326,24 +301,27 @@ async fn saved_configs_flow(p: &Plane) {
     .await;
     assert_eq!(status, 200);
     let v2 = updated["version_id"].as_str().unwrap().to_owned();
-    eventually("the update", || async {
-        chat(p, &key, "after update").await.2.as_deref() == Some(v2.as_str())
+    eventually("the update", FRESH, || async {
+        ask(p, &question("after update"), &key)
+            .await
+            .header("x-deja-config-version")
+            == Some(v2.as_str())
     })
     .await;
     p.upstream.script([Reply::status(503)]);
-    assert_eq!(chat(p, &key, "no retry now").await.0, 503);
+    assert_eq!(ask(p, &question("no retry now"), &key).await.status, 503);
 
     let pinned = format!("pc-01ai-retry-123@{v1}");
-    let (_, _, version, _) = chat(
+    let pinned = ask(
         p,
+        &question("pinned"),
         &[
             ("x-portkey-api-key", &p.inference),
             ("x-portkey-config", &pinned),
         ],
-        "pinned",
     )
     .await;
-    assert_eq!(version.as_deref(), Some(v1.as_str()));
+    assert_eq!(pinned.header("x-deja-config-version"), Some(v1.as_str()));
 
     let (status, rolled) = call(
         p,
@@ -410,9 +388,10 @@ async fn saved_configs_flow(p: &Plane) {
         ("x-portkey-api-key", p.inference.as_str()),
         ("x-portkey-config", "pc-nope"),
     ];
-    let (status, _, _, err) = chat(p, &gone, "unknown").await;
+    let unknown = ask(p, &question("unknown"), &gone).await;
+    let err = unknown.json();
     assert_eq!(
-        (status, err["error"]["code"].as_str()),
+        (unknown.status, err["error"]["code"].as_str()),
         (400, Some("config_not_found"))
     );
     assert!(
@@ -440,8 +419,8 @@ fn keys_are_issued_listed_and_revoked_from_the_command_line() {
     let config = dir.path().join("deja.toml");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
     std::fs::write(&config, format!("[store]\nurl = \"{url}\"\n")).unwrap();
-    let deja = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deja"))
+    let keys = |args: &[&str]| {
+        let out = common::deja(dir.path())
             .args(["keys", "--config"])
             .arg(&config)
             .args(args)
@@ -454,11 +433,11 @@ fn keys_are_issued_listed_and_revoked_from_the_command_line() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let created = deja(&["create", "--tenant", "acme", "--scope", "admin"]);
+    let created = keys(&["create", "--tenant", "acme", "--scope", "admin"]);
     let secret = created.lines().next().unwrap();
     assert!(secret.starts_with("dk-"), "{created}");
     let id = created.split_whitespace().nth(2).unwrap().to_owned();
-    let listed = deja(&["list"]);
+    let listed = keys(&["list"]);
     assert!(
         listed.contains(&id) && listed.contains("acme") && listed.contains("active"),
         "{listed}"
@@ -469,8 +448,8 @@ fn keys_are_issued_listed_and_revoked_from_the_command_line() {
         !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is stored"
     );
-    deja(&["revoke", &id]);
-    assert!(deja(&["list"]).contains("revoked"));
+    keys(&["revoke", &id]);
+    assert!(keys(&["list"]).contains("revoked"));
 }
 
 #[tokio::test]
@@ -530,7 +509,12 @@ async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
         ("x-portkey-api-key", p.inference.as_str()),
         ("x-portkey-virtual-key", slug.as_str()),
     ];
-    assert_eq!(chat(&p, &with_key, "via a virtual key").await.0, 200);
+    assert_eq!(
+        ask(&p, &question("via a virtual key"), &with_key)
+            .await
+            .status,
+        200
+    );
     let last = p.upstream.received().pop().unwrap();
     assert_eq!(last.headers["authorization"], format!("Bearer {secret}"));
 
@@ -542,7 +526,12 @@ async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
         ("x-portkey-api-key", p.inference.as_str()),
         ("x-portkey-config", cfg_slug),
     ];
-    assert_eq!(chat(&p, &via_config, "via a saved config").await.0, 200);
+    assert_eq!(
+        ask(&p, &question("via a saved config"), &via_config)
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         p.upstream.received().pop().unwrap().headers["authorization"],
         format!("Bearer {secret}")
@@ -558,11 +547,11 @@ async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
     )
     .await;
     assert_eq!(status, 200);
-    eventually("the rotated key", || async {
-        chat(
+    eventually("the rotated key", FRESH, || async {
+        ask(
             &p,
+            &question(&format!("rotated {}", deja::store::random_hex(4))),
             &with_key,
-            &format!("rotated {}", deja::store::random_hex(4)),
         )
         .await;
         p.upstream.received().pop().unwrap().headers["authorization"] == format!("Bearer {rotated}")
@@ -573,9 +562,9 @@ async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
         ("x-portkey-api-key", p.inference.as_str()),
         ("x-portkey-virtual-key", "nope"),
     ];
-    let (status, _, _, err) = chat(&p, &unknown, "unknown key").await;
+    let refused = ask(&p, &question("unknown key"), &unknown).await;
     assert_eq!(
-        (status, err["error"]["param"].as_str()),
+        (refused.status, refused.json()["error"]["param"].as_str()),
         (400, Some("x-portkey-virtual-key"))
     );
     assert_eq!(
@@ -590,16 +579,17 @@ async fn virtual_keys_are_sealed_masked_and_used_for_the_provider() {
         .0,
         200
     );
-    eventually("the deletion", || async {
-        chat(&p, &with_key, "deleted").await.0 == 400
+    eventually("the deletion", FRESH, || async {
+        ask(&p, &question("deleted"), &with_key).await.status == 400
     })
     .await;
 }
 
 #[tokio::test]
 async fn without_a_secret_key_virtual_keys_are_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+    // On Postgres: a SQLite store without a configured key makes one beside its file.
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
     let store = Store::connect_lazy(&url).unwrap();
     store.migrate().await.unwrap();
     let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
@@ -609,15 +599,15 @@ async fn without_a_secret_key_virtual_keys_are_refused_clearly() {
         &format!("[store]\nurl = \"{url}\"\n"),
     ))
     .await;
-    let res = client()
-        .post(format!("{}/v1/virtual-keys", gw.url))
-        .header("x-portkey-api-key", admin)
-        .json(&json!({"name": "x", "provider": "lingyi", "key": "sk-x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let err: Value = res.json().await.unwrap();
+    let (status, err) = call(
+        &gw,
+        http::Method::POST,
+        "/v1/virtual-keys",
+        Some(&admin),
+        Some(json!({"name": "x", "provider": "lingyi", "key": "sk-x"})),
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
     assert!(
         err["error"]["message"]
             .as_str()
@@ -632,10 +622,10 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
     use http::Method;
     let p = plane(None, true, "").await;
     let key = [("x-portkey-api-key", p.inference.as_str())];
-    chat(&p, &key, "log me").await;
-    chat(&p, &key, "log me").await;
+    ask(&p, &question("log me"), &key).await;
+    ask(&p, &question("log me"), &key).await;
     p.upstream.script([Reply::status(503)]);
-    chat(&p, &key, "fail me").await;
+    ask(&p, &question("fail me"), &key).await;
     let rows = logs_until(&p, 3).await;
     let newest = &rows["data"][0];
     assert_eq!(
@@ -687,12 +677,8 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
     );
 
     let verbose = plane(None, true, "[log]\nbodies = true\n").await;
-    chat(
-        &verbose,
-        &[("x-portkey-api-key", verbose.inference.as_str())],
-        "keep my words",
-    )
-    .await;
+    let key = [("x-portkey-api-key", verbose.inference.as_str())];
+    ask(&verbose, &question("keep my words"), &key).await;
     let rows = logs_until(&verbose, 1).await;
     assert!(
         rows["data"][0]["prompt"]
@@ -711,38 +697,27 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
 #[tokio::test]
 async fn streamed_answers_and_their_replays_are_logged_with_their_usage() {
     let p = plane(None, true, "").await;
-    p.upstream.script([Reply::sse(
-        &[
-            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"yi-lightning\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
-            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"yi-lightning\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4,\"total_tokens\":11}}\n\n",
-            "data: [DONE]\n\n",
-        ],
-        None,
-    )]);
-    let ask = || async {
-        let res = client()
-            .post(format!("{}/v1/chat/completions", p.gw.url))
-            .header("x-portkey-api-key", p.inference.as_str())
-            .json(&json!({"model": "yi-lightning", "stream": true,
-                          "messages": [{"role": "user", "content": "stream and count me"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let cache = res.headers()["x-portkey-cache-status"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let text = res.text().await.unwrap();
-        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-        (cache, text)
+    let mut last = chunk(json!({}), Some("stop"));
+    last["usage"] = json!({"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11});
+    let events = [
+        event(&chunk(json!({"role": "assistant", "content": "hi"}), None)),
+        event(&last),
+        DONE.to_owned(),
+    ];
+    p.upstream.script([Reply::sse(&events, None)]);
+    let ask_stream = || async {
+        let key = [("x-portkey-api-key", p.inference.as_str())];
+        let reply = ask(&p, &streamed("stream and count me"), &key).await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.ends_with(DONE), "{}", reply.body);
+        reply
     };
-    assert_eq!(ask().await.0, "MISS");
+    assert_eq!(ask_stream().await.cache(), "MISS");
     // Replayed from the cache without `include_usage`, the stream carries no usage chunk; the
     // log counts the stored answer's.
-    let (cache, replayed) = ask().await;
-    assert_eq!(cache, "HIT");
-    assert!(!replayed.contains("\"usage\":{"), "{replayed}");
+    let replayed = ask_stream().await;
+    assert_eq!(replayed.cache(), "HIT");
+    assert!(!replayed.body.contains("\"usage\":{"), "{}", replayed.body);
     let rows = logs_until(&p, 2).await;
     for row in rows["data"].as_array().unwrap() {
         assert_eq!(
@@ -758,22 +733,11 @@ async fn streamed_answers_and_their_replays_are_logged_with_their_usage() {
     assert_eq!(rows["data"][0]["cache_status"], "hit");
 }
 
-/// `GET /v1/logs` once it holds `n` rows (the writer is asynchronous).
+/// The request log once it holds `n` rows, and no more.
 async fn logs_until(p: &Plane, n: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        let rows = call(p, http::Method::GET, "/v1/logs", Some(&p.admin), None)
-            .await
-            .1;
-        if rows["total"] == n {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} log rows did not appear: {rows}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = common::until_logged(p, &p.admin, n as usize).await;
+    assert_eq!(rows["total"], n, "{rows}");
+    rows
 }
 
 #[tokio::test]
@@ -787,7 +751,7 @@ async fn cache_analytics_come_from_the_request_log() {
     .await;
     let key = [("x-portkey-api-key", p.inference.as_str())];
     for _ in 0..3 {
-        chat(&p, &key, "analytics").await;
+        ask(&p, &question("analytics"), &key).await;
     }
     logs_until(&p, 3).await;
     let (status, report) = call(

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Gateway, Upstream, chat_body, client, config};
+use common::{Gateway, Upstream, ask, config, question};
 use serde_json::Value;
 
 fn queries() -> Vec<String> {
@@ -98,12 +98,7 @@ async fn every_dashboard_query_names_an_exported_metric() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, "")).await;
     for _ in 0..2 {
-        client()
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .body(chat_body("fill the metrics"))
-            .send()
-            .await
-            .unwrap();
+        ask(&gw, &question("fill the metrics"), &[]).await;
     }
     let exported = families(&gw.scrape_metrics().await);
     let queries = queries();

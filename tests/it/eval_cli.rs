@@ -3,28 +3,15 @@
 //! still valid), the replay of a prompt log, and clear errors on bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-fn deja(dir: &Path) -> Command {
-    let models = |rel: &str| format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
-    cmd.current_dir(dir)
-        .env_remove("DEJA_CONFIG")
-        .env(
-            "DEJA__EMBEDDING__MODEL_DIR",
-            models("multilingual-e5-small"),
-        )
-        .env(
-            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
-            models("lib/libonnxruntime.so"),
-        );
-    cmd
-}
+use crate::common::{deja, model_env};
 
+/// `deja args` in `dir` with the repository's model; it must succeed.
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = deja(dir).args(args).output().unwrap();
+    let out = deja(dir).envs(model_env()).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "deja {args:?}: {}",
@@ -183,15 +170,21 @@ fn bad_input_is_named_by_file_and_line() {
     )
     .unwrap();
     let out = deja(dir.path())
+        .envs(model_env())
         .args(["eval", "--pairs", "bad.jsonl"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.jsonl:2: missing \"b\""), "{err}");
-    let out = deja(dir.path()).args(["eval"]).output().unwrap();
+    let out = deja(dir.path())
+        .envs(model_env())
+        .args(["eval"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let out = deja(dir.path())
+        .envs(model_env())
         .args(["eval", "--pairs", "nope.jsonl"])
         .output()
         .unwrap();

@@ -7,11 +7,11 @@
 use crate::common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{Gateway, Reply, Upstream, client, config};
-use serde_json::{Value, json};
+use common::{ChatReply, Gateway, Reply, Upstream, config, eventually, metric, question};
 
 const WORKERS: usize = 8;
 const PER_WORKER: usize = 50;
@@ -20,31 +20,21 @@ const QUESTIONS: usize = 30;
 /// Two attempts of 300 ms, a short backoff, Redis calls of 100 ms: well under 1.5 s.
 const DEADLINE: Duration = Duration::from_millis(1500);
 
-fn question(i: usize) -> String {
+fn drill_question(i: usize) -> String {
     format!("question number {i} of the fault drill")
 }
 
-async fn ask(gw: &Gateway, q: &str) -> (u16, Value, Duration) {
+/// Asks `q`; the answer and how long it took.
+async fn timed_ask(gw: &Gateway, q: &str) -> (ChatReply, Duration) {
     let started = Instant::now();
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("content-type", "application/json")
-        .body(
-            json!({"model": "yi-lightning", "messages": [{"role": "user", "content": q}]})
-                .to_string(),
-        )
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let body = res.json().await.unwrap_or(Value::Null);
-    (status, body, started.elapsed())
+    let reply = common::ask(gw, &question(q), &[]).await;
+    (reply, started.elapsed())
 }
 
 /// A 200 carries the provider's answer to this very question; anything else is an error in
 /// OpenAI's shape.
-fn check(q: &str, status: u16, body: &Value) {
+fn check(q: &str, reply: &ChatReply) {
+    let (status, body) = (reply.status, reply.json());
     if status == 200 {
         assert_eq!(
             body["choices"][0]["message"]["content"],
@@ -83,24 +73,44 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
     );
     let gw = Arc::new(Gateway::spawn(config(&upstream.url, &extra)).await);
 
+    let answered = Arc::new(AtomicUsize::new(0));
     let load = (0..WORKERS)
         .map(|w| {
-            let gw = Arc::clone(&gw);
+            let (gw, answered) = (Arc::clone(&gw), Arc::clone(&answered));
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 for n in 0..PER_WORKER {
-                    let q = question((w * 7 + n * 3) % QUESTIONS);
-                    let (status, body, took) = ask(&gw, &q).await;
-                    seen.push((q, status, body, took));
+                    let q = drill_question((w * 7 + n * 3) % QUESTIONS);
+                    let (reply, took) = timed_ask(&gw, &q).await;
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    seen.push((q, reply, took));
+                    // Paced, so the load spans Redis going away and coming back.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 seen
             })
         })
         .collect::<Vec<_>>();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis dies mid-load: once every worker has had answers with it up...
+    eventually(
+        "the load to be under way",
+        Duration::from_secs(10),
+        || async { answered.load(Ordering::SeqCst) >= 2 * WORKERS },
+    )
+    .await;
     redis.stop();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // ...and stays down until requests have met the outage.
+    let lookup_errors = [("tier", "exact"), ("result", "error")];
+    eventually(
+        "lookups to fail on Redis",
+        Duration::from_secs(10),
+        || async {
+            let text = gw.scrape_metrics().await;
+            metric(&text, "deja_cache_lookups_total", &lookup_errors).unwrap_or(0.0)
+                >= WORKERS as f64
+        },
+    )
+    .await;
     let restart = tokio::task::spawn_blocking(move || {
         redis.restart();
         redis
@@ -109,10 +119,10 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
 
     let mut statuses = std::collections::BTreeMap::new();
     for worker in load {
-        for (q, status, body, took) in worker.await.unwrap() {
+        for (q, reply, took) in worker.await.unwrap() {
             assert!(took <= DEADLINE, "{q} took {took:?}");
-            check(&q, status, &body);
-            *statuses.entry(status).or_insert(0) += 1;
+            check(&q, &reply);
+            *statuses.entry(reply.status).or_insert(0) += 1;
         }
     }
     eprintln!("answers by status: {statuses:?}");
@@ -123,9 +133,9 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
 
     // Whatever is cached now is each question's own, complete answer.
     for i in 0..QUESTIONS {
-        let q = question(i);
-        let (status, body, _) = ask(&gw, &q).await;
-        check(&q, status, &body);
+        let q = drill_question(i);
+        let (reply, _) = timed_ask(&gw, &q).await;
+        check(&q, &reply);
     }
     let text = gw.scrape_metrics().await;
     let count = |name: &str, labels: &[(&str, &str)]| -> f64 {
@@ -160,7 +170,7 @@ async fn redis_dying_and_a_flaky_provider_never_hang_a_request_or_corrupt_the_ca
     );
     assert!(redis.answers());
     assert_eq!(
-        client()
+        common::client()
             .get(format!("{}/healthz", gw.url))
             .send()
             .await

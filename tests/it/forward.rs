@@ -5,7 +5,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, Reply, Upstream, chat_body, client, config};
+use common::{Gateway, Reply, Upstream, ask, client, config, eventually, question};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -51,15 +51,10 @@ async fn upstream_status_body_and_content_type_are_returned() {
         body: "not json at all".into(),
         ..Reply::default()
     }]);
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(chat_body("hi"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    assert_eq!(res.headers()["content-type"], "application/json");
-    assert_eq!(res.text().await.unwrap(), "not json at all");
+    let res = ask(&gw, &question("hi"), &[]).await;
+    assert_eq!(res.status, 422);
+    assert_eq!(res.header("content-type"), Some("application/json"));
+    assert_eq!(res.body, "not json at all");
 }
 
 #[tokio::test]
@@ -93,7 +88,7 @@ async fn route_prefix_and_header_choose_the_route() {
     }
     let res = c
         .post(format!("{}/r/nope/v1/chat/completions", gw.url))
-        .body(chat_body("x"))
+        .body(question("x").to_string())
         .send()
         .await
         .unwrap();
@@ -231,15 +226,16 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let upstream = Upstream::spawn().await;
     let mut gw = Gateway::spawn(config(&upstream.url, "")).await;
     upstream.script([Reply::ok().delayed(Duration::from_millis(300))]);
-    let url = format!("{}/v1/chat/completions", gw.url);
-    let in_flight =
-        tokio::spawn(async move { client().post(url).body(chat_body("slow")).send().await });
-    while upstream.calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let url = gw.url.clone();
+    let in_flight = tokio::spawn(async move { ask(&url, &question("slow"), &[]).await });
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { upstream.calls() > 0 },
+    )
+    .await;
     let stopped = gw.stop();
-    let res = in_flight.await.unwrap().unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(in_flight.await.unwrap().status, 200);
     tokio::time::timeout(Duration::from_secs(5), stopped)
         .await
         .unwrap()

@@ -2,14 +2,13 @@
 
 use crate::common;
 
-use common::{Gateway, Reply, Upstream, chat_body, client, config, metric};
+use common::{Gateway, Reply, Upstream, ask, client, config, metric, question};
 
 #[tokio::test]
 async fn metrics_count_requests_attempts_retries_and_latency() {
     let upstream = Upstream::spawn().await;
     let policy = "[[routes]]\nname = \"yi\"\nmodels = [\"yi-*\"]\n[routes.retry]\nattempts = 2\nbase_delay = \"1ms\"\nmax_delay = \"1ms\"\n";
     let gw = Gateway::spawn(config(&upstream.url, policy)).await;
-    let c = client();
     upstream.script([
         Reply::status(503),
         Reply::ok(),
@@ -20,17 +19,16 @@ async fn metrics_count_requests_attempts_retries_and_latency() {
     ]);
     let mut statuses = Vec::new();
     for i in 0..3 {
-        let res = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .body(chat_body(&format!("question {i}")))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(res.status().as_u16());
+        let res = ask(&gw, &question(&format!("question {i}")), &[]).await;
+        statuses.push(res.status);
     }
     assert_eq!(statuses, vec![200, 200, 429]);
 
-    let res = c.get(format!("{}/metrics", gw.url)).send().await.unwrap();
+    let res = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert!(
         res.headers()["content-type"]
             .to_str()

@@ -7,11 +7,16 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, Reply, Upstream, chat_body, client, config_with_mode, metric};
-use serde_json::Value;
+use common::upstream::{DONE, chunk, event};
+use common::{
+    Gateway, Reply, Upstream, ask, client, config_with_mode, eventually, metric, question,
+    streamed, until_metric,
+};
+use serde_json::json;
 use tokio::sync::Notify;
 
-async fn gateway(upstream: &Upstream, max_queued: usize) -> Gateway {
+/// A gateway whose one route takes one request at a time and queues `max_queued` more.
+async fn one_slot_gateway(upstream: &Upstream, max_queued: usize) -> Gateway {
     let extra = format!(
         "[[routes]]\nname = \"chat\"\n[routes.limits]\nmax_concurrent = 1\nmax_queued = {max_queued}\n\
          queue_timeout = \"300ms\"\n"
@@ -19,49 +24,42 @@ async fn gateway(upstream: &Upstream, max_queued: usize) -> Gateway {
     Gateway::spawn(config_with_mode(&upstream.url, "off", &extra)).await
 }
 
-async fn post(gw: &Gateway, body: String) -> reqwest::Response {
-    client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+/// The status of asking `text`.
+async fn status_of(gw: &Gateway, text: &str) -> u16 {
+    ask(gw, &question(text), &[]).await.status
 }
 
 #[tokio::test]
 async fn past_the_slots_and_the_queue_a_request_gets_a_fast_429_with_retry_after() {
     let upstream = Upstream::spawn().await;
     upstream.script([Reply::ok().delayed(Duration::from_millis(1500))]);
-    let gw = Arc::new(gateway(&upstream, 1).await);
+    let gw = Arc::new(one_slot_gateway(&upstream, 1).await);
 
     let first = tokio::spawn({
         let gw = Arc::clone(&gw);
-        async move { post(&gw, chat_body("slow one")).await.status().as_u16() }
+        async move { status_of(&gw, "slow one").await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // It holds the slot once the provider has it.
+    eventually(
+        "the first request to reach the provider",
+        Duration::from_secs(5),
+        || async { upstream.calls() == 1 },
+    )
+    .await;
     let queued = tokio::spawn({
         let gw = Arc::clone(&gw);
-        async move {
-            let res = post(&gw, chat_body("waits in the queue")).await;
-            (res.status().as_u16(), res.json::<Value>().await.unwrap())
-        }
+        async move { ask(&*gw, &question("waits in the queue"), &[]).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        metric(
-            &gw.scrape_metrics().await,
-            "deja_route_queue_depth",
-            &[("route", "chat")]
-        ),
-        Some(1.0)
-    );
+    let depth = [("route", "chat")];
+    until_metric(&*gw, "deja_route_queue_depth", &depth, 1.0).await;
+    let text = gw.scrape_metrics().await;
+    assert_eq!(metric(&text, "deja_route_queue_depth", &depth), Some(1.0));
 
     // One in flight, one waiting: the third is turned away at once.
-    let refused = post(&gw, chat_body("no room")).await;
-    assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["retry-after"], "1");
-    let body: Value = refused.json().await.unwrap();
+    let refused = ask(&*gw, &question("no room"), &[]).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let body = refused.json();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert!(
@@ -73,8 +71,9 @@ async fn past_the_slots_and_the_queue_a_request_gets_a_fast_429_with_retry_after
     );
 
     // The queued one waited its 300 ms and gave up; the first one is answered.
-    let (status, body) = queued.await.unwrap();
-    assert_eq!(status, 429, "{body}");
+    let queued = queued.await.unwrap();
+    let body = queued.json();
+    assert_eq!(queued.status, 429, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -90,7 +89,7 @@ async fn past_the_slots_and_the_queue_a_request_gets_a_fast_429_with_retry_after
     );
 
     // The slot is free again.
-    assert_eq!(post(&gw, chat_body("after")).await.status(), 200);
+    assert_eq!(status_of(&gw, "after").await, 200);
     let text = gw.scrape_metrics().await;
     let rejected = |reason| {
         metric(
@@ -111,30 +110,31 @@ async fn past_the_slots_and_the_queue_a_request_gets_a_fast_429_with_retry_after
 async fn a_stream_holds_its_slot_until_it_ends() {
     let upstream = Upstream::spawn().await;
     let gate = Arc::new(Notify::new());
-    let chunk = |delta: &str, finish: &str| {
-        format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"yi-lightning\",\
-             \"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
-        )
-    };
     // The stand-in holds every chunk after the first until the gate opens.
     let events = [
-        chunk("{\"role\":\"assistant\",\"content\":\"one \"}", "null"),
-        chunk("{\"content\":\"two\"}", "\"stop\"") + "data: [DONE]\n\n",
+        event(&chunk(
+            json!({"role": "assistant", "content": "one "}),
+            None,
+        )),
+        event(&chunk(json!({"content": "two"}), Some("stop"))) + DONE,
     ];
-    let events: Vec<&str> = events.iter().map(String::as_str).collect();
     upstream.script([Reply::sse(&events, Some(Arc::clone(&gate)))]);
-    let gw = gateway(&upstream, 0).await;
+    let gw = one_slot_gateway(&upstream, 0).await;
 
-    let body = serde_json::json!({"model": "yi-lightning", "stream": true,
-        "messages": [{"role": "user", "content": "stream"}]});
-    let mut stream = post(&gw, body.to_string()).await;
+    // Read by hand: the stream stays open while the test asks again.
+    let mut stream = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(streamed("stream").to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("one"));
 
     // The stream is still open: its slot is taken and nothing may queue.
-    assert_eq!(post(&gw, chat_body("while streaming")).await.status(), 429);
+    assert_eq!(status_of(&gw, "while streaming").await, 429);
 
     gate.notify_one();
     let mut rest = Vec::new();
@@ -146,5 +146,5 @@ async fn a_stream_holds_its_slot_until_it_ends() {
         "{}",
         String::from_utf8_lossy(&rest)
     );
-    assert_eq!(post(&gw, chat_body("after the stream")).await.status(), 200);
+    assert_eq!(status_of(&gw, "after the stream").await, 200);
 }

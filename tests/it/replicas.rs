@@ -6,12 +6,16 @@
 use crate::common;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::postgres::PgDatabase;
 use common::redis::RedisServer;
-use common::{Upstream, client, metric};
-use serde_json::json;
+use common::{
+    Endpoint, Upstream, cache_of, client, eventually, free_port, metric, models_path, question,
+    scrape_metrics, until_replicated,
+};
 
 struct Replica {
     child: Child,
@@ -26,15 +30,8 @@ impl Drop for Replica {
     }
 }
 
-fn models_path(rel: &str) -> String {
-    format!("{}/models/{rel}", env!("CARGO_MANIFEST_DIR"))
-}
-
 async fn replica(upstream: &Upstream, redis: &RedisServer, store: &str, extra: &str) -> Replica {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("deja-replica-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
@@ -47,44 +44,31 @@ async fn replica(upstream: &Upstream, redis: &RedisServer, store: &str, extra: &
         models_path("lib/libonnxruntime.so"),
     );
     std::fs::write(dir.join("deja.toml"), config).unwrap();
-    let mut r = Replica {
+    let r = Replica {
         child: launch(&dir),
         url: format!("http://127.0.0.1:{port}"),
         dir,
     };
-    r.until_ready().await;
+    common::until_ready(&r).await;
     r
 }
 
 fn launch(dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_deja"))
+    common::deja(dir)
         .args(["serve", "--config", "deja.toml"])
-        .current_dir(dir)
-        .env_remove("YI_API_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
 }
 
-impl Replica {
-    async fn until_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client().get(format!("{}/readyz", self.url)).send().await
-                && res.status() == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica {} did not get ready",
-                self.url
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+impl Endpoint for Replica {
+    fn base_url(&self) -> &str {
+        &self.url
     }
+}
 
+impl Replica {
     /// SIGKILL: no shutdown, requests in flight are cut.
     fn kill(&mut self) {
         self.child.kill().unwrap();
@@ -97,50 +81,6 @@ impl Replica {
     }
 }
 
-async fn ask(r: &Replica, question: &str) -> String {
-    let body =
-        json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]});
-    let res = client()
-        .post(format!("{}/v1/chat/completions", r.url))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.headers()["x-portkey-cache-status"]
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Waits until `r` has applied `n` entries stored by other replicas; returns how long it took.
-async fn until_replicated(r: &Replica, result: &str, n: f64) -> Duration {
-    let started = Instant::now();
-    loop {
-        let text = metrics(r).await;
-        if metric(&text, "deja_replica_events_total", &[("result", result)]).unwrap_or(0.0) >= n {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no {result} event reached the replica: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn metrics(r: &Replica) -> String {
-    client()
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_the_semantic_tier_through_redis() {
     let upstream = Upstream::spawn().await;
@@ -149,25 +89,25 @@ async fn two_processes_share_the_semantic_tier_through_redis() {
     let a = replica(&upstream, &redis, &pg.url, "").await;
     let b = replica(&upstream, &redis, &pg.url, "").await;
 
-    assert_eq!(ask(&a, "What is an AI gateway?").await, "MISS");
+    assert_eq!(cache_of(&a, "What is an AI gateway?").await, "MISS");
     // The other replica never embedded or stored this question: it learns of it from Redis.
     let took = until_replicated(&b, "put", 1.0).await;
     eprintln!("replica B had A's entry {took:?} after A answered");
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(ask(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 1, "B answered from A's entry");
 
     // And the other way round, in Chinese.
-    assert_eq!(ask(&b, "怎么申请退款?").await, "MISS");
+    assert_eq!(cache_of(&b, "怎么申请退款?").await, "MISS");
     let took = until_replicated(&a, "put", 1.0).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(ask(&a, "如何申请退款？").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&a, "如何申请退款？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 2);
 
     // A third replica started now rebuilds both entries from Redis before it is ready.
     let c = replica(&upstream, &redis, &pg.url, "").await;
-    assert_eq!(ask(&c, "What's an AI gateway?").await, "SEMANTIC HIT");
-    assert_eq!(ask(&c, "如何申请退款？").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&c, "What's an AI gateway?").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&c, "如何申请退款？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 2);
 }
 
@@ -181,19 +121,19 @@ async fn an_eviction_on_one_replica_reaches_the_other() {
     let one = "[[routes]]\nname = \"default\"\n[routes.cache]\nmax_entries = 1\n";
     let a = replica(&upstream, &redis, &pg.url, one).await;
     let b = replica(&upstream, &redis, &pg.url, one).await;
-    assert_eq!(ask(&a, "What is an AI gateway?").await, "MISS");
+    assert_eq!(cache_of(&a, "What is an AI gateway?").await, "MISS");
     until_replicated(&b, "put", 1.0).await;
-    assert_eq!(ask(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
-    assert_eq!(ask(&a, "How do I reset my password?").await, "MISS");
+    assert_eq!(cache_of(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&a, "How do I reset my password?").await, "MISS");
     until_replicated(&b, "del", 1.0).await;
     let entries = metric(
-        &metrics(&b).await,
+        &scrape_metrics(&b, "").await,
         "deja_semantic_index_entries",
         &[("route", "default")],
     );
     assert_eq!(entries, Some(1.0), "B keeps only the newest entry, like A");
     assert_eq!(
-        ask(&b, "What's an AI gateway?").await,
+        cache_of(&b, "What's an AI gateway?").await,
         "MISS",
         "the evicted entry is gone on B too"
     );
@@ -207,7 +147,7 @@ async fn a_replica_behind_the_trim_point_rebuilds_from_the_entries() {
     let pg = PgDatabase::create().await;
     let a = replica(&upstream, &redis, &pg.url, "").await;
     let b = replica(&upstream, &redis, &pg.url, "").await;
-    assert_eq!(ask(&a, "What is an AI gateway?").await, "MISS");
+    assert_eq!(cache_of(&a, "What is an AI gateway?").await, "MISS");
     until_replicated(&b, "put", 1.0).await;
 
     // B stops reading (SIGSTOP) while A stores more, and the stream is trimmed past what B read.
@@ -219,7 +159,7 @@ async fn a_replica_behind_the_trim_point_rebuilds_from_the_entries() {
         assert!(status.success());
     };
     signal("-STOP");
-    assert_eq!(ask(&a, "怎么申请退款?").await, "MISS");
+    assert_eq!(cache_of(&a, "怎么申请退款?").await, "MISS");
     let mut conn = redis.connection();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("deja:v1:sem-events:*")
@@ -234,12 +174,12 @@ async fn a_replica_behind_the_trim_point_rebuilds_from_the_entries() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(trimmed, 2, "the stream held both puts");
-    assert_eq!(ask(&a, "How do I reset my password?").await, "MISS");
+    assert_eq!(cache_of(&a, "How do I reset my password?").await, "MISS");
     signal("-CONT");
 
     until_replicated(&b, "rebuild", 1.0).await;
     // The refund question's put was trimmed unseen; B has it from the rebuild.
-    assert_eq!(ask(&b, "如何申请退款？").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&b, "如何申请退款？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 3);
 }
 
@@ -251,33 +191,39 @@ async fn a_replica_killed_under_load_restarts_and_rebuilds() {
     const WORKERS: usize = 4;
     const PER_WORKER: usize = 40;
     const QUESTIONS: usize = 12;
-    let question = |i: usize| format!("kill drill question {i}: what is a gateway for?");
+    let drill = |i: usize| format!("kill drill question {i}: what is a gateway for?");
     let upstream = Upstream::spawn_quiet().await;
     upstream.script((0..2 * WORKERS * PER_WORKER).map(|_| common::Reply::echo()));
     let redis = RedisServer::start();
     let pg = PgDatabase::create().await;
-    let a = std::sync::Arc::new(replica(&upstream, &redis, &pg.url, "").await);
+    let a = Arc::new(replica(&upstream, &redis, &pg.url, "").await);
     let mut b = replica(&upstream, &redis, &pg.url, "").await;
     let b_url = b.url.clone();
+    // What the load has seen of B so far: answers, and requests refused or cut.
+    let (b_answered, b_cut) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
 
     let load = (0..WORKERS)
         .map(|w| {
             let urls = [a.url.clone(), b_url.clone()];
+            let (b_answered, b_cut) = (Arc::clone(&b_answered), Arc::clone(&b_cut));
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 for n in 0..PER_WORKER {
-                    let q = question((w * 5 + n) % QUESTIONS);
+                    let q = drill((w * 5 + n) % QUESTIONS);
                     let on = (w + n) % 2;
                     let started = Instant::now();
+                    // By hand, not `common::ask`: a refused connection is an outcome here.
                     let reply = client()
                         .post(format!("{}/v1/chat/completions", urls[on]))
                         .header("content-type", "application/json")
-                        .body(json!({"model": "yi-lightning", "messages": [{"role": "user", "content": q}]}).to_string())
+                        .body(question(&q).to_string())
                         .timeout(Duration::from_secs(5))
                         .send()
                         .await;
                     let answer = match reply {
-                        Ok(res) => Some((res.status().as_u16(), res.text().await.unwrap_or_default())),
+                        Ok(res) => {
+                            Some((res.status().as_u16(), res.text().await.unwrap_or_default()))
+                        }
                         // The killed replica's connections are refused or cut: the load
                         // balancer's to route around, and never a hang.
                         Err(e) => {
@@ -285,18 +231,47 @@ async fn a_replica_killed_under_load_restarts_and_rebuilds() {
                             None
                         }
                     };
+                    if on == 1 {
+                        let seen_b = if answer.is_some() {
+                            &b_answered
+                        } else {
+                            &b_cut
+                        };
+                        seen_b.fetch_add(1, Ordering::SeqCst);
+                    }
                     seen.push((q, on, answer, started.elapsed()));
+                    // Paced, so the load spans B's death and restart.
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
                 seen
             })
         })
         .collect::<Vec<_>>();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Kill B once the load has warmed the cache (B holds every question's entry and has served
+    // part of the load), and start it again once the load has met it down.
+    eventually("the load to warm B", Duration::from_secs(10), || async {
+        let text = scrape_metrics(&b, "").await;
+        let entries = metric(
+            &text,
+            "deja_semantic_index_entries",
+            &[("route", "default")],
+        );
+        if b_answered.load(Ordering::SeqCst) > 0 && entries == Some(QUESTIONS as f64) {
+            Ok(())
+        } else {
+            Err(format!("{entries:?} entries"))
+        }
+    })
+    .await;
     b.kill();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    eventually(
+        "the load to meet B down",
+        Duration::from_secs(10),
+        || async { b_cut.load(Ordering::SeqCst) > 0 },
+    )
+    .await;
     b.relaunch();
-    b.until_ready().await;
+    common::until_ready(&b).await;
 
     let (mut answered, mut cut, mut starting) = ([0; 2], 0, 0);
     for worker in load {
@@ -342,7 +317,7 @@ async fn a_replica_killed_under_load_restarts_and_rebuilds() {
 
     // The restarted replica rebuilt every entry, and each is its own question's answer.
     let entries = metric(
-        &metrics(&b).await,
+        &scrape_metrics(&b, "").await,
         "deja_semantic_index_entries",
         &[("route", "default")],
     );
@@ -350,19 +325,9 @@ async fn a_replica_killed_under_load_restarts_and_rebuilds() {
     let calls = upstream.calls();
     for i in 0..QUESTIONS {
         for r in [a.as_ref(), &b] {
-            let res = client()
-                .post(format!("{}/v1/chat/completions", r.url))
-                .header("content-type", "application/json")
-                .body(json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question(i)}]}).to_string())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.headers()["x-portkey-cache-status"], "HIT");
-            let body: serde_json::Value = res.json().await.unwrap();
-            assert_eq!(
-                body["choices"][0]["message"]["content"],
-                format!("echo: {}", question(i))
-            );
+            let reply = common::ask(r, &question(&drill(i)), &[]).await;
+            assert_eq!(reply.cache(), "HIT");
+            assert_eq!(reply.content(), format!("echo: {}", drill(i)));
         }
     }
     assert_eq!(upstream.calls(), calls, "all answered from the cache");

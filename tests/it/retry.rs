@@ -5,22 +5,20 @@ use crate::common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::{Gateway, Reply, Upstream, chat_body, client, config};
-use serde_json::Value;
+use common::{ChatReply, Gateway, Reply, Upstream, ask, config, free_port, question};
 
 const FAST_RETRY: &str = "[[routes]]\nname = \"default\"\n[routes.retry]\nattempts = 3\nbase_delay = \"1ms\"\nmax_delay = \"5ms\"\n";
 
-async fn post(gw: &Gateway, config_header: Option<&str>) -> reqwest::Response {
-    // A new question each time, so no answer comes from the cache.
+/// Asks a question never asked before (so no answer comes from the cache), under the Portkey
+/// config `config_header` if given.
+async fn ask_anew(gw: &Gateway, config_header: Option<&str>) -> ChatReply {
     static ASKED: AtomicUsize = AtomicUsize::new(0);
-    let question = format!("retry me #{}", ASKED.fetch_add(1, Ordering::Relaxed));
-    let mut req = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(chat_body(&question));
-    if let Some(h) = config_header {
-        req = req.header("x-portkey-config", h);
-    }
-    req.send().await.unwrap()
+    let text = format!("retry me #{}", ASKED.fetch_add(1, Ordering::Relaxed));
+    let headers: Vec<(&str, &str)> = config_header
+        .map(|h| ("x-portkey-config", h))
+        .into_iter()
+        .collect();
+    ask(gw, &question(&text), &headers).await
 }
 
 fn gaps(upstream: &Upstream) -> Vec<Duration> {
@@ -33,9 +31,9 @@ async fn retryable_statuses_are_retried_until_success() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, FAST_RETRY)).await;
     upstream.script([Reply::status(503), Reply::status(429), Reply::ok()]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "2");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("2"));
     assert_eq!(upstream.calls(), 3);
 }
 
@@ -50,10 +48,10 @@ async fn when_retries_run_out_the_last_upstream_answer_is_returned() {
         Reply::status(504),
         Reply::ok(),
     ]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 504);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "3");
-    assert!(res.text().await.unwrap().contains("stand-in says 504"));
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("3"));
+    assert!(res.body.contains("stand-in says 504"), "{}", res.body);
     assert_eq!(upstream.calls(), 4, "1 try + 3 retries");
 }
 
@@ -62,9 +60,9 @@ async fn other_statuses_are_not_retried() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, FAST_RETRY)).await;
     upstream.script([Reply::status(400), Reply::ok()]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 400);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "0");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("0"));
     assert_eq!(upstream.calls(), 1);
 }
 
@@ -73,7 +71,7 @@ async fn default_route_does_not_retry() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, "")).await;
     upstream.script([Reply::status(503), Reply::ok()]);
-    assert_eq!(post(&gw, None).await.status(), 503);
+    assert_eq!(ask_anew(&gw, None).await.status, 503);
     assert_eq!(upstream.calls(), 1);
 }
 
@@ -85,15 +83,15 @@ async fn portkey_config_header_sets_the_retry_policy() {
     // Exactly what Portkey's SDK sends for the tutorial's method B.
     let header = r#"{"retry":{"attempts":3,"on_status_codes":[429,500,502,503]}}"#;
     upstream.script([Reply::status(429), Reply::status(500), Reply::ok()]);
-    let res = post(&gw, Some(header)).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "2");
+    let res = ask_anew(&gw, Some(header)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("2"));
     assert_eq!(upstream.calls(), 3);
 
     // The header's status list replaces the route's: 504 is not in it.
     upstream.script([Reply::status(504), Reply::ok()]);
-    let res = post(&gw, Some(header)).await;
-    assert_eq!(res.status(), 504);
+    let res = ask_anew(&gw, Some(header)).await;
+    assert_eq!(res.status, 504);
     assert_eq!(upstream.calls(), 4);
 }
 
@@ -108,7 +106,7 @@ async fn exponential_backoff_waits_are_respected() {
         Reply::status(503),
         Reply::ok(),
     ]);
-    assert_eq!(post(&gw, None).await.status(), 200);
+    assert_eq!(ask_anew(&gw, None).await.status, 200);
     let gaps = gaps(&upstream);
     assert_eq!(gaps.len(), 3);
     for (gap, floor) in gaps.iter().zip([40, 80, 100]) {
@@ -129,9 +127,9 @@ async fn retry_after_seconds_and_http_dates_are_honoured() {
         Reply::status(429).header("retry-after", "1"),
         Reply::ok(),
     ]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "2");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("2"));
     let gaps = gaps(&upstream);
     // An HTTP date has one-second resolution: "2s from now" may be read as just over 1s.
     assert!(
@@ -152,9 +150,9 @@ async fn a_retry_after_beyond_the_cap_ends_retrying() {
     let policy = "[[routes]]\nname = \"default\"\n[routes.retry]\nattempts = 3\nbase_delay = \"1ms\"\nmax_delay = \"1ms\"\nmax_retry_after = \"2s\"\n";
     let gw = Gateway::spawn(config(&upstream.url, policy)).await;
     upstream.script([Reply::status(429).header("retry-after", "120"), Reply::ok()]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 429);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "0");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 429);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("0"));
     assert_eq!(upstream.calls(), 1);
 }
 
@@ -165,15 +163,15 @@ async fn per_attempt_timeouts_are_retried_then_reported_as_504() {
     let gw = Gateway::spawn(config(&upstream.url, policy)).await;
     let slow = Reply::ok().delayed(Duration::from_millis(600));
     upstream.script([slow.clone(), Reply::ok()]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 200, "a timed-out attempt is retried");
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "1");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 200, "a timed-out attempt is retried");
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("1"));
 
     upstream.script([slow.clone(), slow]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 504);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "1");
-    let err: Value = res.json().await.unwrap();
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("1"));
+    let err = res.json();
     assert_eq!(err["error"]["code"], "upstream_timeout");
     assert_eq!(err["error"]["type"], "api_error");
     assert_eq!(upstream.calls(), 4);
@@ -184,20 +182,18 @@ async fn request_timeout_from_the_portkey_config_applies() {
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(&upstream.url, "")).await;
     upstream.script([Reply::ok().delayed(Duration::from_millis(500))]);
-    let res = post(&gw, Some(r#"{"request_timeout":50}"#)).await;
-    assert_eq!(res.status(), 504);
+    let res = ask_anew(&gw, Some(r#"{"request_timeout":50}"#)).await;
+    assert_eq!(res.status, 504);
 }
 
 #[tokio::test]
 async fn connection_refused_is_retried_then_reported_as_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", closed.local_addr().unwrap());
-    drop(closed);
+    let url = format!("http://127.0.0.1:{}/v1", free_port());
     let gw = Gateway::spawn(config(&url, FAST_RETRY)).await;
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 502);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "3");
-    let err: Value = res.json().await.unwrap();
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 502);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("3"));
+    let err = res.json();
     assert_eq!(err["error"]["code"], "upstream_unreachable");
     let metrics = gw.scrape_metrics().await;
     let attempts = common::metric(
@@ -218,8 +214,8 @@ async fn the_overall_deadline_ends_retrying_early() {
         Reply::status(503).delayed(Duration::from_millis(200));
         6
     ]);
-    let res = post(&gw, None).await;
-    assert_eq!(res.status(), 504);
-    assert_eq!(res.headers()["x-portkey-retry-attempt-count"], "1");
+    let res = ask_anew(&gw, None).await;
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("x-portkey-retry-attempt-count"), Some("1"));
     assert_eq!(upstream.calls(), 2);
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::redis::RedisServer;
-use common::{Gateway, Reply, Upstream, config_with_mode, shared_embedder};
+use common::upstream::{DONE, chunk, event};
+use common::{Gateway, Reply, Upstream, config_with_mode, redis_section};
 use serde_json::{Value, json};
 
 const PYTHON: &str = "tests/sdk/.venv/bin/python";
@@ -48,27 +49,13 @@ fn run_sdk_with(gw: &Gateway, jobs: &[(&str, bool)], env: &[(&str, &str)]) -> Ve
         .collect()
 }
 
-fn sse(events: &[Value], done: bool) -> Reply {
-    let mut chunks: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    if done {
-        chunks.push("data: [DONE]\n\n".to_owned());
-    }
-    Reply::sse(&chunks.iter().map(String::as_str).collect::<Vec<_>>(), None)
-}
-
-fn chunk(delta: Value, finish: Option<&str>) -> Value {
-    json!({"id": "chatcmpl-sdk", "object": "chat.completion.chunk", "created": 1_700_000_000,
-        "model": "yi-lightning", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_gets_the_same_text_on_a_miss_and_on_both_kinds_of_hit() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let extra = format!("[redis]\nurl = \"{}\"\n", redis.url);
-    let config = config_with_mode(&upstream.url, "semantic", &extra);
-    let gw = Gateway::spawn_with_embedder(config, shared_embedder()).await;
-    common::wait_ready(&gw).await;
+    let extra = redis_section(&redis.url, None);
+    let gw =
+        Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", &extra)).await;
     let text = "An AI gateway sits between apps and models. 它负责重试与缓存。";
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
     events.extend(
@@ -86,7 +73,9 @@ async fn the_openai_sdk_gets_the_same_text_on_a_miss_and_on_both_kinds_of_hit() 
     usage["choices"] = json!([]);
     usage["usage"] = json!({"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32});
     events.push(usage);
-    upstream.script([sse(&events, true)]);
+    let mut chunks: Vec<String> = events.iter().map(event).collect();
+    chunks.push(DONE.to_owned());
+    upstream.script([Reply::sse(&chunks, None)]);
 
     let sdk = tokio::task::spawn_blocking(move || {
         let results = run_sdk(
@@ -123,14 +112,13 @@ async fn the_openai_sdk_gets_the_same_text_on_a_miss_and_on_both_kinds_of_hit() 
 async fn a_stream_broken_midway_is_an_api_error_in_the_sdk_and_is_not_cached() {
     let upstream = Upstream::spawn().await;
     let redis = RedisServer::start();
-    let extra = format!("[redis]\nurl = \"{}\"\n", redis.url);
+    let extra = redis_section(&redis.url, None);
     let gw = Gateway::spawn(config_with_mode(&upstream.url, "simple", &extra)).await;
     let events = [
         chunk(json!({"role": "assistant", "content": ""}), None),
         chunk(json!({"content": "half an ans"}), None),
     ];
-    let chunks: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let chunks: Vec<String> = events.iter().map(event).collect();
     upstream.script([Reply::sse_then_reset(&chunks)]);
     let sdk = tokio::task::spawn_blocking(move || {
         let results = run_sdk(&gw, &[("Break, please", true), ("Break, please", false)]);
@@ -167,16 +155,15 @@ async fn the_openai_sdk_uses_a_deja_api_key_and_a_virtual_key_header() {
         "[store]\nurl = \"{url}\"\nsecret_key = \"{secret}\"\n[server]\nrequire_auth = true\n"
     );
     let gw = Gateway::spawn(config_with_mode(&upstream.url, "simple", &extra)).await;
-    let created: Value = common::client()
-        .post(format!("{}/v1/virtual-keys", gw.url))
-        .header("x-portkey-api-key", &admin)
-        .json(&json!({"name": "yi", "provider": "lingyi", "key": "sk-yi-for-python"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, created) = common::call(
+        &gw,
+        http::Method::POST,
+        "/v1/virtual-keys",
+        Some(&admin),
+        Some(json!({"name": "yi", "provider": "lingyi", "key": "sk-yi-for-python"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
     let slug = created["slug"].as_str().unwrap().to_owned();
     let sdk = tokio::task::spawn_blocking(move || {
         let ok = run_sdk_with(

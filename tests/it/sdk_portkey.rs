@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
+/// A response header as the Node SDK reports it (a JSON object), with or without Portkey's
+/// `x-portkey-` prefix.
+fn sdk_header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .or_else(|| headers.get(format!("x-portkey-{name}")))
@@ -63,7 +65,7 @@ async fn the_tutorial_runs_on_portkeys_node_sdk() {
     let retried = &seen["retried"];
     assert_eq!(retried["text"], "hello from the stand-in");
     assert_eq!(
-        header(&retried["headers"], "retry-attempt-count"),
+        sdk_header(&retried["headers"], "retry-attempt-count"),
         Some("1"),
         "{retried}"
     );
@@ -76,7 +78,7 @@ async fn the_tutorial_runs_on_portkeys_node_sdk() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| header(&r["headers"], "cache-status"))
+        .map(|r| sdk_header(&r["headers"], "cache-status"))
         .collect();
     assert_eq!(
         statuses,

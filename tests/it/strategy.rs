@@ -7,10 +7,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Gateway, Reply, Upstream, client, metric};
+use common::{ChatReply, Gateway, Reply, Upstream, ask, free_port, metric, question};
 
 /// The stand-ins are on loopback: callers may name them only because the operator lists it.
-fn config(upstream_url: &str, extra: &str) -> deja::Config {
+fn config_allowing_loopback(upstream_url: &str, extra: &str) -> deja::Config {
     common::config(
         upstream_url,
         &format!("[security]\nallowed_hosts = [\"127.0.0.1\"]\n{extra}"),
@@ -18,33 +18,14 @@ fn config(upstream_url: &str, extra: &str) -> deja::Config {
 }
 use serde_json::{Value, json};
 
-/// (status, headers, body)
-async fn ask(gw: &Gateway, config: &Value, question: &str) -> (u16, http::HeaderMap, Value) {
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("x-portkey-config", config.to_string())
-        .json(
-            &json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    (status, headers, res.json().await.unwrap_or(Value::Null))
-}
-
-fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).map(|v| v.to_str().unwrap())
+/// Asks `text` under the Portkey config `plan` (`x-portkey-config`).
+async fn ask_with_plan(gw: &Gateway, plan: &Value, text: &str) -> ChatReply {
+    let plan = plan.to_string();
+    ask(gw, &question(text), &[("x-portkey-config", &plan)]).await
 }
 
 fn closed_port_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}/v1")
+    format!("http://127.0.0.1:{}/v1", free_port())
 }
 
 #[tokio::test]
@@ -54,7 +35,7 @@ async fn fallback_moves_on_after_a_503_and_a_refused_connection() {
         Upstream::spawn().await,
         Upstream::spawn().await,
     );
-    let gw = Gateway::spawn(config(
+    let gw = Gateway::spawn(config_allowing_loopback(
         &default.url,
         "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n",
     ))
@@ -62,20 +43,17 @@ async fn fallback_moves_on_after_a_503_and_a_refused_connection() {
     a.script([Reply::status(503)]);
     let plan = json!({"strategy": {"mode": "fallback"}, "retry": {"attempts": 0},
         "targets": [{"custom_host": a.url}, {"custom_host": b.url}]});
-    let (status, headers, _) = ask(&gw, &plan, "first").await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        header(&headers, "x-portkey-last-used-option-index"),
-        Some("1")
-    );
-    assert_eq!(header(&headers, "x-deja-target"), Some("targets[1]"));
+    let r = ask_with_plan(&gw, &plan, "first").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-portkey-last-used-option-index"), Some("1"));
+    assert_eq!(r.header("x-deja-target"), Some("targets[1]"));
     assert_eq!((a.calls(), b.calls(), default.calls()), (1, 1, 0));
 
     let refused = json!({"strategy": {"mode": "fallback"},
         "targets": [{"custom_host": closed_port_url(), "retry": {"attempts": 0}}, {"custom_host": b.url}]});
-    let (status, headers, _) = ask(&gw, &refused, "second").await;
+    let r = ask_with_plan(&gw, &refused, "second").await;
     assert_eq!(
-        (status, header(&headers, "x-deja-target")),
+        (r.status, r.header("x-deja-target")),
         (200, Some("targets[1]"))
     );
 
@@ -83,9 +61,9 @@ async fn fallback_moves_on_after_a_503_and_a_refused_connection() {
     a.script([Reply::status(503)]);
     let narrow = json!({"strategy": {"mode": "fallback", "on_status_codes": [429]}, "retry": {"attempts": 0},
         "targets": [{"custom_host": a.url}, {"custom_host": b.url}]});
-    let (status, headers, _) = ask(&gw, &narrow, "third").await;
+    let r = ask_with_plan(&gw, &narrow, "third").await;
     assert_eq!(
-        (status, header(&headers, "x-deja-target")),
+        (r.status, r.header("x-deja-target")),
         (503, Some("targets[0]"))
     );
     assert_eq!(b.calls(), 2);
@@ -107,7 +85,7 @@ async fn loadbalance_splits_by_weight_and_weight_0_disables() {
         Upstream::spawn().await,
         Upstream::spawn().await,
     );
-    let gw = Gateway::spawn(config(
+    let gw = Gateway::spawn(config_allowing_loopback(
         &default.url,
         "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n",
     ))
@@ -115,7 +93,10 @@ async fn loadbalance_splits_by_weight_and_weight_0_disables() {
     let plan = json!({"strategy": {"mode": "loadbalance"},
         "targets": [{"custom_host": a.url, "weight": 3}, {"custom_host": b.url, "weight": 1}, {"custom_host": c.url, "weight": 0}]});
     for i in 0..2000 {
-        assert_eq!(ask(&gw, &plan, &format!("q{i}")).await.0, 200);
+        assert_eq!(
+            ask_with_plan(&gw, &plan, &format!("q{i}")).await.status,
+            200
+        );
     }
     // Binomial(2000, 0.75): mean 1500, standard deviation 19.4; 5 deviations either side.
     let (na, nb) = (a.calls(), b.calls());
@@ -132,7 +113,7 @@ async fn a_circuit_opens_after_failures_and_closes_after_a_good_probe() {
         Upstream::spawn().await,
     );
     // The route's own targets: their circuits are exported by path.
-    let gw = Gateway::spawn(config(
+    let gw = Gateway::spawn(config_allowing_loopback(
         &default.url,
         &format!(
             "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n\
@@ -147,7 +128,10 @@ async fn a_circuit_opens_after_failures_and_closes_after_a_good_probe() {
     let plan = json!({});
     a.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
     for i in 0..5 {
-        assert_eq!(ask(&gw, &plan, &format!("q{i}")).await.0, 200);
+        assert_eq!(
+            ask_with_plan(&gw, &plan, &format!("q{i}")).await.status,
+            200
+        );
     }
     assert_eq!(a.calls(), 2, "open after 2 failures: a is skipped");
     let metrics = gw.scrape_metrics().await;
@@ -156,18 +140,21 @@ async fn a_circuit_opens_after_failures_and_closes_after_a_good_probe() {
         metric(&metrics, "deja_target_circuit_open", &open),
         Some(1.0)
     );
+    // Past the 300 ms cooldown the test set: the wait is what is being tested (polling would
+    // send the probe early).
     tokio::time::sleep(Duration::from_millis(350)).await;
     // The probe fails (a's third scripted 503): open again.
-    ask(&gw, &plan, "probe").await;
+    ask_with_plan(&gw, &plan, "probe").await;
     assert_eq!(a.calls(), 3);
-    ask(&gw, &plan, "skipped").await;
+    ask_with_plan(&gw, &plan, "skipped").await;
     assert_eq!(a.calls(), 3);
+    // Past the cooldown again, as above.
     tokio::time::sleep(Duration::from_millis(350)).await;
     // This probe succeeds: closed, and a serves again.
-    let (_, headers, _) = ask(&gw, &plan, "good probe").await;
-    assert_eq!(header(&headers, "x-deja-target"), Some("targets[0]"));
-    let (_, headers, _) = ask(&gw, &plan, "closed").await;
-    assert_eq!(header(&headers, "x-deja-target"), Some("targets[0]"));
+    let r = ask_with_plan(&gw, &plan, "good probe").await;
+    assert_eq!(r.header("x-deja-target"), Some("targets[0]"));
+    let r = ask_with_plan(&gw, &plan, "closed").await;
+    assert_eq!(r.header("x-deja-target"), Some("targets[0]"));
     let metrics = gw.scrape_metrics().await;
     assert_eq!(
         metric(&metrics, "deja_target_circuit_open", &open),
@@ -183,7 +170,7 @@ async fn override_params_nested_strategies_and_credentials() {
         Upstream::spawn().await,
         Upstream::spawn().await,
     );
-    let gw = Gateway::spawn(config(
+    let gw = Gateway::spawn(config_allowing_loopback(
         &default.url,
         "[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"off\"\n",
     ))
@@ -196,10 +183,10 @@ async fn override_params_nested_strategies_and_credentials() {
         {"strategy": {"mode": "fallback"}, "targets": [{"custom_host": a.url}, {"custom_host": b.url}]},
         {"custom_host": c.url, "api_key": "sk-target-c", "override_params": {"model": "yi-large"}}
     ]});
-    let (status, headers, _) = ask(&gw, &plan, "nested").await;
-    assert_eq!(status, 200);
-    assert_eq!(header(&headers, "x-deja-target"), Some("targets[1]"));
-    assert_eq!(header(&headers, "x-deja-model"), Some("yi-large"));
+    let r = ask_with_plan(&gw, &plan, "nested").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-deja-target"), Some("targets[1]"));
+    assert_eq!(r.header("x-deja-model"), Some("yi-large"));
     let sent = c.received().pop().unwrap();
     let body: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(
@@ -211,24 +198,19 @@ async fn override_params_nested_strategies_and_credentials() {
         a.received()[0].headers.get("authorization").is_none(),
         "the operator's key goes only to [upstream], never to another host"
     );
-    let (_, headers, _) = ask(&gw, &plan, "inner answers").await;
-    assert_eq!(
-        header(&headers, "x-deja-target"),
-        Some("targets[0].targets[0]")
-    );
-    assert_eq!(
-        header(&headers, "x-portkey-last-used-option-index"),
-        Some("0")
-    );
+    let r = ask_with_plan(&gw, &plan, "inner answers").await;
+    assert_eq!(r.header("x-deja-target"), Some("targets[0].targets[0]"));
+    assert_eq!(r.header("x-portkey-last-used-option-index"), Some("0"));
 }
 
 #[tokio::test]
 async fn bad_target_configs_are_refused_with_the_known_providers() {
     let default = Upstream::spawn().await;
-    let gw = Gateway::spawn(config(&default.url, "")).await;
+    let gw = Gateway::spawn(config_allowing_loopback(&default.url, "")).await;
     let plan = json!({"strategy": {"mode": "fallback"}, "targets": [{"provider": "acme-ai"}, {"weight": -1}]});
-    let (status, _, err) = ask(&gw, &plan, "bad").await;
-    assert_eq!(status, 400);
+    let r = ask_with_plan(&gw, &plan, "bad").await;
+    assert_eq!(r.status, 400);
+    let err = r.json();
     let message = err["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("targets[0].provider `acme-ai` is not known; known providers: lingyi"),
@@ -265,32 +247,18 @@ async fn a_route_lists_targets_in_toml_and_the_cache_sits_in_front() {
          [routes.targets.override_params]\nmodel = \"yi-large\"\n",
         a.url, b.url
     );
-    let gw = Gateway::spawn(config(&default.url, &toml)).await;
+    let gw = Gateway::spawn(config_allowing_loopback(&default.url, &toml)).await;
     a.script([
         Reply::status(503),
         Reply::status(503),
         Reply::status(503),
         Reply::status(503),
     ]);
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("x-portkey-config", r#"{"retry":{"attempts":0}}"#)
-        .json(&json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "cache me"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["x-deja-target"], "targets[1]");
-    assert_eq!(res.headers()["x-portkey-cache-status"], "MISS");
-    let res = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "cache me"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["x-portkey-cache-status"], "HIT");
-    assert!(
-        res.headers().get("x-deja-target").is_none(),
-        "a hit touches no target"
-    );
+    let miss = ask_with_plan(&gw, &json!({"retry": {"attempts": 0}}), "cache me").await;
+    assert_eq!(miss.header("x-deja-target"), Some("targets[1]"));
+    assert_eq!(miss.cache(), "MISS");
+    let hit = ask(&gw, &question("cache me"), &[]).await;
+    assert_eq!(hit.cache(), "HIT");
+    assert_eq!(hit.header("x-deja-target"), None, "a hit touches no target");
     assert_eq!((a.calls(), b.calls(), default.calls()), (1, 1, 0));
 }

@@ -8,8 +8,10 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::redis_topology::{RedisCluster, SentinelSet, key_count};
-use common::{Gateway, Upstream, chat, client, config_with_mode, metric, shared_embedder};
-use serde_json::json;
+use common::{
+    Gateway, Upstream, cache_of, config_with_mode, eventually, metric, readiness, until_metric,
+    until_replicated,
+};
 
 const QUESTIONS: [&str; 8] = [
     "What is an AI gateway?",
@@ -27,46 +29,11 @@ const QUESTIONS: [&str; 8] = [
 /// timeouts) and fail over or mark nodes down on their own. One at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn gateway(upstream: &Upstream, redis_url: &str) -> Gateway {
+/// A semantic gateway on the shared model, caching in the deployment at `redis_url`.
+async fn semantic_gateway_on(upstream: &Upstream, redis_url: &str) -> Gateway {
     // Generous for a first connection to every node on a busy CI machine; the default is 50ms.
-    let extra = format!("[redis]\nurl = \"{redis_url}\"\ntimeout = \"500ms\"\n");
-    let gw = Gateway::spawn_with_embedder(
-        config_with_mode(&upstream.url, "semantic", &extra),
-        shared_embedder(),
-    )
-    .await;
-    common::wait_ready(&gw).await;
-    gw
-}
-
-async fn ask(gw: &Gateway, question: &str) -> String {
-    let body =
-        json!({"model": "yi-lightning", "messages": [{"role": "user", "content": question}]});
-    let (status, cache, _, text) = chat(gw, &body, &[]).await;
-    assert_eq!(status, 200, "{text}");
-    cache
-}
-
-async fn readiness(gw: &Gateway) -> (u16, serde_json::Value) {
-    let res = client()
-        .get(format!("{}/readyz", gw.url))
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
-}
-
-/// Waits until `gw` has applied `n` entries stored by other gateways.
-async fn until_replicated(gw: &Gateway, n: f64) -> Duration {
-    let started = Instant::now();
-    loop {
-        let text = gw.scrape_metrics().await;
-        if metric(&text, "deja_replica_events_total", &[("result", "put")]).unwrap_or(0.0) >= n {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let extra = common::redis_section(redis_url, Some("500ms"));
+    Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", &extra)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,14 +41,14 @@ async fn a_cluster_spreads_entries_and_replicas_share_them() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
     let upstream = Upstream::spawn().await;
-    let a = gateway(&upstream, &cluster.url).await;
-    let b = gateway(&upstream, &cluster.url).await;
+    let a = semantic_gateway_on(&upstream, &cluster.url).await;
+    let b = semantic_gateway_on(&upstream, &cluster.url).await;
     assert_eq!(readiness(&a).await.1["checks"]["redis"], "ok");
 
     for q in QUESTIONS {
-        assert_eq!(ask(&a, q).await, "MISS", "{q}");
+        assert_eq!(cache_of(&a, q).await, "MISS", "{q}");
     }
-    assert_eq!(ask(&a, QUESTIONS[0]).await, "HIT");
+    assert_eq!(cache_of(&a, QUESTIONS[0]).await, "HIT");
     // 8 exact entries, 8 semantic entries and the replicas' event stream, over three masters.
     let counts = cluster.key_counts();
     eprintln!("keys per master: {counts:?}");
@@ -92,21 +59,21 @@ async fn a_cluster_spreads_entries_and_replicas_share_them() {
     );
 
     // B learns A's entries through the stream, although they live in other slots.
-    let took = until_replicated(&b, QUESTIONS.len() as f64).await;
+    let took = until_replicated(&b, "put", QUESTIONS.len() as f64).await;
     eprintln!("B had A's 8 entries {took:?} after polling began");
-    assert_eq!(ask(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
-    assert_eq!(ask(&b, "如何申请退款？").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&b, "What's an AI gateway?").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&b, "如何申请退款？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), QUESTIONS.len());
 
     // A gateway started now rebuilds from every master's keys, not just one node's.
-    let c = gateway(&upstream, &cluster.url).await;
+    let c = semantic_gateway_on(&upstream, &cluster.url).await;
     let entries = metric(
         &c.scrape_metrics().await,
         "deja_semantic_index_entries",
         &[("route", "default")],
     );
     assert_eq!(entries, Some(QUESTIONS.len() as f64));
-    assert_eq!(ask(&c, "怎样取消订阅？").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&c, "怎样取消订阅？").await, "SEMANTIC HIT");
     assert_eq!(upstream.calls(), QUESTIONS.len());
 }
 
@@ -115,16 +82,16 @@ async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut cluster = RedisCluster::start();
     let upstream = Upstream::spawn().await;
-    let gw = gateway(&upstream, &cluster.url).await;
+    let gw = semantic_gateway_on(&upstream, &cluster.url).await;
     for q in QUESTIONS {
-        assert_eq!(ask(&gw, q).await, "MISS", "{q}");
+        assert_eq!(cache_of(&gw, q).await, "MISS", "{q}");
     }
     // A third of the slots have no master now, and the cluster calls itself down.
     cluster.nodes[2].stop();
     let started = Instant::now();
     for q in QUESTIONS {
         let asked = Instant::now();
-        let status = ask(&gw, q).await;
+        let status = cache_of(&gw, q).await;
         assert!(
             matches!(status.as_str(), "HIT" | "SEMANTIC HIT" | "MISS"),
             "{status}"
@@ -159,33 +126,39 @@ async fn a_lost_cluster_master_costs_the_cache_not_the_answers() {
 
     // Back again: the cache works without restarting the gateway.
     cluster.nodes[2].restart();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readiness(&gw).await.0 != 200 {
-        assert!(Instant::now() < deadline, "{:?}", readiness(&gw).await);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the gateway to be ready again",
+        Duration::from_secs(20),
+        || async {
+            let (status, checks) = readiness(&gw).await;
+            if status == 200 { Ok(()) } else { Err(checks) }
+        },
+    )
+    .await;
     let again = "A question asked after the master came back";
-    assert_eq!(ask(&gw, again).await, "MISS");
+    assert_eq!(cache_of(&gw, again).await, "MISS");
     // The first write-back may meet the connection to the restarted node still being made (and
     // be dropped, as any cache write past the timeout is); the claim is that the cache works
     // again without restarting the gateway, so wait for that, not for one exact moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
     // Either tier answering is the cache at work (the exact write may be the one that failed,
     // while the semantic entry was stored and now answers).
-    while !matches!(ask(&gw, again).await.as_str(), "HIT" | "SEMANTIC HIT") {
-        if Instant::now() > deadline {
+    eventually(
+        "the cache to work again",
+        Duration::from_secs(10),
+        || async {
+            let status = cache_of(&gw, again).await;
+            if matches!(status.as_str(), "HIT" | "SEMANTIC HIT") {
+                return Ok(());
+            }
             let text = gw.scrape_metrics().await;
             let cache: Vec<&str> = text
                 .lines()
                 .filter(|l| l.starts_with("deja_cache_"))
                 .collect();
-            panic!(
-                "the cache never worked again: {:?} {cache:#?}",
-                readiness(&gw).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            Err(format!("{status} {:?} {cache:#?}", readiness(&gw).await))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,10 +166,10 @@ async fn sentinel_moves_writes_to_the_promoted_replica() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let set = SentinelSet::start();
     let upstream = Upstream::spawn().await;
-    let gw = gateway(&upstream, &set.url).await;
+    let gw = semantic_gateway_on(&upstream, &set.url).await;
     assert_eq!(readiness(&gw).await.1["checks"]["redis"], "ok");
-    assert_eq!(ask(&gw, QUESTIONS[0]).await, "MISS");
-    assert_eq!(ask(&gw, QUESTIONS[0]).await, "HIT");
+    assert_eq!(cache_of(&gw, QUESTIONS[0]).await, "MISS");
+    assert_eq!(cache_of(&gw, QUESTIONS[0]).await, "HIT");
     assert_eq!(
         key_count(set.master.port),
         3,
@@ -207,38 +180,42 @@ async fn sentinel_moves_writes_to_the_promoted_replica() {
     let promoted = set.fail_over();
     assert_eq!(promoted, set.replica.port);
     // The gateway hears of the new master from Sentinel within its one-second watch.
-    let started = Instant::now();
-    loop {
-        let text = gw.scrape_metrics().await;
-        if metric(&text, "deja_redis_master_switches_total", &[]) == Some(1.0) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "the gateway switched masters {:?} after Sentinel named the new one",
-        started.elapsed()
+    let took = until_metric(&gw, "deja_redis_master_switches_total", &[], 1.0).await;
+    eprintln!("the gateway switched masters {took:?} after Sentinel named the new one");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let switches = metric(
+        &gw.scrape_metrics().await,
+        "deja_redis_master_switches_total",
+        &[],
     );
+    assert_eq!(switches, Some(1.0), "one failover, one switch");
     let before = key_count(promoted);
     assert_eq!(before, 3, "the promoted replica holds what the master held");
     // Its first command after the switch makes a connection: wait until the gateway reaches the
     // new master (what /readyz checks) before asking, so a slow connect on a busy machine is not
     // mistaken for a lost entry.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readiness(&gw).await.1["checks"]["redis"] != "ok" {
-        assert!(Instant::now() < deadline, "{:?}", readiness(&gw).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the gateway to reach the new master",
+        Duration::from_secs(10),
+        || async {
+            let (_, checks) = readiness(&gw).await;
+            if checks["checks"]["redis"] == "ok" {
+                Ok(())
+            } else {
+                Err(checks)
+            }
+        },
+    )
+    .await;
     assert_eq!(
-        ask(&gw, QUESTIONS[0]).await,
+        cache_of(&gw, QUESTIONS[0]).await,
         "HIT",
         "the promoted replica has the entry"
     );
-    assert_eq!(ask(&gw, "What's an AI gateway?").await, "SEMANTIC HIT");
+    assert_eq!(cache_of(&gw, "What's an AI gateway?").await, "SEMANTIC HIT");
     let fresh = "Asked after the failover";
-    assert_eq!(ask(&gw, fresh).await, "MISS");
-    assert_eq!(ask(&gw, fresh).await, "HIT");
+    assert_eq!(cache_of(&gw, fresh).await, "MISS");
+    assert_eq!(cache_of(&gw, fresh).await, "HIT");
     assert_eq!(
         key_count(promoted),
         before + 2,

@@ -21,6 +21,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Polls `ready` every 20 ms, blocking the thread, until it holds; panics naming `what` after
+/// `timeout`. For the synchronous rig (servers started from plain functions); async tests use
+/// `common::eventually`.
+pub fn block_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl RedisServer {
     pub fn start() -> Self {
         Self::start_with(free_port(), &[])
@@ -56,15 +67,11 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        block_until(
+            &format!("redis-server to answer on {}", self.port),
+            Duration::from_secs(10),
+            || self.answers(),
+        );
     }
 
     pub fn stop(&mut self) {

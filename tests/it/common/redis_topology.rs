@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::redis::{RedisServer, free_port};
+use super::redis::{RedisServer, block_until, free_port};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("deja-{name}-{}", free_port()));
@@ -17,15 +17,6 @@ fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> redis::Re
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
     cmd.query(&mut conn)
-}
-
-/// Polls `ready` every 50 ms for up to `secs` seconds.
-fn wait_for(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Three masters sharing the 16,384 slots, no replicas.
@@ -71,7 +62,7 @@ impl RedisCluster {
             .expect("redis-cli must be installed (scripts/test.sh installs it)");
         assert!(status.success(), "redis-cli --cluster create failed");
         for node in &nodes {
-            wait_for("the cluster to agree", 20, || {
+            block_until("the cluster to agree", Duration::from_secs(20), || {
                 query::<String>(node.port, redis::cmd("CLUSTER").arg("INFO"))
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
@@ -141,9 +132,11 @@ impl SentinelSet {
             replica,
             sentinel,
         };
-        wait_for("the sentinel to see the replica in sync", 20, || {
-            set.replica_in_sync(set.master.port)
-        });
+        block_until(
+            "the sentinel to see the replica in sync",
+            Duration::from_secs(20),
+            || set.replica_in_sync(set.master.port),
+        );
         set
     }
 
@@ -195,17 +188,23 @@ impl SentinelSet {
             redis::cmd("SENTINEL").arg("failover").arg("mymaster"),
         )
         .unwrap();
-        wait_for("sentinel to promote the replica", 20, || {
-            self.master_port() != before
-        });
+        block_until(
+            "sentinel to promote the replica",
+            Duration::from_secs(20),
+            || self.master_port() != before,
+        );
         let after = self.master_port();
-        wait_for("the new master to take writes", 20, || {
-            query::<Vec<redis::Value>>(after, &mut redis::cmd("ROLE")).is_ok_and(|role| {
-                role.first().is_some_and(|r| {
-                    redis::from_redis_value_ref::<String>(r).is_ok_and(|r| r == "master")
+        block_until(
+            "the new master to take writes",
+            Duration::from_secs(20),
+            || {
+                query::<Vec<redis::Value>>(after, &mut redis::cmd("ROLE")).is_ok_and(|role| {
+                    role.first().is_some_and(|r| {
+                        redis::from_redis_value_ref::<String>(r).is_ok_and(|r| r == "master")
+                    })
                 })
-            })
-        });
+            },
+        );
         after
     }
 }

@@ -18,6 +18,30 @@ use tokio::sync::Notify;
 /// The fixed answer given when the script is empty.
 pub const DEFAULT_ANSWER: &str = r#"{"id":"chatcmpl-standin","object":"chat.completion","created":1700000000,"model":"yi-lightning","choices":[{"index":0,"message":{"role":"assistant","content":"hello from the stand-in"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
 
+/// The end of an OpenAI event stream.
+pub const DONE: &str = "data: [DONE]\n\n";
+
+/// The id of every chat completion chunk [`chunk`] makes.
+pub const CHUNK_ID: &str = "chatcmpl-standin";
+
+/// An OpenAI `chat.completion.chunk` whose one choice carries `delta` (and ends with `finish`).
+pub fn chunk(delta: serde_json::Value, finish: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1_700_000_000,
+        "model": "yi-lightning", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// One server-sent event carrying `data`.
+pub fn event(data: &serde_json::Value) -> String {
+    format!("data: {data}\n\n")
+}
+
+/// [`DEFAULT_ANSWER`] with `content` as the assistant's text.
+pub fn answer_body(content: &str) -> String {
+    let mut answer: serde_json::Value = serde_json::from_str(DEFAULT_ANSWER).unwrap();
+    answer["choices"][0]["message"]["content"] = content.into();
+    answer.to_string()
+}
+
 /// One scripted answer.
 #[derive(Clone, Default)]
 pub struct Reply {
@@ -55,6 +79,15 @@ impl Reply {
         }
     }
 
+    /// A 200 chat completion whose answer is `content`.
+    pub fn answer(content: &str) -> Self {
+        Self {
+            status: 200,
+            body: answer_body(content),
+            ..Self::default()
+        }
+    }
+
     pub fn echo() -> Self {
         Self {
             status: 200,
@@ -81,17 +114,18 @@ impl Reply {
         self
     }
 
-    pub fn sse(chunks: &[&str], gate: Option<Arc<Notify>>) -> Self {
+    /// A 200 event stream of `chunks` (each sent as given: see [`event`] and [`DONE`]).
+    pub fn sse<S: AsRef<str>>(chunks: &[S], gate: Option<Arc<Notify>>) -> Self {
         Self {
             status: 200,
-            sse: Some(chunks.iter().map(|c| (*c).to_owned()).collect()),
+            sse: Some(chunks.iter().map(|c| c.as_ref().to_owned()).collect()),
             gate,
             ..Self::default()
         }
     }
 
     /// An event stream of `chunks` whose connection breaks after the last.
-    pub fn sse_then_reset(chunks: &[&str]) -> Self {
+    pub fn sse_then_reset<S: AsRef<str>>(chunks: &[S]) -> Self {
         Self {
             abort: true,
             ..Self::sse(chunks, None)
@@ -145,7 +179,7 @@ impl Upstream {
             ..Inner::default()
         });
         let app = Router::new()
-            .fallback(answer)
+            .fallback(respond)
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -180,7 +214,7 @@ impl Upstream {
     }
 }
 
-async fn answer(
+async fn respond(
     State(inner): State<Arc<Inner>>,
     method: Method,
     uri: Uri,
@@ -211,6 +245,7 @@ async fn answer(
         .pop_front()
         .unwrap_or_else(Reply::ok);
     if !reply.delay.is_zero() {
+        // A slow provider is what the script asked for.
         tokio::time::sleep(reply.delay).await;
     }
     let mut builder = Response::builder().status(reply.status);
@@ -230,9 +265,7 @@ async fn answer(
             .unwrap();
     }
     let body = if reply.echo {
-        let mut answer: serde_json::Value = serde_json::from_str(DEFAULT_ANSWER).unwrap();
-        answer["choices"][0]["message"]["content"] = format!("echo: {asked}").into();
-        answer.to_string()
+        answer_body(&format!("echo: {asked}"))
     } else {
         reply.body
     };
@@ -276,7 +309,8 @@ fn async_stream(
                 if !abort {
                     return None;
                 }
-                // Give what was sent time to leave before the connection breaks.
+                // Give what was sent time to leave before the connection breaks: nothing here
+                // can see the client read it, and a reset sent at once may overtake it.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let reset = std::io::Error::other("stand-in breaks the connection");
                 return Some((Err(reset), (chunks, gate, false, watch)));

@@ -2,11 +2,13 @@
 //! addresses, using another tenant's virtual key, poisoning the cache, moving shared breakers,
 //! forcing refreshes and stretching TTLs.
 
+use std::time::Duration;
+
 use http::Method;
 use serde_json::json;
 
 use super::scene::{ACME_SECRET, OPERATOR_KEY, code, scene};
-use crate::common::{Reply as Scripted, metric};
+use crate::common::{Reply as Scripted, eventually, metric};
 
 /// The attacker's host, as a caller would name it.
 fn evil(s: &super::scene::Scene) -> String {
@@ -22,14 +24,14 @@ async fn a_caller_cannot_send_the_operator_key_to_its_own_host() {
         json!({"strategy": {"mode": "fallback"}, "targets": [{"custom_host": evil(&s)}]}),
     ] {
         let r = s
-            .chat(
+            .ask_as(
                 &s.globex.inference,
                 &[("x-portkey-config", &config.to_string())],
                 "hi",
             )
             .await;
         assert_eq!(
-            (r.status, code(&r.json)),
+            (r.status, code(&r.json())),
             (400, "host_not_allowed"),
             "{config}"
         );
@@ -39,9 +41,9 @@ async fn a_caller_cannot_send_the_operator_key_to_its_own_host() {
     let s = scene("[security]\nallowed_hosts = [\"ATTACKER\"]\n").await;
     let config = json!({"targets": [{"custom_host": evil(&s)}]}).to_string();
     let r = s
-        .chat(&s.globex.inference, &[("x-portkey-config", &config)], "hi")
+        .ask_as(&s.globex.inference, &[("x-portkey-config", &config)], "hi")
         .await;
-    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.status, 200, "{}", r.json());
     assert_eq!(s.attacker.calls(), 1);
     assert!(
         s.attacker.received()[0]
@@ -59,27 +61,27 @@ async fn a_virtual_key_is_never_sent_to_a_caller_chosen_host() {
     // Named with the host on the same node: refused outright.
     let top = json!({"custom_host": evil(&s)}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-config", &top), ("x-portkey-virtual-key", &slug)],
             "hi",
         )
         .await;
     assert_eq!(
-        (r.status, code(&r.json)),
+        (r.status, code(&r.json())),
         (400, "credential_not_allowed"),
         "{}",
-        r.json
+        r.json()
     );
     let named = json!({"targets": [{"custom_host": evil(&s), "virtual_key": slug}]}).to_string();
     let r = s
-        .chat(&s.acme.inference, &[("x-portkey-config", &named)], "hi")
+        .ask_as(&s.acme.inference, &[("x-portkey-config", &named)], "hi")
         .await;
-    assert_eq!(code(&r.json), "credential_not_allowed");
+    assert_eq!(code(&r.json()), "credential_not_allowed");
     // Inherited from the header by a target whose host was changed: dropped, not sent.
     let child = json!({"targets": [{"custom_host": evil(&s)}]}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[
                 ("x-portkey-config", &child),
@@ -105,15 +107,17 @@ async fn a_virtual_key_is_never_sent_to_a_caller_chosen_host() {
         )
         .await;
     assert_eq!(status, 200);
-    tokio::time::sleep(deja::policy::saved::FRESH_FOR).await;
-    let r = s
-        .chat(
-            &s.acme.inference,
-            &[("x-portkey-config", &top), ("x-portkey-virtual-key", &slug)],
-            "bound",
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.json);
+    // Saved virtual keys are re-read once their copy is FRESH_FOR old.
+    let bound = [
+        ("x-portkey-config", top.as_str()),
+        ("x-portkey-virtual-key", slug.as_str()),
+    ];
+    let within = deja::policy::saved::FRESH_FOR + Duration::from_secs(1);
+    eventually("the key's new host to take effect", within, || async {
+        let r = s.ask_as(&s.acme.inference, &bound, "bound").await;
+        if r.status == 200 { Ok(()) } else { Err(r.body) }
+    })
+    .await;
     let last = s.attacker.received().pop().unwrap();
     assert_eq!(
         last.headers["authorization"],
@@ -126,22 +130,22 @@ async fn another_tenants_virtual_key_is_unknown() {
     let s = scene("").await;
     let slug = s.virtual_key(&s.acme.admin, ACME_SECRET, json!({})).await;
     let theirs = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-virtual-key", &slug)],
             "hi",
         )
         .await;
     let unknown = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-virtual-key", "no-such-key-1a2b3c")],
             "hi",
         )
         .await;
     assert_eq!((theirs.status, unknown.status), (400, 400));
-    let message = |r: &super::scene::Reply| {
-        r.json["error"]["message"]
+    let message = |r: &crate::common::ChatReply| {
+        r.json()["error"]["message"]
             .as_str()
             .unwrap()
             .replace(&slug, "SLUG")
@@ -150,7 +154,7 @@ async fn another_tenants_virtual_key_is_unknown() {
     assert_eq!(message(&theirs), message(&unknown), "no existence oracle");
     let in_config = json!({"targets": [{"virtual_key": slug}]}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-config", &in_config)],
             "hi",
@@ -166,7 +170,7 @@ async fn another_tenants_virtual_key_is_unknown() {
     assert!(!everything.contains(ACME_SECRET));
     // acme itself uses it.
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-virtual-key", &slug)],
             "mine",
@@ -203,29 +207,29 @@ async fn internal_addresses_are_refused_without_connecting() {
     ] {
         let config = json!({"targets": [{"custom_host": host}]}).to_string();
         let r = s
-            .chat(&s.globex.inference, &[("x-portkey-config", &config)], "hi")
+            .ask_as(&s.globex.inference, &[("x-portkey-config", &config)], "hi")
             .await;
         assert_eq!(
-            (r.status, code(&r.json)),
+            (r.status, code(&r.json())),
             (400, "host_not_allowed"),
             "{host}: {}",
-            r.json
+            r.json()
         );
     }
     // A listed name that resolves to an internal address is refused when it is resolved.
     let named = json!({"targets": [{"custom_host": format!("http://localhost:{port}/v1")}]});
     let r = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-config", &named.to_string())],
             "hi",
         )
         .await;
     assert_eq!(
-        (r.status, code(&r.json)),
+        (r.status, code(&r.json())),
         (502, "upstream_unreachable"),
         "{}",
-        r.json
+        r.json()
     );
     assert_eq!(
         s.attacker.calls(),
@@ -243,19 +247,19 @@ async fn connection_failures_all_read_the_same() {
     for host in [closed, evil(&s)] {
         let config = json!({"retry": {"attempts": 0}, "targets": [{"custom_host": host}]});
         let r = s
-            .chat(
+            .ask_as(
                 &s.globex.inference,
                 &[("x-portkey-config", &config.to_string())],
                 "hi",
             )
             .await;
         assert_eq!(
-            (r.status, code(&r.json)),
+            (r.status, code(&r.json())),
             (502, "upstream_unreachable"),
             "{}",
-            r.json
+            r.json()
         );
-        messages.push(r.json["error"]["message"].as_str().unwrap().to_owned());
+        messages.push(r.json()["error"]["message"].as_str().unwrap().to_owned());
     }
     assert_eq!(messages[0], messages[1], "refused and reset look alike");
     assert!(!messages[0].contains("refused") && !messages[0].contains("closed"));
@@ -270,49 +274,52 @@ async fn an_answer_from_a_callers_host_is_never_served_to_others() {
     s.attacker.script([Scripted::echo()]);
     let own = json!({"custom_host": evil(&s), "api_key": "sk-attackers-own"}).to_string();
     let poisoned = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-config", &own)],
             "what is our refund policy?",
         )
         .await;
-    assert_eq!((poisoned.status, poisoned.cache.as_str()), (200, "MISS"));
+    assert_eq!((poisoned.status, poisoned.cache()), (200, "MISS"));
     // The same question from a colleague without that config goes to the provider.
     let clean = s
-        .chat(&s.acme.inference, &[], "what is our refund policy?")
+        .ask_as(&s.acme.inference, &[], "what is our refund policy?")
         .await;
-    assert_eq!(clean.cache, "MISS");
+    assert_eq!(clean.cache(), "MISS");
     assert_eq!(s.provider.calls(), 1);
     let again = s
-        .chat(&s.acme.inference, &[], "what is our refund policy?")
+        .ask_as(&s.acme.inference, &[], "what is our refund policy?")
         .await;
-    assert_eq!(again.cache, "HIT");
+    assert_eq!(again.cache(), "HIT");
     assert_eq!(
-        again.json["choices"][0]["message"]["content"],
+        again.json()["choices"][0]["message"]["content"],
         "hello from the stand-in"
     );
     // A different credential to the same host is a different producer too.
     let other = json!({"custom_host": evil(&s), "api_key": "sk-someone-else"}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-config", &other)],
             "what is our refund policy?",
         )
         .await;
-    assert_eq!(r.cache, "MISS");
+    assert_eq!(r.cache(), "MISS");
 }
 
 #[tokio::test]
 async fn force_refresh_needs_permission() {
     let s = scene("[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"simple\"\n").await;
-    assert_eq!(s.chat(&s.acme.inference, &[], "fresh?").await.cache, "MISS");
+    assert_eq!(
+        s.ask_as(&s.acme.inference, &[], "fresh?").await.cache(),
+        "MISS"
+    );
     let refresh = [("x-portkey-cache-force-refresh", "true")];
-    let r = s.chat(&s.acme.inference, &refresh, "fresh?").await;
-    assert_eq!(r.cache, "HIT", "an inference key's ask is ignored");
+    let r = s.ask_as(&s.acme.inference, &refresh, "fresh?").await;
+    assert_eq!(r.cache(), "HIT", "an inference key's ask is ignored");
     assert_eq!(s.provider.calls(), 1);
-    let r = s.chat(&s.acme.admin, &refresh, "fresh?").await;
-    assert_eq!(r.cache, "REFRESH");
+    let r = s.ask_as(&s.acme.admin, &refresh, "fresh?").await;
+    assert_eq!(r.cache(), "REFRESH");
     assert_eq!(s.provider.calls(), 2);
     let text = s.gw.scrape_metrics_as(&s.operator).await;
     assert_eq!(
@@ -342,19 +349,20 @@ async fn caller_ttls_are_capped_and_nonsense_is_refused() {
         ),
     ] {
         let r = s
-            .chat(
+            .ask_as(
                 &s.acme.inference,
                 &[("x-portkey-config", &config.to_string())],
                 "ttl",
             )
             .await;
         assert_eq!(r.status, 400, "{config}");
-        let message = r.json["error"]["message"].as_str().unwrap();
+        let body = r.json();
+        let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{message}");
     }
     let long = json!({"cache": {"mode": "simple", "max_age": 300 * 86_400}}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-config", &long)],
             "long life",
@@ -392,23 +400,23 @@ async fn a_callers_breaker_cannot_open_the_routes_own() {
     let huge = json!({"retry": {"attempts": 0}, "cb_config": {"failure_threshold": 1, "cooldown": 86_400_000u64},
         "targets": [{"custom_host": dead}]});
     let r = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-config", &huge.to_string())],
             "x",
         )
         .await;
     assert_eq!(
-        (r.status, code(&r.json)),
+        (r.status, code(&r.json())),
         (400, "cooldown_too_long"),
         "{}",
-        r.json
+        r.json()
     );
     let allowed = json!({"retry": {"attempts": 0}, "cb_config": {"failure_threshold": 1, "cooldown": 30_000},
         "targets": [{"custom_host": dead}]});
     for _ in 0..2 {
         let r = s
-            .chat(
+            .ask_as(
                 &s.globex.inference,
                 &[("x-portkey-config", &allowed.to_string())],
                 "x",
@@ -418,8 +426,8 @@ async fn a_callers_breaker_cannot_open_the_routes_own() {
     }
     // The route's own target at the same path still answers, for every tenant.
     for key in [&s.acme.inference, &s.globex.inference] {
-        let r = s.chat(key, &[], "route target").await;
-        assert_eq!(r.status, 200, "{}", r.json);
+        let r = s.ask_as(key, &[], "route target").await;
+        assert_eq!(r.status, 200, "{}", r.json());
     }
 }
 
@@ -435,17 +443,18 @@ async fn a_callers_bad_requests_cannot_open_the_routes_breaker() {
         .script([Scripted::status(400), Scripted::status(400)]);
     for _ in 0..2 {
         assert_eq!(
-            s.chat(&s.globex.inference, &[], "bad parameter")
+            s.ask_as(&s.globex.inference, &[], "bad parameter")
                 .await
                 .status,
             400
         );
     }
-    let r = s.chat(&s.acme.inference, &[], "fine").await;
+    let r = s.ask_as(&s.acme.inference, &[], "fine").await;
     assert_eq!(
-        r.status, 200,
+        r.status,
+        200,
         "a 4xx the caller caused is not the target's failure: {}",
-        r.json
+        r.json()
     );
 }
 
@@ -455,13 +464,13 @@ async fn a_config_cannot_fan_out_without_bound() {
     let targets: Vec<_> = (0..17).map(|_| json!({})).collect();
     let config = json!({"strategy": {"mode": "fallback"}, "targets": targets}).to_string();
     let r = s
-        .chat(&s.globex.inference, &[("x-portkey-config", &config)], "fan")
+        .ask_as(&s.globex.inference, &[("x-portkey-config", &config)], "fan")
         .await;
     assert_eq!(
-        (r.status, code(&r.json)),
+        (r.status, code(&r.json())),
         (400, "too_many_targets"),
         "{}",
-        r.json
+        r.json()
     );
     assert_eq!(s.provider.calls(), 0);
 }
@@ -473,13 +482,13 @@ async fn the_operator_key_stays_under_its_base_path() {
     let other_path = s.provider.url.replace("/v1", "/attacker-account/gw");
     let config = json!({"custom_host": other_path}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-config", &config)],
             "path",
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.status, 200, "{}", r.json());
     let sent = s.provider.received().pop().unwrap();
     assert_eq!(sent.path, "/attacker-account/gw/chat/completions");
     assert!(
@@ -495,7 +504,7 @@ async fn a_callers_target_paths_are_not_metric_labels() {
         {"strategy": {"mode": "loadbalance"}, "targets": [{"custom_host": evil(&s)}]}]})
     .to_string();
     let r = s
-        .chat(&s.globex.inference, &[("x-portkey-config", &deep)], "label")
+        .ask_as(&s.globex.inference, &[("x-portkey-config", &deep)], "label")
         .await;
     assert_eq!(r.status, 200);
     let text = s.gw.scrape_metrics_as(&s.operator).await;

@@ -6,10 +6,10 @@ use axum::Router;
 use axum::routing::get;
 use deja::AppState;
 use deja::store::keys::Scope;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::scene::scene;
-use crate::common::{client, config};
+use crate::common::{self, client, config};
 
 /// `routes` behind deja's layers, with an admin and an inference key of tenant `acme`.
 async fn serve_with(
@@ -104,19 +104,17 @@ async fn a_panicking_handler_answers_an_openai_500() {
 #[tokio::test]
 async fn every_answer_carries_its_own_request_id_which_keys_its_log_row() {
     let s = scene("").await;
-    let res = client()
-        .post(format!("{}/v1/chat/completions", s.gw.url))
-        .bearer_auth(&s.acme.inference)
-        .header("x-request-id", "forged-id-of-another-request")
-        .json(&json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "id?"}]}))
-        .send()
-        .await
-        .unwrap();
-    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let bearer = format!("Bearer {}", s.acme.inference);
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-request-id", "forged-id-of-another-request"),
+    ];
+    let res = common::ask(&s, &common::question("id?"), &headers).await;
+    let id = res.header("x-request-id").unwrap();
     assert!(id.starts_with("req_") && id.len() == 20, "{id}");
-    assert_eq!(res.headers()["x-portkey-request-id"], id.as_str());
-    let logs = s.logs(&s.acme.admin, 1).await;
-    assert_eq!(logs["data"][0]["id"], id.as_str(), "{logs}");
+    assert_eq!(res.header("x-portkey-request-id"), Some(id));
+    let logs = common::until_logged(&s, &s.acme.admin, 1).await;
+    assert_eq!(logs["data"][0]["id"], id, "{logs}");
     // Errors carry one too.
     let res = client()
         .get(format!("{}/nowhere", s.gw.url))

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::upstream::DEFAULT_ANSWER;
-use crate::common::{Gateway, Reply, Upstream, chat, client, config};
+use crate::common::upstream::{DONE, chunk, event};
+use crate::common::{Gateway, Reply, Upstream, ask, call, client, config, question, streamed};
 
 /// Longest wait for something that must happen after a short configured timeout; reaching it
 /// means the limit did not work, not that it was slow.
@@ -26,54 +26,30 @@ async fn limited_gateway(upstream: &Upstream, max_response_bytes: usize) -> Gate
     Gateway::spawn(config).await
 }
 
-fn question(text: &str, stream: bool) -> Value {
-    json!({"model": "yi-lightning", "messages": [{"role": "user", "content": text}], "stream": stream})
-}
-
-/// A chat completion of about `bytes` bytes.
-fn answer_of(bytes: usize) -> String {
-    let mut answer: Value = serde_json::from_str(DEFAULT_ANSWER).unwrap();
-    answer["choices"][0]["message"]["content"] = "x".repeat(bytes).into();
-    answer.to_string()
-}
-
 /// An OpenAI event stream with `pieces` content deltas of `size` bytes each, ending cleanly.
 fn events(pieces: usize, size: usize) -> Vec<String> {
-    let chunk = |delta: Value, finish: Option<&str>| {
-        let chunk = json!({"id": "chatcmpl-l1", "object": "chat.completion.chunk",
-            "created": 1_700_000_000, "model": "yi-lightning",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        format!("data: {chunk}\n\n")
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    events.extend((0..pieces).map(|_| chunk(json!({"content": "y".repeat(size)}), None)));
-    events.push(chunk(json!({}), Some("stop")));
-    events.push("data: [DONE]\n\n".to_owned());
+    let frame = |delta: Value, finish: Option<&str>| event(&chunk(delta, finish));
+    let mut events = vec![frame(json!({"role": "assistant", "content": ""}), None)];
+    events.extend((0..pieces).map(|_| frame(json!({"content": "y".repeat(size)}), None)));
+    events.push(frame(json!({}), Some("stop")));
+    events.push(DONE.to_owned());
     events
-}
-
-fn sse(events: &[String]) -> Reply {
-    Reply::sse(&events.iter().map(String::as_str).collect::<Vec<_>>(), None)
 }
 
 #[tokio::test]
 async fn an_oversized_upstream_answer_is_a_502_and_not_cached() {
     let upstream = Upstream::spawn().await;
     let gw = limited_gateway(&upstream, 4096).await;
-    let huge = Reply {
-        status: 200,
-        body: answer_of(64 * 1024),
-        ..Reply::default()
-    };
+    let huge = Reply::answer(&"x".repeat(64 * 1024));
     // With a Content-Length over the limit, then without one (a chunked body read until it
     // passes the limit), each asked twice: neither is retried nor stored.
-    let chunked = sse(&events(40, 1024));
+    let chunked = Reply::sse(&events(40, 1024), None);
     upstream.script([huge.clone(), huge, chunked.clone(), chunked]);
     for (i, text) in ["big", "big", "chunked", "chunked"].into_iter().enumerate() {
-        let (status, cache, _, body) = chat(&gw, &question(text, false), &[]).await;
-        assert_eq!(status, 502, "{body}");
-        assert_ne!(cache, "HIT", "an oversized answer was cached");
-        let body: Value = serde_json::from_str(&body).unwrap();
+        let reply = ask(&gw, &question(text), &[]).await;
+        assert_eq!(reply.status, 502, "{}", reply.body);
+        assert_ne!(reply.cache(), "HIT", "an oversized answer was cached");
+        let body = reply.json();
         assert_eq!(
             body["error"]["code"], "upstream_response_too_large",
             "{body}"
@@ -86,10 +62,8 @@ async fn an_oversized_upstream_answer_is_a_502_and_not_cached() {
         assert_eq!(upstream.calls(), i + 1, "refused without a retry");
     }
     // An answer within the limit still passes, and is cached.
-    let (status, _, _, _) = chat(&gw, &question("small", false), &[]).await;
-    assert_eq!(status, 200);
-    let (_, cache, _, _) = chat(&gw, &question("small", false), &[]).await;
-    assert_eq!(cache, "HIT");
+    assert_eq!(ask(&gw, &question("small"), &[]).await.status, 200);
+    assert_eq!(ask(&gw, &question("small"), &[]).await.cache(), "HIT");
 }
 
 #[tokio::test]
@@ -98,37 +72,25 @@ async fn an_oversized_stream_is_cut_with_an_error_event_and_not_cached() {
     let gw = limited_gateway(&upstream, 4096).await;
     let small = events(3, 16);
     let big = events(40, 512);
-    upstream.script([sse(&small), sse(&big), sse(&big)]);
+    upstream.script([
+        Reply::sse(&small, None),
+        Reply::sse(&big, None),
+        Reply::sse(&big, None),
+    ]);
 
     // The same setup stores a stream within the limit...
-    let raw = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .body(question("small", true).to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(raw.ends_with("data: [DONE]\n\n"), "{raw}");
-    let (_, cache, _, _) = chat(&gw, &question("small", true), &[]).await;
-    assert_eq!(cache, "HIT", "the control stream was not stored");
+    let raw = ask(&gw, &streamed("small"), &[]).await.body;
+    assert!(raw.ends_with(DONE), "{raw}");
+    let replayed = ask(&gw, &streamed("small"), &[]).await;
+    assert_eq!(replayed.cache(), "HIT", "the control stream was not stored");
 
     // ...and cuts one past it: at most the limit passes, then an error event, no [DONE].
     for _ in 0..2 {
-        let res = client()
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .body(question("big", true).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            res.status(),
-            200,
-            "the status line left with the first chunk"
-        );
-        assert_ne!(res.headers()["x-portkey-cache-status"], "HIT");
-        let raw = res.text().await.unwrap();
+        let res = ask(&gw, &streamed("big"), &[]).await;
+        assert_eq!(res.status, 200, "the status line left with the first chunk");
+        let cache = res.header("x-portkey-cache-status");
+        assert_ne!(cache.expect("a cache status"), "HIT");
+        let raw = res.body;
         let (passed, error) = raw
             .rsplit_once("data: {\"error\"")
             .unwrap_or_else(|| panic!("no error event at the end: {raw}"));
@@ -206,8 +168,7 @@ async fn a_silent_connection_is_closed() {
         );
     }
     // A client that keeps its connection busy is not cut by these limits.
-    let (status, _, _, _) = chat(&gw, &question("still served", false), &[]).await;
-    assert_eq!(status, 200);
+    assert_eq!(ask(&gw, &question("still served"), &[]).await.status, 200);
 }
 
 /// Reads one HTTP/1.1 response (head and `Content-Length` body) from a raw connection.
@@ -300,8 +261,8 @@ async fn oversized_headers_get_431_with_a_body() {
     let one_big = client()
         .post(&url)
         .header("x-big", "v".repeat(100 * 1024))
-        .body(question("hi", false).to_string());
-    let mut many = client().post(&url).body(question("hi", false).to_string());
+        .body(question("hi").to_string());
+    let mut many = client().post(&url).body(question("hi").to_string());
     for i in 0..300 {
         many = many.header(format!("x-many-{i}"), "w".repeat(256));
     }
@@ -329,15 +290,15 @@ async fn an_oversized_admin_body_is_a_413() {
     ))
     .await;
     let big = json!({"name": "big", "config": {"retry": {"attempts": 1}}, "pad": "p".repeat(4096)});
-    let res = client()
-        .post(format!("{}/v1/configs", gw.url))
-        .header("x-portkey-api-key", &admin)
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 413);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = call(
+        &gw,
+        http::Method::POST,
+        "/v1/configs",
+        Some(&admin),
+        Some(big),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "body_too_large", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("1024"));
 }

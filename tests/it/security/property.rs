@@ -132,12 +132,12 @@ fn any_caller_config_resolves_within_the_rules_or_is_refused() {
                 2 => headers.push(("x-portkey-virtual-key", globex_vk.as_str())),
                 _ => {}
             }
-            let r = runtime.block_on(s.chat(&s.acme.inference, &headers, "property"));
+            let r = runtime.block_on(s.ask_as(&s.acme.inference, &headers, "property"));
             prop_assert!(
                 [200, 400, 502].contains(&r.status),
                 "{} {}",
                 r.status,
-                r.json
+                r.body
             );
             if internal {
                 prop_assert_eq!(

@@ -2,13 +2,11 @@
 //! tenants (`acme`, `globex`) with admin and inference keys, a provider stand-in as `[upstream]`
 //! and an attacker stand-in that records whatever reaches it.
 
-use std::time::{Duration, Instant};
-
 use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
 
-use crate::common::{Gateway, Upstream, client, config};
+use crate::common::{self, ChatReply, Endpoint, Gateway, Upstream, config, question};
 
 pub const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// The operator's provider key (`[upstream] api_key` in `common::config`).
@@ -75,36 +73,18 @@ async fn tenant(store: &Store, name: &str) -> Tenant {
     }
 }
 
-/// What a chat call got back.
-pub struct Reply {
-    pub status: u16,
-    pub cache: String,
-    pub json: Value,
+impl Endpoint for Scene {
+    fn base_url(&self) -> &str {
+        &self.gw.url
+    }
 }
 
 impl Scene {
-    /// Posts a chat completion as `key` with `headers`.
-    pub async fn chat(&self, key: &str, headers: &[(&str, &str)], question: &str) -> Reply {
-        let mut req = client()
-            .post(format!("{}/v1/chat/completions", self.gw.url))
-            .header("x-portkey-api-key", key)
-            .json(&json!({"model": "yi-lightning",
-                "messages": [{"role": "user", "content": question}]}));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let cache = res
-            .headers()
-            .get("x-portkey-cache-status")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        Reply {
-            status,
-            cache,
-            json: res.json().await.unwrap_or(Value::Null),
-        }
+    /// Asks `text` as `key` (`x-portkey-api-key`) with `headers`.
+    pub async fn ask_as(&self, key: &str, headers: &[(&str, &str)], text: &str) -> ChatReply {
+        let mut all = vec![("x-portkey-api-key", key)];
+        all.extend_from_slice(headers);
+        common::ask(self, &question(text), &all).await
     }
 
     /// Calls the control plane as `key`: (status, body).
@@ -115,15 +95,7 @@ impl Scene {
         key: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = client()
-            .request(method, format!("{}{path}", self.gw.url))
-            .header("x-portkey-api-key", key);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        common::call(self, method, path, Some(key), body).await
     }
 
     /// Creates a virtual key of `tenant` holding `secret`; its slug.
@@ -147,20 +119,6 @@ impl Scene {
             .map(|r| format!("{:?} {}", r.headers, String::from_utf8_lossy(&r.body)))
             .collect::<Vec<_>>()
             .join("\n")
-    }
-
-    /// Waits until the request log holds `n` rows for `key`'s tenant.
-    pub async fn logs(&self, key: &str, n: usize) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(6);
-        loop {
-            let (_, logs) = self.admin(http::Method::GET, "/v1/logs", key, None).await;
-            if logs["data"].as_array().is_some_and(|rows| rows.len() >= n)
-                || Instant::now() > deadline
-            {
-                return logs;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 

@@ -2,17 +2,9 @@
 //! would quote the offending line), not in the effective configuration logged at start.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-/// The `deja` binary, kept away from a developer's `deja.toml` and keys.
-fn deja() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deja"));
-    cmd.current_dir(std::env::temp_dir())
-        .env_remove("YI_API_KEY")
-        .env_remove("DEJA_SECRET_KEY")
-        .env_remove("DEJA_CONFIG");
-    cmd
-}
+use crate::common::deja;
 
 const SECRET: &str = "sk-live-9f8e7d6c5b4a";
 
@@ -36,7 +28,7 @@ fn check_config_never_echoes_a_secret() {
     for (i, text) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let out = deja()
+        let out = deja(dir.path())
             .args(["check-config", "--config"])
             .arg(&path)
             .output()
@@ -55,7 +47,7 @@ fn check_config_never_echoes_a_secret() {
     }
     // Still useful: the position of a syntax error is kept.
     let path = dir.path().join("bad-0.toml");
-    let out = deja()
+    let out = deja(dir.path())
         .args(["check-config", "--config"])
         .arg(&path)
         .output()
@@ -79,7 +71,7 @@ fn startup_log_hides_redis_and_postgres_passwords() {
          [cache]\ndefault_mode = \"simple\"\n",
     )
     .unwrap();
-    let mut child = deja()
+    let mut child = deja(dir.path())
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")

@@ -6,6 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::scene::{ACME_SECRET, scene};
+use crate::common::{self, eventually};
 
 const INLINE_SECRET: &str = "sk-inline-secret-in-a-saved-config-9999";
 
@@ -24,9 +25,9 @@ async fn another_tenants_admin_sees_and_changes_nothing() {
         .await;
     assert_eq!(status, 200, "{created}");
     let vk = s.virtual_key(&s.acme.admin, ACME_SECRET, json!({})).await;
-    s.chat(&s.acme.inference, &[], "acme's private question")
+    s.ask_as(&s.acme.inference, &[], "acme's private question")
         .await;
-    s.logs(&s.acme.admin, 1).await;
+    common::until_logged(&s, &s.acme.admin, 1).await;
 
     let globex = &s.globex.admin;
     let (_, configs) = s.admin(Method::GET, "/v1/configs", globex, None).await;
@@ -91,7 +92,7 @@ async fn another_tenants_admin_sees_and_changes_nothing() {
     assert_eq!(status, 200);
     // globex's inference key naming acme's saved config gets globex's own (empty) one.
     let r = s
-        .chat(
+        .ask_as(
             &s.globex.inference,
             &[("x-portkey-config", "pc-acme")],
             "mine",
@@ -224,14 +225,14 @@ async fn a_virtual_key_named_inside_a_target_is_logged() {
     let vk = s.virtual_key(&s.acme.admin, ACME_SECRET, json!({})).await;
     let config = json!({"targets": [{"virtual_key": vk}]}).to_string();
     let r = s
-        .chat(
+        .ask_as(
             &s.acme.inference,
             &[("x-portkey-config", &config)],
             "logged",
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    let logs = s.logs(&s.acme.admin, 1).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let logs = common::until_logged(&s, &s.acme.admin, 1).await;
     assert_eq!(logs["data"][0]["virtual_key"], vk.as_str(), "{logs}");
 }
 
@@ -256,10 +257,16 @@ async fn metrics_need_a_key_when_auth_is_required() {
         .create_key("monitoring", deja::store::keys::Scope::Metrics)
         .await
         .unwrap();
-    // Keys are reloaded every 2 s.
-    tokio::time::sleep(deja::auth::REFRESH_EVERY * 2).await;
-    assert_eq!(get(Some(scraper.clone())).await, 200);
-    let r = s.chat(&scraper, &[], "a metrics key calls no model").await;
+    // Keys are reloaded every REFRESH_EVERY: the new one works within two reloads.
+    let reloads = deja::auth::REFRESH_EVERY * 2;
+    eventually("the new metrics key to be loaded", reloads, || async {
+        let status = get(Some(scraper.clone())).await;
+        if status == 200 { Ok(()) } else { Err(status) }
+    })
+    .await;
+    let r = s
+        .ask_as(&scraper, &[], "a metrics key calls no model")
+        .await;
     assert_eq!(r.status, 403);
     let open = scene("[security]\nopen_metrics = true\n").await;
     let status = crate::common::client()
