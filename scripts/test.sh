@@ -9,4 +9,6 @@ ensure_redis
 ensure_postgres
 bash models/fetch.sh
 bash tests/sdk/setup.sh
+# Most tests wait on sockets and child processes, not the CPU: twice the cores keeps both busy.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(( $(nproc) * 2 ))}"
 cargo test --locked "$@"

@@ -26,6 +26,7 @@ mod forward;
 mod fuzz;
 mod metrics;
 mod overload;
+mod providers;
 mod replicas;
 mod retry;
 mod roundtrip;

@@ -138,6 +138,8 @@ impl Reply {
 pub struct Received {
     pub method: Method,
     pub path: String,
+    /// The query string, without `?`.
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
@@ -233,6 +235,7 @@ async fn respond(
         inner.received.lock().unwrap().push(Received {
             method,
             path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
             headers,
             body,
             at: Instant::now(),
