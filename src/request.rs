@@ -22,6 +22,16 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// The request with `model` in place of the one sent (a route's alias resolved).
+    pub fn with_model(mut self, model: &str) -> Self {
+        if let Some(object) = self.json.as_object_mut() {
+            object.insert("model".to_owned(), Value::String(model.to_owned()));
+            self.raw = Bytes::from(self.json.to_string());
+            self.model = model.to_owned();
+        }
+        self
+    }
+
     /// Parses and validates `raw`; errors name the field at fault.
     pub fn parse(raw: Bytes) -> Result<Self, AppError> {
         let json: Value =

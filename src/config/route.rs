@@ -17,6 +17,11 @@ pub struct RouteConfig {
     /// Globs matched against the request's `model` (`*`, `?`); default `["*"]`.
     #[serde(default = "all_models")]
     pub models: Vec<String>,
+    /// Model names callers may use for the provider's: `{ "01-ai/gpt-4" = "yi-lightning" }`
+    /// (the tutorial's id). The request's `model` is replaced before the cache key is made
+    /// and before any provider sees it.
+    #[serde(default)]
+    pub model_aliases: std::collections::BTreeMap<String, String>,
     /// Retry policy for this route's upstream calls.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -75,6 +80,7 @@ impl RouteConfig {
         Self {
             name: name.to_owned(),
             models: all_models(),
+            model_aliases: std::collections::BTreeMap::new(),
             retry: RetryConfig::default(),
             cache: RouteCacheConfig::default(),
             timeout: None,

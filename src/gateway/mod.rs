@@ -115,6 +115,10 @@ async fn chat_inner(
         Err(e) => Err(e),
     };
     let ctx = meta.resolved(ctx)?;
+    let request = match ctx.route.model_aliases.get(&request.model) {
+        Some(model) => request.with_model(model),
+        None => request,
+    };
     let slot = state.admission.admit(&ctx.route.name).await?;
     let mut response = cached::answer(state, &ctx, request, meta).await?;
     response.hold(slot);

@@ -22,6 +22,7 @@ mod dashboard;
 mod embedding;
 mod eval_cli;
 mod faults;
+mod first_run;
 mod forward;
 mod fuzz;
 mod metrics;
