@@ -99,7 +99,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 "no provider key: set upstream.api_key or YI_API_KEY; calls go upstream without one"
             );
         }
-        tracing::info!(config = ?config, "effective configuration (secrets redacted)");
+        for (section, value) in config.sections() {
+            tracing::info!(
+                section,
+                "effective configuration (secrets redacted): {value}"
+            );
+        }
         let upstream = deja::redact::url(&config.upstream.base_url);
         tracing::info!(%listen, %upstream, "deja listening");
         deja::run(config, listener, deja::shutdown_signal()).await?;

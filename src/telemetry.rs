@@ -1,4 +1,4 @@
-//! Logging set-up: `RUST_LOG` filters (default `info`), text or JSON lines. Lines logged while a
+//! Logging set-up: `RUST_LOG` filters (default `info`, the HNSW library's own chatter at `warn`), text or JSON lines. Lines logged while a
 //! request is served carry its `request` span (its id and endpoint).
 
 use tracing_subscriber::EnvFilter;
@@ -7,7 +7,9 @@ use crate::cli::LogFormat;
 
 /// Installs the global subscriber; call once, from `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // hnsw_rs and anndists log their graph parameters at INFO through `log`: noise to operators.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hnsw_rs=warn,anndists=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -238,7 +238,7 @@ impl Cache {
 
     /// Rebuilds the semantic indexes from Redis, then marks the tier ready.
     pub async fn warm_up(&self) {
-        if let Some(tier) = &self.semantic {
+        if let (Some(tier), Some(_)) = (&self.semantic, &self.redis) {
             match tier.rebuild_from_redis().await {
                 Ok(loaded) => tracing::info!(entries = loaded, "semantic index rebuilt from redis"),
                 Err(e) => tracing::warn!(

@@ -178,6 +178,24 @@ impl Config {
         }
     }
 
+    /// Each section in force, by its TOML name, as its (secret-redacting) `Debug` shows it: what
+    /// the start-up log prints, one line per section.
+    pub fn sections(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("server", format!("{:?}", self.server)),
+            ("upstream", format!("{:?}", self.upstream)),
+            ("redis", format!("{:?}", self.redis)),
+            ("cache", format!("{:?}", self.cache)),
+            ("embedding", format!("{:?}", self.embedding)),
+            ("routes", format!("{:?}", self.routes)),
+            ("store", format!("{:?}", self.store)),
+            ("log", format!("{:?}", self.log)),
+            ("security", format!("{:?}", self.security)),
+            ("alerts", format!("{:?}", self.alerts)),
+            ("alerting", format!("{:?}", self.alerting)),
+        ]
+    }
+
     /// Checks every rule and reports all broken ones at once, each with its key path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();

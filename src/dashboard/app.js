@@ -25,7 +25,12 @@ function fmt(n, digits = 2) {
   return n.toLocaleString('en', { maximumFractionDigits: digits });
 }
 const pct = (x) => `${fmt(100 * x, 1)}%`;
-const usd = (x) => (x > 0 && x < 0.01 ? `$${x.toExponential(1)}` : `$${fmt(x, 2)}`);
+// Money: cents when it reaches a cent, else "< $0.01" (never 3.7e-5), and no "-0".
+function usd(x) {
+  if (!isFinite(x)) return '–';
+  if (Math.abs(x) < 0.005) return x > 0 ? '< $0.01' : '$0.00';
+  return `$${x.toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+}
 
 // One plot area with axes; returns helpers to map values to pixels.
 function frame(canvas, xs, yMax, yLabel) {
@@ -70,7 +75,9 @@ function legend(f, entries) {
 // Lines over the series; `lines` is [[name, color, point => value | null]]. Returns points drawn.
 function lineChart(canvas, series, lines, { max, label }) {
   const values = lines.flatMap(([, , get]) => series.map(get).filter((v) => v !== null));
-  const yMax = max ?? Math.max(1e-9, ...values) * 1.1;
+  // An all-zero series still gets a readable 0..1 axis.
+  const top = Math.max(0, ...values);
+  const yMax = max ?? (top > 0 ? top * 1.1 : 1);
   const f = frame(canvas, series, yMax, label);
   let drawn = 0;
   for (const [, color, get] of lines) {
@@ -216,8 +223,55 @@ async function refresh() {
     }
     main.querySelectorAll('section.route').forEach((s) => { if (!seen.has(s.dataset.route)) s.remove(); });
   }
+  await refreshLog();
   document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);
   status.textContent = `updated ${new Date().toLocaleTimeString()}`; status.className = '';
+}
+
+// The request log, newest first, filtered; a click on a row shows its prompt and answer.
+const CACHE_LABEL = { hit: 'HIT', semantic_hit: 'SEMANTIC HIT', miss: 'MISS', refresh: 'REFRESH', disabled: 'DISABLED', none: '–' };
+const CACHE_CLASS = { hit: 'hit', semantic_hit: 'semantic', miss: 'miss' };
+const opened = new Set();
+
+async function refreshLog() {
+  const params = new URLSearchParams({ limit: '50' });
+  for (const [name, id] of [['route', 'f-route'], ['status', 'f-status'], ['cache_status', 'f-cache']]) {
+    const value = $(id).value.trim();
+    if (value) params.set(name, value);
+  }
+  const res = await fetch(`/v1/logs?${params}`, { headers: { 'x-portkey-api-key': key() } });
+  if (!res.ok) return;
+  const rows = (await res.json()).data;
+  const body = $('log').tBodies[0];
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = body.insertRow();
+    tr.className = 'row';
+    tr.dataset.id = r.id;
+    const cells = [
+      new Date(r.at).toLocaleTimeString(), r.route, r.model, r.status,
+      CACHE_LABEL[r.cache_status] ?? r.cache_status,
+      r.similarity == null ? '' : r.similarity.toFixed(3),
+      `${fmt(r.latency_ms, 1)} ms`, r.tokens, usd(r.cost_usd), Math.max(0, r.attempts - 1),
+    ];
+    for (const value of cells) tr.insertCell().textContent = String(value);
+    tr.cells[4].className = CACHE_CLASS[r.cache_status] ?? '';
+    tr.addEventListener('click', () => {
+      if (opened.has(r.id)) opened.delete(r.id); else opened.add(r.id);
+      refreshLog();
+    });
+    if (opened.has(r.id)) {
+      const detail = body.insertRow();
+      detail.className = 'bodies';
+      const cell = detail.insertCell();
+      cell.colSpan = cells.length;
+      cell.textContent = r.prompt == null && r.answer == null
+        ? 'Bodies are not kept ([log] bodies = false).'
+        : `prompt: ${r.prompt ?? ''}\n\nanswer: ${r.answer ?? ''}`;
+    }
+  }
+  $('requests').hidden = false;
+  document.body.dataset.logRows = String(rows.length);
 }
 
 function schedule() {
@@ -234,6 +288,8 @@ $('login').addEventListener('submit', (e) => {
   refresh();
 });
 $('window').addEventListener('change', refresh);
+$('log-filters').addEventListener('input', refreshLog);
+$('log-filters').addEventListener('submit', (e) => e.preventDefault());
 $('refresh').addEventListener('change', () => { history.replaceState(null, '', location.pathname); schedule(); });
 schedule();
 refresh();

@@ -344,10 +344,7 @@ pub(super) async fn logs(
     admin: AdminCaller,
     query: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
-    let axum::extract::Query(q) = query.map_err(|e| AppError::InvalidField {
-        param: "query",
-        message: e.body_text(),
-    })?;
+    let axum::extract::Query(q) = query?;
     let filter = crate::store::logs::LogFilter {
         from: q.from,
         to: q.to,
@@ -359,7 +356,17 @@ pub(super) async fn logs(
         without_bodies: false,
     };
     let rows = state.store.query_logs(&filter).await?;
+    // Each row with what it cost at the configured prices (served from cache: what it saved).
+    let prices = state.config.log.price_list();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut shown = serde_json::to_value(row).unwrap_or(Value::Null);
+            shown["cost_usd"] = crate::analytics::cost_usd(&prices, row).into();
+            shown
+        })
+        .collect();
     Ok(Json(
-        json!({"object": "list", "total": rows.len(), "data": rows}),
+        json!({"object": "list", "total": data.len(), "data": data}),
     ))
 }

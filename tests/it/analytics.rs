@@ -319,6 +319,34 @@ async fn the_dashboard_draws_every_chart_in_chromium_and_refreshes_live() {
         seen["keyLeftInUrl"], false,
         "the key is moved out of the URL"
     );
+    // The request log view lists this tenant's requests with their cache status, filters them,
+    // and opens one.
+    let log = &seen["log"];
+    let caches: Vec<&str> = log["cache"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for status in ["HIT", "SEMANTIC HIT", "MISS"] {
+        assert!(caches.contains(&status), "{status} in {log}");
+    }
+    assert!(
+        log["status"].as_array().unwrap().iter().any(|s| s == "400"),
+        "{log}"
+    );
+    let semantic = log["semantic"].as_array().unwrap();
+    assert!(
+        !semantic.is_empty() && semantic.iter().all(|c| c == "SEMANTIC HIT"),
+        "{log}"
+    );
+    let similarity: f64 = log["similarity"][0].as_str().unwrap().parse().unwrap();
+    assert!((0.9..=1.0).contains(&similarity), "{log}");
+    let opened = log["opened"].as_str().unwrap();
+    assert!(
+        opened.contains("What's an AI gateway?") || opened.contains("not kept"),
+        "{opened}"
+    );
 
     let named = |at: &str, name: &str| -> Value {
         let routes = seen[at].as_array().unwrap();

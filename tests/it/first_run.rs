@@ -199,3 +199,27 @@ async fn a_route_maps_the_tutorials_model_alias_to_the_providers_model() {
         "the alias and the model it stands for share entries"
     );
 }
+
+#[tokio::test]
+async fn a_refused_config_counts_under_one_route_in_metrics_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, admin) = store_in(dir.path()).await;
+    let upstream = Upstream::spawn().await;
+    let gw = Gateway::spawn(config_with_mode(&upstream.url, "off", &extra)).await;
+    let bad = [
+        ("x-portkey-api-key", admin.as_str()),
+        ("x-portkey-config", r#"{"retry":{"attempts":99}}"#),
+    ];
+    let reply = ask(&gw, &question("hi"), &bad).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let rows = crate::common::until_logged(&gw, &admin, 1).await;
+    let logged = rows["data"][0]["route"].as_str().unwrap().to_owned();
+    let metrics = gw.scrape_metrics().await;
+    let counted = crate::common::metric(
+        &metrics,
+        "deja_requests_total",
+        &[("route", &logged), ("status", "400")],
+    );
+    assert_eq!(logged, "default");
+    assert_eq!(counted, Some(1.0), "{metrics}");
+}

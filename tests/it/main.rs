@@ -38,3 +38,4 @@ mod semantic_quality;
 mod store;
 mod strategy;
 mod topologies;
+mod tutorial;

@@ -38,6 +38,21 @@ try {
   out.first = await read();
   out.keyLeftInUrl = page.url().includes(adminKey);
 
+  // The request log view: every row's cache column, then only semantic hits, then one opened.
+  await page.waitForFunction(() => Number(document.body.dataset.logRows) > 0, null, { timeout: 15000 });
+  const column = (i) => page.evaluate((i) =>
+    [...document.querySelectorAll('#log tr.row')].map((tr) => tr.cells[i].textContent), i);
+  out.log = { cache: await column(4), status: await column(3) };
+  await page.selectOption('#f-cache', 'SEMANTIC HIT');
+  await page.waitForFunction(() => [...document.querySelectorAll('#log tr.row')]
+    .every((tr) => tr.cells[4].textContent === 'SEMANTIC HIT'), null, { timeout: 15000 });
+  out.log.semantic = await column(4);
+  out.log.similarity = await column(5);
+  await page.click('#log tr.row');
+  await page.waitForSelector('#log tr.bodies', { timeout: 15000 });
+  out.log.opened = await page.textContent('#log tr.bodies');
+  await page.selectOption('#f-cache', '');
+
   // Live: one more request shows up without a reload.
   const count = (text) => Number(String(text).replaceAll(',', ''));
   const before = out.first.reduce((n, r) => n + count(r.kpis.requests), 0);
