@@ -5,62 +5,12 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Gateway, Reply, Upstream, client, config};
+use crate::common::{Gateway, Reply, Upstream, ask, config};
 
 /// A gateway whose route may reach stand-ins on loopback.
-async fn gateway(primary: &Upstream) -> Gateway {
+async fn loopback_gateway(primary: &Upstream) -> Gateway {
     let extra = "[security]\nallowed_hosts = [\"127.0.0.1\"]\n";
     Gateway::spawn(config(&primary.url, extra)).await
-}
-
-/// Anthropic's answer to a Messages request.
-fn claude_answer(text: &str) -> Reply {
-    let body = json!({
-        "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-        "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 4},
-    });
-    Reply {
-        status: 200,
-        body: body.to_string(),
-        ..Reply::default()
-    }
-}
-
-/// Anthropic's event stream for `parts`.
-fn claude_stream(parts: &[&str]) -> Reply {
-    let mut events = vec![
-        (
-            "message_start",
-            json!({"type": "message_start", "message": {"id": "msg_02", "type": "message",
-            "role": "assistant", "model": "claude-3-5-haiku-latest", "content": [],
-            "usage": {"input_tokens": 11, "output_tokens": 1}}}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}}),
-        ),
-        ("ping", json!({"type": "ping"})),
-    ];
-    for part in parts {
-        events.push((
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": part}}),
-        ));
-    }
-    events.extend([
-        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-        ("message_delta", json!({"type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 4}})),
-        ("message_stop", json!({"type": "message_stop"})),
-    ]);
-    let chunks: Vec<String> = events
-        .iter()
-        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-        .collect();
-    Reply::sse(&chunks, None)
 }
 
 /// 01.AI (the route's upstream) first, then Claude at `claude`.
@@ -77,31 +27,21 @@ fn fallback_to_claude(claude: &Upstream) -> String {
     .to_string()
 }
 
-async fn post(gw: &Gateway, config: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("x-portkey-config", config)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_failed_yi_call_falls_back_to_claude_in_openai_shape_and_is_cached() {
     let (yi, claude) = (Upstream::spawn().await, Upstream::spawn().await);
-    let gw = gateway(&yi).await;
+    let gw = loopback_gateway(&yi).await;
     yi.script([Reply::status(503)]);
-    claude.script([claude_answer("Paris.")]);
+    claude.script([Reply::claude("Paris.")]);
     let config = fallback_to_claude(&claude);
     let body = json!({"model": "yi-lightning", "max_tokens": 50, "stop": ["\n\n"], "temperature": 0.3,
         "messages": [{"role": "system", "content": "Answer in one word."},
                      {"role": "user", "content": "Capital of France?"}]});
-    let res = post(&gw, &config, &body).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-portkey-last-used-option-index"], "1");
-    assert_eq!(res.headers()["x-portkey-cache-status"], "MISS");
-    let answer: Value = res.json().await.unwrap();
+    let res = ask(&gw, &body, &[("x-portkey-config", config.as_str())]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-portkey-last-used-option-index").unwrap(), "1");
+    assert_eq!(res.header("x-portkey-cache-status").unwrap(), "MISS");
+    let answer = res.json();
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["choices"][0]["message"]["content"], "Paris.");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
@@ -126,17 +66,14 @@ async fn a_failed_yi_call_falls_back_to_claude_in_openai_shape_and_is_cached() {
     );
 
     // The fallback answer is stored in OpenAI's shape and replays like any other, also as a stream.
-    let again = post(&gw, &config, &body).await;
-    assert_eq!(again.headers()["x-portkey-cache-status"], "HIT");
-    assert_eq!(
-        again.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
-        "Paris."
-    );
+    let again = ask(&gw, &body, &[("x-portkey-config", config.as_str())]).await;
+    assert_eq!(again.header("x-portkey-cache-status").unwrap(), "HIT");
+    assert_eq!(again.json()["choices"][0]["message"]["content"], "Paris.");
     let mut streamed = body.clone();
     streamed["stream"] = true.into();
-    let replay = post(&gw, &config, &streamed).await;
-    assert_eq!(replay.headers()["x-portkey-cache-status"], "HIT");
-    let text = replay.text().await.unwrap();
+    let replay = ask(&gw, &streamed, &[("x-portkey-config", config.as_str())]).await;
+    assert_eq!(replay.header("x-portkey-cache-status").unwrap(), "HIT");
+    let text = replay.body;
     assert!(
         text.contains("chat.completion.chunk") && text.ends_with("data: [DONE]\n\n"),
         "{text}"
@@ -147,15 +84,20 @@ async fn a_failed_yi_call_falls_back_to_claude_in_openai_shape_and_is_cached() {
 #[tokio::test]
 async fn a_claude_stream_arrives_as_openai_chunks() {
     let (yi, claude) = (Upstream::spawn().await, Upstream::spawn().await);
-    let gw = gateway(&yi).await;
+    let gw = loopback_gateway(&yi).await;
     yi.script([Reply::status(503)]);
-    claude.script([claude_stream(&["Bon", "jour", "!"])]);
+    claude.script([Reply::claude_stream(&["Bon", "jour", "!"])]);
     let body = json!({"model": "yi-lightning", "stream": true,
         "messages": [{"role": "user", "content": "Say hello in French"}]});
-    let res = post(&gw, &fallback_to_claude(&claude), &body).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let text = res.text().await.unwrap();
+    let res = ask(
+        &gw,
+        &body,
+        &[("x-portkey-config", fallback_to_claude(&claude).as_str())],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type").unwrap(), "text/event-stream");
+    let text = res.body;
     let data: Vec<&str> = text
         .split("\n\n")
         .filter_map(|e| e.trim().strip_prefix("data: "))
@@ -185,7 +127,7 @@ async fn a_claude_stream_arrives_as_openai_chunks() {
 #[tokio::test]
 async fn a_claude_error_is_an_openai_error_and_overloaded_is_retried() {
     let (yi, claude) = (Upstream::spawn().await, Upstream::spawn().await);
-    let gw = gateway(&yi).await;
+    let gw = loopback_gateway(&yi).await;
     let overloaded =
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
     let invalid = json!({"type": "error", "error": {"type": "invalid_request_error",
@@ -208,14 +150,14 @@ async fn a_claude_error_is_an_openai_error_and_overloaded_is_retried() {
     ]);
     let body = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 0,
         "messages": [{"role": "user", "content": "hi"}]});
-    let res = post(&gw, &config, &body).await;
-    assert_eq!(res.status(), 400);
+    let res = ask(&gw, &body, &[("x-portkey-config", config.as_str())]).await;
+    assert_eq!(res.status, 400);
     assert_eq!(
-        res.headers()["x-portkey-retry-attempt-count"],
+        res.header("x-portkey-retry-attempt-count").unwrap(),
         "1",
         "529 is retried as a 503"
     );
-    let error: Value = res.json().await.unwrap();
+    let error = res.json();
     assert_eq!(error["error"]["message"], "max_tokens: must be at least 1");
     assert_eq!(error["error"]["type"], "invalid_request_error");
     assert_eq!(claude.calls(), 2);
@@ -225,7 +167,7 @@ async fn a_claude_error_is_an_openai_error_and_overloaded_is_retried() {
 #[tokio::test]
 async fn azure_openai_gets_its_deployment_url_api_version_and_api_key() {
     let (yi, azure) = (Upstream::spawn().await, Upstream::spawn().await);
-    let gw = gateway(&yi).await;
+    let gw = loopback_gateway(&yi).await;
     yi.script([Reply::status(503)]);
     let root = azure.url.trim_end_matches("/v1");
     let config = json!({
@@ -238,9 +180,9 @@ async fn azure_openai_gets_its_deployment_url_api_version_and_api_key() {
     })
     .to_string();
     let body = json!({"model": "yi-lightning", "messages": [{"role": "user", "content": "hi"}]});
-    let res = post(&gw, &config, &body).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-portkey-last-used-option-index"], "1");
+    let res = ask(&gw, &body, &[("x-portkey-config", config.as_str())]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-portkey-last-used-option-index").unwrap(), "1");
     let sent = &azure.received()[0];
     assert_eq!(
         sent.path,
@@ -256,9 +198,14 @@ async fn azure_openai_gets_its_deployment_url_api_version_and_api_key() {
         json!({"provider": "azure-openai", "resource_name": "evil.com#", "deployment_id": "d"}),
         json!({"provider": "azure-openai", "resource_name": "r", "deployment_id": "d/../../x"}),
     ] {
-        let res = post(&gw, &bad.to_string(), &body).await;
-        assert_eq!(res.status(), 400, "{bad}");
-        let error: Value = res.json().await.unwrap();
+        let res = ask(
+            &gw,
+            &body,
+            &[("x-portkey-config", bad.to_string().as_str())],
+        )
+        .await;
+        assert_eq!(res.status, 400, "{bad}");
+        let error = res.json();
         assert_eq!(error["error"]["code"], "invalid_config", "{bad}");
     }
     assert_eq!(azure.calls(), 1);

@@ -14,18 +14,6 @@ use crate::common::{
 use deja::store::Store;
 use deja::store::keys::Scope;
 
-/// Anthropic's answer to a Messages request, as its API reference shows it.
-fn claude_says(text: &str) -> Reply {
-    let body = json!({"id": "msg_tutorial", "type": "message", "role": "assistant",
-        "model": "claude-3-5-haiku-latest", "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 8}});
-    Reply {
-        status: 200,
-        body: body.to_string(),
-        ..Reply::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorial_from_virtual_keys_to_rollback() {
     // Setup: an admin key for the team, and an inference key for its application.
@@ -124,7 +112,7 @@ async fn the_tutorial_from_virtual_keys_to_rollback() {
 
     // Step 5: 01.AI is down (every try 503): Claude answers, in OpenAI's shape.
     yi.script(std::iter::repeat_n(Reply::status(503), 3));
-    claude.script([claude_says(
+    claude.script([Reply::claude(
         "An AI gateway routes, retries and caches model calls.",
     )]);
     let fallback = ask(&gw, &question("What does an AI gateway do?"), &by_id).await;

@@ -61,6 +61,47 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Anthropic's answer to a Messages request (as its API reference shows it) saying `text`.
+    pub fn claude(text: &str) -> Self {
+        let body = serde_json::json!({"id": "msg_01", "type": "message", "role": "assistant",
+            "model": "claude-3-5-haiku-latest", "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 11, "output_tokens": 4}});
+        Self {
+            status: 200,
+            body: body.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Anthropic's event stream saying `parts`, one `content_block_delta` each.
+    pub fn claude_stream(parts: &[&str]) -> Self {
+        use serde_json::json;
+        let mut events = vec![
+            json!({"type": "message_start", "message": {"id": "msg_02", "type": "message",
+                "role": "assistant", "model": "claude-3-5-haiku-latest", "content": [],
+                "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+        ];
+        for part in parts {
+            events.push(json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": part}}));
+        }
+        events.extend([
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                "stop_sequence": null}, "usage": {"output_tokens": 4}}),
+            json!({"type": "message_stop"}),
+        ]);
+        let chunks: Vec<String> = events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+            .collect();
+        Self::sse(&chunks, None)
+    }
+
     pub fn status(status: u16) -> Self {
         Self {
             status,

@@ -102,10 +102,16 @@ fn startup_log_hides_redis_and_postgres_passwords() {
         .read_to_string(&mut stderr)
         .unwrap();
     let logged = logged.join("\n");
-    let effective = logged
+    // One line per section.
+    let effective: Vec<&str> = logged
         .lines()
-        .find(|l| l.contains("effective configuration"))
-        .unwrap_or_else(|| panic!("no effective configuration line in:\n{logged}\n{stderr}"));
+        .filter(|l| l.contains("effective configuration"))
+        .collect();
+    assert!(
+        effective.len() > 5,
+        "no effective configuration lines in:\n{logged}\n{stderr}"
+    );
+    let effective = effective.join("\n");
     for secret in [
         "upstream-hunter2",
         "sk-provider-hunter2",
