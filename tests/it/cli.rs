@@ -6,7 +6,8 @@ use crate::common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Upstream, ask, deja, free_port, question};
+use common::upstream::{DONE, chunk, event};
+use common::{Reply, Upstream, ask, deja, free_port, question, streamed};
 
 #[test]
 fn serve_without_the_model_exits_and_names_the_fetch_script() {
@@ -102,9 +103,21 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
         "Bearer sk-from-yi-env"
     );
     // A look-alike with the opposite action: refused by a guard, logged by id only.
+    let mut refused_id = String::new();
     for text in ["怎么取消自动续费", "怎么开启自动续费"] {
-        assert_eq!(ask(&url, &question(text), &[]).await.cache(), "MISS");
+        let reply = ask(&url, &question(text), &[]).await;
+        assert_eq!(reply.cache(), "MISS");
+        refused_id = reply.header("x-request-id").unwrap().to_owned();
     }
+    // A stream: its request's span lasts until the stream has ended.
+    let words = event(&chunk(
+        serde_json::json!({"content": "streamed"}),
+        Some("stop"),
+    ));
+    upstream.script([Reply::sse(&[words, DONE.to_owned()], None)]);
+    let stream = ask(&url, &streamed("stream me"), &[]).await;
+    assert_eq!(stream.status, 200, "{}", stream.body);
+    let stream_id = stream.header("x-request-id").unwrap().to_owned();
 
     let pid = child.id().to_string();
     assert!(
@@ -138,6 +151,21 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
         .find(|l| l["message"] == "semantic candidate refused by a guard")
         .unwrap_or_else(|| panic!("no refusal line in {lines:?}"));
     assert_eq!(refused["guard"], "negation");
+    assert_eq!(
+        refused["span"]["id"],
+        refused_id.as_str(),
+        "lines carry their request's id"
+    );
+    let of_stream = |message: &str| {
+        lines
+            .iter()
+            .position(|l| l["message"] == message && l["span"]["id"] == stream_id.as_str())
+            .unwrap_or_else(|| panic!("no {message} line of {stream_id} in {lines:?}"))
+    };
+    assert!(
+        of_stream("request") < of_stream("stream ended"),
+        "the stream's span ends after its handler returned"
+    );
     for id in ["asked", "stored"] {
         let id = refused[id].as_str().unwrap();
         assert!(
