@@ -68,7 +68,10 @@ async fn an_alert_fires_once_and_resolves_once() {
         (Some("errors"), Some("firing"))
     );
     assert!(hooks[0]["value"].as_f64().unwrap() > 0.5);
-    assert_eq!(hooks[0]["metric"], "error_ratio", "named as the config names it");
+    assert_eq!(
+        hooks[0]["metric"], "error_ratio",
+        "named as the config names it"
+    );
     assert_eq!(hooks[1]["status"], "resolved");
     assert!(hooks[1]["value"].as_f64().unwrap() <= 0.5);
     assert_eq!(receiver.received()[0].path, "/v1/hook");
