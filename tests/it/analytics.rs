@@ -22,9 +22,7 @@ struct Setup {
 
 async fn setup(mode: &str, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
     let (_, inference) = store.create_key("acme", Scope::Inference).await.unwrap();
     let upstream = Upstream::spawn().await;

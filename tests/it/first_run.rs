@@ -9,16 +9,13 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::common::{Gateway, Reply, Upstream, ask, call, config_with_mode, node_script, question};
-use deja::store::Store;
 use deja::store::keys::Scope;
 
 const SEMANTIC: &str = r#"{"cache":{"mode":"semantic"}}"#;
 
 /// A SQLite store file in `dir`, migrated, with an admin key: (its `[store]` section, the key).
 async fn store_in(dir: &Path) -> (String, String) {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir).await;
     let (_, admin) = store.create_key("first-run", Scope::Admin).await.unwrap();
     (format!("[store]\nurl = \"{url}\"\n"), admin)
 }

@@ -141,12 +141,9 @@ async fn a_stream_broken_midway_is_an_api_error_in_the_sdk_and_is_not_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_uses_a_deja_api_key_and_a_virtual_key_header() {
-    use deja::store::Store;
     use deja::store::keys::Scope;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
     let (_, key) = store.create_key("acme", Scope::Inference).await.unwrap();
     let upstream = Upstream::spawn().await;

@@ -8,7 +8,6 @@ use crate::common;
 use std::path::Path;
 
 use common::{Gateway, Reply, Upstream, config_with_mode, shared_embedder};
-use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
 
@@ -30,9 +29,7 @@ async fn the_tutorial_runs_on_portkeys_node_sdk() {
         "portkey-ai is missing: run scripts/test.sh (or tests/sdk/setup.sh)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (_, admin) = store.create_key("tutorial", Scope::Admin).await.unwrap();
     let (_, inference) = store
         .create_key("tutorial", Scope::Inference)

@@ -11,16 +11,13 @@ use serde_json::{Value, json};
 use crate::common::{
     Gateway, Reply, Upstream, ask, call, config_with_mode, question, shared_embedder, until_logged,
 };
-use deja::store::Store;
 use deja::store::keys::Scope;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorial_from_virtual_keys_to_rollback() {
     // Setup: an admin key for the team, and an inference key for its application.
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (_, admin) = store.create_key("team", Scope::Admin).await.unwrap();
     let (_, app) = store.create_key("team", Scope::Inference).await.unwrap();
     let (yi, claude) = (Upstream::spawn().await, Upstream::spawn().await);

@@ -422,6 +422,14 @@ pub async fn call(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// A control-plane store in a SQLite file under `dir`, migrated: its URL and handle.
+pub async fn sqlite_store(dir: &Path) -> (String, deja::store::Store) {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("deja.db").display());
+    let store = deja::store::Store::connect_lazy(&url).unwrap();
+    store.migrate().await.unwrap();
+    (url, store)
+}
+
 /// Waits until the request log (`GET /v1/logs`, read with `admin_key`) holds at least `n` rows
 /// (its writer is asynchronous) and returns it.
 pub async fn until_logged(at: &(impl Endpoint + ?Sized), admin_key: &str, n: usize) -> Value {

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use deja::store::Store;
 use deja::store::keys::Scope;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,9 +278,7 @@ async fn oversized_headers_get_431_with_a_body() {
 #[tokio::test]
 async fn an_oversized_admin_body_is_a_413() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (_, admin) = store.create_key("acme", Scope::Admin).await.unwrap();
     let upstream = Upstream::spawn().await;
     let gw = Gateway::spawn(config(

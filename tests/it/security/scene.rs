@@ -34,9 +34,7 @@ pub struct Scene {
 /// the attacker's `host:port`, `PROVIDER` by the provider's base URL).
 pub async fn scene(extra: &str) -> Scene {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("deja.db").display());
-    let store = Store::connect_lazy(&url).unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = crate::common::sqlite_store(dir.path()).await;
     let (acme, globex) = (tenant(&store, "acme").await, tenant(&store, "globex").await);
     let operator = store.create_key("ops", Scope::Operator).await.unwrap().1;
     let (provider, attacker) = (Upstream::spawn().await, Upstream::spawn().await);
