@@ -100,18 +100,19 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// A request's account, starting from the id the request-id layer gave it.
-    pub fn for_request(headers: &HeaderMap) -> Self {
+    /// A request's account for `endpoint`, starting from the id the request-id layer gave it.
+    pub fn for_request(headers: &HeaderMap, endpoint: &'static str) -> Self {
         Self {
             request_id: crate::request_id::of(headers),
+            endpoint,
             ..Self::default()
         }
     }
 
     /// The request's span: every line logged on its path carries its id, and (for a stream) it
     /// closes when the stream ends, not when the handler returns.
-    pub fn span(&mut self, endpoint: &'static str) -> tracing::Span {
-        self.endpoint = endpoint;
+    pub fn span(&self) -> tracing::Span {
+        let endpoint = self.endpoint;
         tracing::info_span!("request", id = self.request_id.as_deref(), endpoint)
     }
 

@@ -79,8 +79,8 @@ pub async fn chat_completions(
     body: Result<Bytes, AppError>,
 ) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
-    let mut meta = Meta::for_request(call.headers);
-    let span = meta.span("chat.completions");
+    let mut meta = Meta::for_request(call.headers, "chat.completions");
+    let span = meta.span();
     let mut result = chat_inner(state, &call, body, &mut meta)
         .instrument(span.clone())
         .await;
@@ -168,8 +168,8 @@ async fn forward(
 /// `GET /v1/models`, passed through under the route's retry policy.
 pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse, AppError> {
     let started = Instant::now();
-    let mut meta = Meta::for_request(call.headers);
-    let span = meta.span("models");
+    let mut meta = Meta::for_request(call.headers, "models");
+    let span = meta.span();
     let mut result = async {
         let principal = auth::caller(state, call.headers)?;
         meta.tenant = principal.as_ref().map(|p| p.tenant.clone());

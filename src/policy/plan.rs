@@ -307,7 +307,7 @@ impl<'a> Resolver<'a> {
                 out.base_url = url.to_owned();
             }
             if let Some(provider) = &fields.provider {
-                out.wire = wire_of(provider, fields.api_version.as_deref());
+                out.wire = providers::wire(provider, fields.api_version.as_deref());
             }
             if let Some(base) = config.azure_base() {
                 out.base_url = base;
@@ -466,21 +466,6 @@ impl<'a> Resolver<'a> {
             feed(&mut hasher, t.credential.as_bytes());
         });
         hex(&hasher.finalize())[..32].to_owned()
-    }
-}
-
-/// The wire format a target's `provider` speaks.
-fn wire_of(provider: &str, api_version: Option<&str>) -> Wire {
-    if provider.eq_ignore_ascii_case("anthropic") {
-        Wire::Anthropic
-    } else if provider.eq_ignore_ascii_case("azure-openai") {
-        Wire::Azure {
-            api_version: api_version
-                .unwrap_or(providers::AZURE_API_VERSION)
-                .to_owned(),
-        }
-    } else {
-        Wire::OpenAi
     }
 }
 

@@ -108,10 +108,7 @@ impl RequestConfig {
                     "{path}provider `{provider}` is not known; known providers: {}",
                     providers::names()
                 )),
-                Some("")
-                    if t.custom_host.is_none()
-                        && !provider.eq_ignore_ascii_case("azure-openai") =>
-                {
+                Some("") if t.custom_host.is_none() && !providers::is_azure(provider) => {
                     errors.push(format!("{path}provider `{provider}` needs a custom_host"))
                 }
                 Some(_) => {}
@@ -183,7 +180,7 @@ impl RequestConfig {
     /// its resource's host. `None` for other providers.
     pub fn azure_base(&self) -> Option<String> {
         let t = &self.targets_fields;
-        if !t.provider.as_deref()?.eq_ignore_ascii_case("azure-openai") {
+        if !providers::is_azure(t.provider.as_deref()?) {
             return None;
         }
         let deployment = t.deployment_id.as_deref()?;
@@ -232,11 +229,7 @@ fn check_azure(t: &TargetFields, path: &str, errors: &mut Vec<String>) {
             ));
         }
     }
-    if !t
-        .provider
-        .as_deref()
-        .is_some_and(|p| p.eq_ignore_ascii_case("azure-openai"))
-    {
+    if !t.provider.as_deref().is_some_and(providers::is_azure) {
         return;
     }
     if t.deployment_id.is_none() {

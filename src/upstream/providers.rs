@@ -1,4 +1,6 @@
-//! Provider names a config may use, and the OpenAI-compatible base URL each stands for.
+//! Provider names a config may use, the base URL each stands for, and the wire format it speaks.
+
+use super::adapter::Wire;
 
 /// `(name, base URL)`; `openai-compatible` needs a `custom_host`, `azure-openai` a
 /// `resource_name` (or `custom_host`) and a `deployment_id`.
@@ -22,6 +24,24 @@ pub const PROVIDERS: &[(&str, &str)] = &[
 
 /// Azure's `api-version` when a target names none.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The wire format `provider` speaks (`api_version` applies to Azure).
+pub fn wire(provider: &str, api_version: Option<&str>) -> Wire {
+    if provider.eq_ignore_ascii_case("anthropic") {
+        Wire::Anthropic
+    } else if provider.eq_ignore_ascii_case("azure-openai") {
+        Wire::Azure {
+            api_version: api_version.unwrap_or(AZURE_API_VERSION).to_owned(),
+        }
+    } else {
+        Wire::OpenAi
+    }
+}
+
+/// Whether `provider` is Azure OpenAI (its URL is made from a resource and a deployment).
+pub fn is_azure(provider: &str) -> bool {
+    matches!(wire(provider, None), Wire::Azure { .. })
+}
 
 /// The base URL of `provider`, if deja knows the name.
 pub fn base_url(provider: &str) -> Option<&'static str> {
