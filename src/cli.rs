@@ -62,13 +62,33 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Print a fresh secret key for sealing virtual keys (set it as DEJA_SECRET_KEY).
-    SecretKey,
+    /// Print a fresh secret key for sealing virtual keys (set it as DEJA_SECRET_KEY), or rotate
+    /// the store's key.
+    SecretKey {
+        /// `rotate`: reseal every stored credential under a new key.
+        #[command(subcommand)]
+        action: Option<SecretKeyAction>,
+    },
     /// Validate the configuration and exit (non-zero on errors).
     CheckConfig {
         /// Config file; default `./deja.toml` when present, else embedded defaults.
         #[arg(long, env = "DEJA_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// What `deja secret-key` does besides printing a fresh key.
+#[derive(Debug, Subcommand)]
+pub enum SecretKeyAction {
+    /// Reseal every virtual key and inline api_key under a new key, all or nothing; a SQLite
+    /// store's key file is replaced (the old key kept as `.old`), a configured key is printed.
+    Rotate {
+        /// Config file; default `./deja.toml` when present, else embedded defaults.
+        #[arg(long, env = "DEJA_CONFIG")]
+        config: Option<PathBuf>,
+        /// The new key (64 hex characters); default a fresh one.
+        #[arg(long, env = "DEJA_NEW_SECRET_KEY", hide_env_values = true)]
+        new_key: Option<String>,
     },
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use deja::cli::{Cli, Command};
+use deja::cli::{Cli, Command, SecretKeyAction};
 use deja::eval::command::EvalArgs;
 use deja::{Config, telemetry};
 
@@ -43,10 +43,16 @@ fn main() -> ExitCode {
             };
             print_or_fail(deja::eval::command::run(&args))
         }
-        Command::SecretKey => {
+        Command::SecretKey { action: None } => {
             println!("{}", deja::store::secret_file::fresh_key());
             ExitCode::SUCCESS
         }
+        Command::SecretKey {
+            action: Some(SecretKeyAction::Rotate { config, new_key }),
+        } => print_or_fail(deja::store::rotate::run(
+            config.as_deref(),
+            new_key.as_deref(),
+        )),
         Command::Keys { config, action } => {
             print_or_fail(deja::store::cli::run(config.as_deref(), &action))
         }

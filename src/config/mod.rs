@@ -194,6 +194,11 @@ impl Config {
             ("alerts", format!("{:?}", self.alerts)),
             ("alerting", format!("{:?}", self.alerting)),
         ]
+        .into_iter()
+        // Secret fields print masked through their types; a password inside any URL (a
+        // route's custom_host, say) is masked here, whatever field holds it.
+        .map(|(name, shown)| (name, crate::redact::urls_in(&shown)))
+        .collect()
     }
 
     /// Checks every rule and reports all broken ones at once, each with its key path.

@@ -253,6 +253,7 @@ async function refreshLog() {
       CACHE_LABEL[r.cache_status] ?? r.cache_status,
       r.similarity == null ? '' : r.similarity.toFixed(3),
       `${fmt(r.latency_ms, 1)} ms`, r.tokens, usd(r.cost_usd), Math.max(0, r.attempts - 1),
+      r.target,
     ];
     for (const value of cells) tr.insertCell().textContent = String(value);
     tr.cells[4].className = CACHE_CLASS[r.cache_status] ?? '';

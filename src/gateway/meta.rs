@@ -93,8 +93,12 @@ pub struct Meta {
     pub virtual_key: Option<String>,
     /// The strategy target that answered: its index among its siblings and its path.
     pub target: Option<(usize, String)>,
+    /// The host of the target whose answer is returned.
+    pub upstream_host: Option<String>,
     /// The model that target's `override_params` asked for.
     pub target_model: Option<String>,
+    /// The caller's `x-portkey-trace-id`.
+    pub trace_id: Option<String>,
     /// The request body, kept for the request log only with `[log] bodies = true`.
     pub prompt: Option<Bytes>,
 }
@@ -104,6 +108,7 @@ impl Meta {
     pub fn for_request(headers: &HeaderMap, endpoint: &'static str) -> Self {
         Self {
             request_id: crate::request_id::of(headers),
+            trace_id: crate::request_id::trace_id(headers).ok().flatten(),
             endpoint,
             ..Self::default()
         }
@@ -144,6 +149,16 @@ impl Meta {
         }
     }
 
+    /// The answering target as the request log shows it: `targets[1] api.anthropic.com`, or the
+    /// host alone when the plan had no strategy.
+    fn target_label(&self) -> String {
+        let host = self.upstream_host.as_deref().unwrap_or_default();
+        match &self.target {
+            Some((_, path)) if !path.is_empty() => format!("{path} {host}").trim_end().to_owned(),
+            _ => host.to_owned(),
+        }
+    }
+
     /// The request-log row, `tokens` still to be read from the answer.
     fn row(&self, endpoint: &str, route: &str, status: u16, elapsed: Duration) -> LogRecord {
         LogRecord {
@@ -163,6 +178,8 @@ impl Meta {
             similarity: self.similarity.map(f64::from),
             nearest: self.nearest.map(f64::from),
             guard: self.guard.unwrap_or_default().to_owned(),
+            target: self.target_label(),
+            trace_id: self.trace_id.clone().unwrap_or_default(),
             attempts: i64::from(self.attempts),
             status: i64::from(status),
             latency_ms: elapsed.as_secs_f64() * 1000.0,

@@ -96,6 +96,7 @@ async fn chat_inner(
 ) -> Result<GatewayResponse, AppError> {
     let principal = auth::caller(state, call.headers)?;
     meta.tenant = principal.as_ref().map(|p| p.tenant.clone());
+    crate::request_id::trace_id(call.headers)?;
     // Named before the body is read, so even a refused body is counted under its route.
     meta.route = policy::choose_route(&state.config, call, None)
         .ok()
@@ -173,6 +174,7 @@ pub async fn models(state: &AppState, call: Call<'_>) -> Result<GatewayResponse,
     let mut result = async {
         let principal = auth::caller(state, call.headers)?;
         meta.tenant = principal.as_ref().map(|p| p.tenant.clone());
+        crate::request_id::trace_id(call.headers)?;
         let ctx = match policy::choose_route(&state.config, &call, None) {
             Ok(route) => policy::resolve(state, &call, route, principal).await,
             Err(e) => Err(e),

@@ -199,6 +199,11 @@ pub(super) async fn leaf(
         retries: forwarded.retries,
     })?;
     meta.retries = forwarded.retries;
+    meta.upstream_host = target
+        .base_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_owned));
     meta.target_model = target
         .params
         .get("model")

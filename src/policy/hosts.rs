@@ -204,10 +204,11 @@ fn plan_origins(route: &RouteConfig) -> Vec<Origin> {
     if let Some(plan) = &route.plan {
         plan.visit_targets(&mut |node| {
             let fields = &node.targets_fields;
-            let url = fields
+            let azure = node.azure_base();
+            let url = azure.as_deref().or(fields
                 .custom_host
                 .as_deref()
-                .or(fields.provider.as_deref().and_then(providers::base_url));
+                .or(fields.provider.as_deref().and_then(providers::base_url)));
             if let Some(origin) = url.and_then(|u| Origin::of(u).ok()) {
                 own.push(origin);
             }

@@ -310,6 +310,13 @@ impl<'a> Resolver<'a> {
                 out.wire = providers::wire(provider, fields.api_version.as_deref());
             }
             if let Some(base) = config.azure_base() {
+                // A resource name chooses a host as surely as a custom_host does (anyone can own
+                // `{name}.openai.azure.com`), so it passes the same check.
+                if self.author == Author::Caller && fields.custom_host.is_none() {
+                    self.hosts
+                        .check_caller(&base, self.hosts.route_hosts(&self.route.name))
+                        .map_err(|why| Denied::Host(at("resource_name"), why))?;
+                }
                 out.base_url = base;
             }
             let destination = self.origin_of(&out.base_url);

@@ -48,6 +48,10 @@ pub struct LogRecord {
     pub nearest: Option<f64>,
     /// The guard that refused the nearest candidate ("" when none did).
     pub guard: String,
+    /// The target that answered: its strategy path (when the plan had one) and host.
+    pub target: String,
+    /// The caller's `x-portkey-trace-id` ("" for none).
+    pub trace_id: String,
     /// The request body, with `[log] bodies = true`.
     pub prompt: Option<String>,
     /// The answer body, with `[log] bodies = true`.
@@ -77,7 +81,7 @@ pub struct LogFilter {
 
 const COLUMNS: &str = "id, at, endpoint, route, tenant, model, config_version, cache_status, \
      similarity, attempts, status, latency_ms, tokens, prompt, answer, config, virtual_key, \
-     prompt_tokens, completion_tokens, nearest, guard";
+     prompt_tokens, completion_tokens, nearest, guard, target, trace_id";
 
 fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
     Ok(LogRecord {
@@ -102,6 +106,8 @@ fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
         completion_tokens: row.try_get("completion_tokens")?,
         nearest: row.try_get("nearest")?,
         guard: row.try_get("guard")?,
+        target: row.try_get("target")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }
 
@@ -112,7 +118,7 @@ impl Store {
         for r in rows {
             sqlx::query(&format!(
                 "INSERT INTO request_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, -1.0), $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, $19, NULLIF($20, -1.0), $21)"
+                 $16, $17, $18, $19, NULLIF($20, -1.0), $21, $22, $23)"
             ))
             .bind(&r.id)
             .bind(r.at)
@@ -136,6 +142,8 @@ impl Store {
             .bind(r.completion_tokens)
             .bind(r.nearest.unwrap_or(-1.0))
             .bind(&r.guard)
+            .bind(&r.target)
+            .bind(&r.trace_id)
             .execute(&mut *tx)
             .await?;
         }

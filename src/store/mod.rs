@@ -7,6 +7,7 @@ pub mod cli;
 pub mod configs;
 pub mod keys;
 pub mod logs;
+pub mod rotate;
 pub mod seal;
 pub mod secret_file;
 pub mod virtual_keys;

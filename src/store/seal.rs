@@ -50,7 +50,7 @@ fn hex<'a>(bytes: impl Iterator<Item = &'a u8>) -> String {
 pub const SEALED_PREFIX: &str = "deja-sealed:";
 
 /// Calls `each` on every `api_key` string in a config tree.
-fn each_inline_key(
+pub(super) fn each_inline_key(
     config: &mut serde_json::Value,
     each: &mut impl FnMut(&mut String) -> bool,
 ) -> bool {

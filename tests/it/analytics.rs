@@ -333,6 +333,10 @@ async fn the_dashboard_draws_every_chart_in_chromium_and_refreshes_live() {
         log["status"].as_array().unwrap().iter().any(|s| s == "400"),
         "{log}"
     );
+    // A row answered by the provider names it (the stand-in's host); one from the cache, none.
+    let targets = log["target"].as_array().unwrap();
+    assert!(targets.iter().any(|t| t == "127.0.0.1"), "{log}");
+    assert!(targets.iter().any(|t| t == ""), "{log}");
     let semantic = log["semantic"].as_array().unwrap();
     assert!(
         !semantic.is_empty() && semantic.iter().all(|c| c == "SEMANTIC HIT"),

@@ -695,6 +695,51 @@ async fn every_request_is_logged_and_filtered_without_bodies_unless_asked() {
 }
 
 #[tokio::test]
+async fn a_callers_trace_id_comes_back_and_is_logged_with_the_answering_target() {
+    let p = plane(None, true, "").await;
+    let traced = [
+        ("x-portkey-api-key", p.inference.as_str()),
+        ("x-portkey-trace-id", "checkout-7f3a"),
+    ];
+    let first = ask(&p, &question("trace me"), &traced).await;
+    assert_eq!(first.header("x-portkey-trace-id"), Some("checkout-7f3a"));
+    assert!(first.header("x-portkey-request-id").is_some());
+    let again = ask(&p, &question("trace me"), &traced).await;
+    assert_eq!(again.cache(), "HIT");
+    for bad in ["has spaces in it", &"x".repeat(129)] {
+        let headers = [
+            ("x-portkey-api-key", p.inference.as_str()),
+            ("x-portkey-trace-id", bad),
+        ];
+        let refused = ask(&p, &question("bad trace"), &headers).await;
+        assert_eq!(
+            (refused.status, refused.json()["error"]["param"].as_str()),
+            (400, Some("x-portkey-trace-id")),
+            "{bad}"
+        );
+    }
+    let rows = logs_until(&p, 4).await;
+    let rows = rows["data"].as_array().unwrap();
+    let with = |cache: &str| rows.iter().find(|r| r["cache_status"] == cache).unwrap();
+    let (hit, miss) = (with("hit"), with("miss"));
+    assert_eq!(
+        (&hit["trace_id"], &miss["trace_id"]),
+        (&json!("checkout-7f3a"), &json!("checkout-7f3a"))
+    );
+    // The provider answered the miss (the stand-in's host); the cache answered the hit.
+    assert_eq!(
+        (&miss["target"], &hit["target"]),
+        (&json!("127.0.0.1"), &json!(""))
+    );
+    let refused: Vec<&Value> = rows.iter().filter(|r| r["status"] == 400).collect();
+    assert_eq!(refused.len(), 2, "{rows:?}");
+    assert!(
+        refused.iter().all(|r| r["trace_id"] == ""),
+        "a refused trace id is not kept"
+    );
+}
+
+#[tokio::test]
 async fn streamed_answers_and_their_replays_are_logged_with_their_usage() {
     let p = plane(None, true, "").await;
     let mut last = chunk(json!({}), Some("stop"));

@@ -114,6 +114,90 @@ async fn virtual_keys_work_on_a_sqlite_store_with_no_secret_key_set() {
 }
 
 #[tokio::test]
+async fn the_secret_key_rotates_and_every_stored_credential_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (extra, admin) = store_in(dir.path()).await;
+    let upstream = Upstream::spawn().await;
+    let gw = Gateway::spawn(config_with_mode(&upstream.url, "off", &extra)).await;
+    let vk = json!({"name": "01.AI", "provider": "lingyi", "key": "sk-yi-before-rotation"});
+    let (status, created) = call(
+        &gw,
+        Method::POST,
+        "/v1/virtual-keys",
+        Some(&admin),
+        Some(vk),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let slug = created["slug"].as_str().unwrap().to_owned();
+    let saved = json!({"name": "inline", "slug": "pc-inline",
+                       "config": {"api_key": "sk-inline-before-rotation"}});
+    let (status, body) = call(&gw, Method::POST, "/v1/configs", Some(&admin), Some(saved)).await;
+    assert_eq!(status, 200, "{body}");
+    drop(gw);
+    std::fs::write(dir.path().join("deja.toml"), &extra).unwrap();
+    let key_file = dir.path().join("deja.db.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+
+    // The wrong current key changes nothing.
+    let wrong = crate::common::deja(dir.path())
+        .args(["secret-key", "rotate"])
+        .env("DEJA_SECRET_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && said.contains("does not open under the current secret key"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), before);
+
+    let rotated = crate::common::deja(dir.path())
+        .args(["secret-key", "rotate"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        said.contains("resealed 1 virtual keys and 1 inline api_keys"),
+        "{said}"
+    );
+    let after = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("deja.db.key.old")).unwrap(),
+        before
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only");
+    }
+
+    // Restarted on the new key, both credentials still reach the provider.
+    let gw = Gateway::spawn(config_with_mode(&upstream.url, "off", &extra)).await;
+    for (header, value, secret) in [
+        (
+            "x-portkey-virtual-key",
+            slug.as_str(),
+            "sk-yi-before-rotation",
+        ),
+        ("x-portkey-config", "pc-inline", "sk-inline-before-rotation"),
+    ] {
+        let headers = [("x-portkey-api-key", admin.as_str()), (header, value)];
+        let reply = ask(&gw, &question(header), &headers).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let sent = upstream.received().pop().unwrap();
+        assert_eq!(sent.headers["authorization"], format!("Bearer {secret}"));
+    }
+}
+
+#[tokio::test]
 async fn the_node_that_takes_a_config_update_serves_it_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (extra, admin) = store_in(dir.path()).await;

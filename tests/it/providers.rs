@@ -210,3 +210,43 @@ async fn azure_openai_gets_its_deployment_url_api_version_and_api_key() {
     }
     assert_eq!(azure.calls(), 1);
 }
+
+#[tokio::test]
+async fn the_chinese_openai_compatible_providers_speak_openai_under_their_own_paths() {
+    let (yi, standin) = (Upstream::spawn().await, Upstream::spawn().await);
+    let gw = loopback_gateway(&yi).await;
+    let root = standin.url.trim_end_matches("/v1");
+    // Each provider under its documented base path (the stand-in listens for any path).
+    for (provider, path, model) in [
+        ("zhipu", "/api/paas/v4", "glm-4-flash"),
+        ("dashscope", "/compatible-mode/v1", "qwen-plus"),
+        ("baichuan", "/v1", "Baichuan4-Air"),
+        ("siliconflow", "/v1", "Qwen/Qwen2.5-7B-Instruct"),
+    ] {
+        let documented = deja::upstream::providers::base_url(provider).unwrap();
+        assert!(
+            documented.starts_with("https://") && documented.ends_with(path),
+            "{provider}"
+        );
+        let config = json!({
+            "provider": provider, "custom_host": format!("{root}{path}"),
+            "api_key": format!("sk-{provider}"), "override_params": {"model": model},
+        })
+        .to_string();
+        let body = json!({"model": "yi-lightning",
+                          "messages": [{"role": "user", "content": format!("hello {provider}")}]});
+        let res = ask(&gw, &body, &[("x-portkey-config", config.as_str())]).await;
+        assert_eq!(res.status, 200, "{provider}: {}", res.body);
+        assert_eq!(res.json()["object"], "chat.completion", "{provider}");
+        let sent = standin.received().pop().unwrap();
+        assert_eq!(sent.path, format!("{path}/chat/completions"), "{provider}");
+        assert_eq!(
+            sent.headers["authorization"],
+            format!("Bearer sk-{provider}")
+        );
+        let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+        assert_eq!(sent["model"], model, "{provider}");
+        assert_eq!(sent["messages"][0]["content"], format!("hello {provider}"));
+    }
+    assert_eq!((standin.calls(), yi.calls()), (4, 0));
+}

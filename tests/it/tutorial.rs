@@ -127,8 +127,13 @@ async fn the_tutorial_from_virtual_keys_to_rollback() {
     let sent: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(sent["model"], "claude-3-5-haiku-latest");
 
-    // Step 6: analytics over the request log: three requests, one semantic hit.
-    until_logged(&gw, &admin, 3).await;
+    // Step 6: analytics over the request log: three requests, one semantic hit. The logs page
+    // names the target that answered the fallback.
+    let logged = until_logged(&gw, &admin, 3).await;
+    assert_eq!(
+        logged["data"][0]["target"], "targets[1] 127.0.0.1",
+        "{logged}"
+    );
     let (status, report) = admin_call(Method::GET, "/v1/analytics/cache?window=1h", None).await;
     assert_eq!(status, 200, "{report}");
     let route = &report["routes"][0];

@@ -239,6 +239,45 @@ async fn internal_addresses_are_refused_without_connecting() {
 }
 
 #[tokio::test]
+async fn an_azure_resource_name_is_a_host_the_caller_chose() {
+    // Anyone can own `{name}.openai.azure.com`: naming a resource is naming a host, refused
+    // (before any connection) unless the operator lists it, whatever credential comes with it.
+    let s = scene("").await;
+    let slug = s.virtual_key(&s.acme.admin, ACME_SECRET, json!({})).await;
+    let azure = json!({"provider": "azure-openai", "resource_name": "attacker",
+                       "deployment_id": "gpt-4o"});
+    let mut inline_key = azure.clone();
+    inline_key["api_key"] = json!("sk-callers-own");
+    for (config, virtual_key) in [
+        (json!({"targets": [azure.clone()]}), None),
+        (json!({"targets": [inline_key]}), None),
+        (azure.clone(), Some(slug.as_str())),
+        (json!({"targets": [{}, azure]}), None),
+    ] {
+        let config = config.to_string();
+        let mut headers = vec![("x-portkey-config", config.as_str())];
+        headers.extend(virtual_key.map(|slug| ("x-portkey-virtual-key", slug)));
+        let r = s.ask_as(&s.acme.inference, &headers, "hi").await;
+        let error = r.json();
+        assert_eq!(
+            (r.status, code(&error)),
+            (400, "host_not_allowed"),
+            "{config}: {error}"
+        );
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("resource_name") && message.contains("attacker.openai.azure.com"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        s.provider.calls(),
+        0,
+        "a refused plan calls no target, not even the first"
+    );
+}
+
+#[tokio::test]
 async fn connection_failures_all_read_the_same() {
     let s = scene("[security]\nallowed_hosts = [\"127.0.0.1\"]\n").await;
     let closed = format!("http://127.0.0.1:{}/v1", crate::common::redis::free_port());
@@ -305,6 +344,47 @@ async fn an_answer_from_a_callers_host_is_never_served_to_others() {
         )
         .await;
     assert_eq!(r.cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_callers_answer_is_not_a_semantic_hit_for_others_nor_another_models() {
+    let s = scene(
+        "[security]\nallowed_hosts = [\"ATTACKER\"]\n[[routes]]\nname = \"default\"\n[routes.cache]\nmode = \"semantic\"\n",
+    )
+    .await;
+    s.attacker.script([Scripted::echo()]);
+    let own = json!({"custom_host": evil(&s), "api_key": "sk-attackers-own"}).to_string();
+    let question = "How do I reset my account password?";
+    let poisoned = s
+        .ask_as(&s.acme.inference, &[("x-portkey-config", &own)], question)
+        .await;
+    assert_eq!((poisoned.status, poisoned.cache()), (200, "MISS"));
+    // A colleague's paraphrase, and the same words, without that config: the provider answers.
+    let paraphrase = "How can I reset the password of my account?";
+    for asked in [paraphrase, question] {
+        let clean = s.ask_as(&s.acme.inference, &[], asked).await;
+        assert_ne!(
+            clean.json()["choices"][0]["message"]["content"],
+            poisoned.json()["choices"][0]["message"]["content"],
+            "{asked}"
+        );
+    }
+    assert!(s.provider.calls() >= 1);
+    // The route's own host is asked for another model: another producer, not a hit either.
+    let before = s.provider.calls();
+    let larger = json!({"override_params": {"model": "yi-large"}}).to_string();
+    let r = s
+        .ask_as(
+            &s.acme.inference,
+            &[("x-portkey-config", &larger)],
+            question,
+        )
+        .await;
+    assert_eq!(r.cache(), "MISS");
+    assert_eq!(s.provider.calls(), before + 1);
+    let sent = s.provider.received().pop().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["model"], "yi-large");
 }
 
 #[tokio::test]

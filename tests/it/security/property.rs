@@ -1,7 +1,9 @@
 //! Any `x-portkey-config` a caller can send either resolves to hosts and credentials the rules
 //! allow, or is refused: generated config trees (hosts, inline keys, virtual keys of the caller's
-//! tenant and of another, nested strategies) against a real gateway, with the attacker's host
-//! allowed (the worst case), checking what the attacker and the provider received.
+//! tenant and of another, nested strategies, internal addresses, off-list public names and Azure
+//! resources) against a real gateway, with the attacker's host allowed (the worst case), checking
+//! what the attacker and the provider received. Off-list names are never connected to: a config
+//! naming one must be refused before any call.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
@@ -16,9 +18,13 @@ const INTERNAL: [&str; 3] = [
     "http://[fd00::1]/v1",
 ];
 
-/// Hosts by index: 0 none, 1 the attacker, 2 the provider, 3.. internal.
+/// A public name no rule allows.
+const OFF_LIST: &str = "https://api.not-on-the-list.example/v1";
+
+/// Hosts by index: 0 none, 1 the attacker, 2 the provider, 3..=5 internal, 6 an off-list name,
+/// 7 an Azure resource.
 fn node(depth: u32) -> BoxedStrategy<Value> {
-    let leaf = (0usize..6, 0usize..3, 0usize..3, any::<bool>()).prop_map(|(host, key, vk, oc)| {
+    let leaf = (0usize..8, 0usize..3, 0usize..3, any::<bool>()).prop_map(|(host, key, vk, oc)| {
         let mut n = serde_json::Map::new();
         n.insert("host".into(), json!(host));
         n.insert("key".into(), json!(key));
@@ -51,15 +57,25 @@ struct Names<'a> {
     globex_vk: &'a str,
 }
 
-/// The generated shape as a Portkey config; whether it names an internal address.
-fn render(shape: &Value, names: &Names<'_>, internal: &mut bool) -> Value {
+/// The generated shape as a Portkey config; whether it names a host no rule allows.
+fn render(shape: &Value, names: &Names<'_>, forbidden: &mut bool) -> Value {
     let mut out = serde_json::Map::new();
     match shape["host"].as_u64().unwrap_or(0) {
         0 => {}
         1 => drop(out.insert("custom_host".into(), json!(names.attacker))),
         2 => drop(out.insert("custom_host".into(), json!(names.provider))),
+        6 => {
+            *forbidden = true;
+            out.insert("custom_host".into(), json!(OFF_LIST));
+        }
+        7 => {
+            *forbidden = true;
+            out.insert("provider".into(), json!("azure-openai"));
+            out.insert("resource_name".into(), json!("attacker"));
+            out.insert("deployment_id".into(), json!("gpt-4o"));
+        }
         i => {
-            *internal = true;
+            *forbidden = true;
             out.insert("custom_host".into(), json!(INTERNAL[(i as usize - 3) % 3]));
         }
     }
@@ -85,7 +101,7 @@ fn render(shape: &Value, names: &Names<'_>, internal: &mut bool) -> Value {
         out.insert("strategy".into(), json!({"mode": mode}));
         let rendered: Vec<Value> = children
             .iter()
-            .map(|c| render(c, names, internal))
+            .map(|c| render(c, names, forbidden))
             .collect();
         out.insert("targets".into(), json!(rendered));
     }
@@ -121,8 +137,8 @@ fn any_caller_config_resolves_within_the_rules_or_is_refused() {
     let shapes = (node(2), 0usize..3);
     runner
         .run(&shapes, |(shape, header_vk)| {
-            let mut internal = false;
-            let mut config = render(&shape, &names, &mut internal);
+            let mut forbidden = false;
+            let mut config = render(&shape, &names, &mut forbidden);
             config["retry"] = json!({"attempts": 0});
             let before = (s.attacker.calls(), s.provider.calls());
             let config_text = config.to_string();
@@ -139,11 +155,11 @@ fn any_caller_config_resolves_within_the_rules_or_is_refused() {
                 r.status,
                 r.body
             );
-            if internal {
+            if forbidden {
                 prop_assert_eq!(
                     r.status,
                     400,
-                    "an internal host was not refused: {}",
+                    "a host no rule allows was not refused: {}",
                     config
                 );
             }

@@ -51,7 +51,15 @@ pub async fn scene(extra: &str) -> Scene {
         "[store]\nurl = \"{url}\"\nsecret_key = \"{SECRET}\"\n[server]\nrequire_auth = true\n\
          [log]\nbodies = true\n{extra}"
     );
-    let gw = Gateway::spawn(config(&provider.url, &text)).await;
+    let config = config(&provider.url, &text);
+    // A semantic route shares the binary's one model instead of loading its own.
+    let gw = if text.contains("semantic") {
+        let gw = Gateway::spawn_with_embedder(config, common::shared_embedder()).await;
+        common::until_ready(&gw).await;
+        gw
+    } else {
+        Gateway::spawn(config).await
+    };
     Scene {
         gw,
         provider,

@@ -68,7 +68,13 @@ fn startup_log_hides_redis_and_postgres_passwords() {
          [redis]\nurl = \"redis://:redis-hunter2@127.0.0.1:6379/0\"\n\
          [store]\nurl = \"postgres://deja:pg-hunter2@127.0.0.1:1/deja?sslpassword=pg-ssl-hunter2\"\n\
          secret_key = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n\
-         [cache]\ndefault_mode = \"simple\"\n",
+         [cache]\ndefault_mode = \"simple\"\n\
+         [[routes]]\nname = \"r\"\n\
+         [routes.strategy]\nmode = \"fallback\"\n\
+         [[routes.targets]]\ncustom_host = \"http://routeuser:route-hunter2@127.0.0.1:9/v1\"\n\
+         api_key = \"sk-route-hunter2\"\n[[routes.targets]]\n\
+         [[alerts]]\nname = \"errors\"\nmetric = \"error_ratio\"\nop = \">\"\n\
+         threshold = 0.5\nwindow = \"5m\"\nwebhook = \"http://127.0.0.1:9/hooks/webhook-hunter2\"\n",
     )
     .unwrap();
     let mut child = deja(dir.path())
@@ -119,6 +125,9 @@ fn startup_log_hides_redis_and_postgres_passwords() {
         "pg-hunter2",
         "pg-ssl-hunter2",
         "0123456789abcdef0123456789abcdef",
+        "route-hunter2",
+        "sk-route-hunter2",
+        "webhook-hunter2",
     ] {
         assert!(!logged.contains(secret), "`{secret}` logged:\n{logged}");
         assert!(!stderr.contains(secret), "`{secret}` on stderr:\n{stderr}");
@@ -128,6 +137,7 @@ fn startup_log_hides_redis_and_postgres_passwords() {
         "redis://:***@127.0.0.1:6379/0",
         "postgres://deja:***@127.0.0.1:1/deja",
         "http://proxyuser:***@127.0.0.1:9/v1",
+        "http://routeuser:***@127.0.0.1:9/v1",
     ] {
         assert!(effective.contains(shown), "`{shown}` missing:\n{effective}");
     }

@@ -42,7 +42,7 @@ try {
   await page.waitForFunction(() => Number(document.body.dataset.logRows) > 0, null, { timeout: 15000 });
   const column = (i) => page.evaluate((i) =>
     [...document.querySelectorAll('#log tr.row')].map((tr) => tr.cells[i].textContent), i);
-  out.log = { cache: await column(4), status: await column(3) };
+  out.log = { cache: await column(4), status: await column(3), target: await column(10) };
   await page.selectOption('#f-cache', 'SEMANTIC HIT');
   await page.waitForFunction(() => [...document.querySelectorAll('#log tr.row')]
     .every((tr) => tr.cells[4].textContent === 'SEMANTIC HIT'), null, { timeout: 15000 });
