@@ -1,6 +1,7 @@
 //! The tasks that run beside the server for as long as it serves: API-key reloads, the
 //! request-log writer, alert rules, the semantic tier's warm-up and upkeep, following the other
-//! replicas' cache changes, and following a Sentinel-managed Redis master.
+//! replicas' cache changes, following a Sentinel-managed Redis master, and probing a Redis taken for
+//! down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,5 +57,7 @@ pub fn start(state: &AppState) -> JoinSet<()> {
     tasks.spawn(async move { cache.follow_replicas().await });
     let cache = Arc::clone(&state.cache);
     tasks.spawn(async move { cache.watch_redis().await });
+    let (cache, every) = (Arc::clone(&state.cache), state.config.redis.probe_interval);
+    tasks.spawn(async move { cache.probe_redis(every).await });
     tasks
 }

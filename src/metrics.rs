@@ -59,6 +59,12 @@ pub const REPLICA_EVENTS: &str = "deja_replica_events";
 pub const EMBEDDING_QUEUE: &str = "deja_embedding_queue_depth";
 /// Times Sentinel named a new Redis master and the gateway moved to it.
 pub const REDIS_MASTER_SWITCHES: &str = "deja_redis_master_switches";
+/// Redis nodes whose breaker is open (the cache is bypassed for their keys).
+pub const REDIS_BREAKER_OPEN: &str = "deja_redis_breaker_open";
+/// Times a Redis breaker opened.
+pub const REDIS_BREAKER_OPENED: &str = "deja_redis_breaker_opened";
+/// Semantic lookups skipped because the embedding queue was too long.
+pub const SEMANTIC_SHED: &str = "deja_semantic_shed";
 
 /// Every metric family deja registers, with its Prometheus type (for dashboards and their tests).
 pub const ALL: &[(&str, &str)] = &[
@@ -161,6 +167,9 @@ pub struct Metrics {
     embedding_queue: Gauge,
     replica_events: Family<ResultOnly, Counter>,
     master_switches: Counter,
+    breaker_open: Gauge,
+    breaker_opened: Counter,
+    semantic_shed: Family<RouteOnly, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -337,7 +346,28 @@ impl Metrics {
             "Times Sentinel named a new Redis master and the gateway moved to it",
             master_switches.clone(),
         );
+        let breaker_open = Gauge::default();
+        registry.register(
+            REDIS_BREAKER_OPEN,
+            "Redis nodes taken for down (breaker open): their cache lookups and writes are bypassed",
+            breaker_open.clone(),
+        );
+        let breaker_opened = Counter::default();
+        registry.register(
+            REDIS_BREAKER_OPENED,
+            "Times a Redis breaker opened after consecutive failures",
+            breaker_opened.clone(),
+        );
+        let semantic_shed = Family::default();
+        registry.register(
+            SEMANTIC_SHED,
+            "Semantic lookups skipped (exact tier and provider only) because the embedding queue was longer than [embedding] max_queue_wait",
+            semantic_shed.clone(),
+        );
         Self {
+            breaker_open,
+            breaker_opened,
+            semantic_shed,
             master_switches,
             replica_events,
             route_queue,
@@ -393,6 +423,25 @@ impl Metrics {
     /// Counts one move to a new Redis master named by Sentinel.
     pub fn redis_master_switched(&self) {
         self.master_switches.inc();
+    }
+
+    /// The Redis breakers' state: how many nodes are open, and the total opens so far.
+    pub fn redis_breakers(&self, open: usize, opened_total: u64) {
+        self.breaker_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        let counted = self.breaker_opened.get();
+        if opened_total > counted {
+            self.breaker_opened.inc_by(opened_total - counted);
+        }
+    }
+
+    /// Counts a semantic lookup shed for want of embedding capacity.
+    pub fn semantic_shed(&self, route: &str) {
+        self.semantic_shed
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .inc();
     }
 
     /// Moves the count of prompts waiting for an embedding session by `delta`.

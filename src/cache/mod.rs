@@ -35,6 +35,9 @@ pub enum CacheError {
     /// Redis did not answer in time.
     #[error("redis did not answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// Redis is known to be down (its breaker is open): not asked at all.
+    #[error("redis is down (breaker open); the cache is bypassed")]
+    Bypassed,
 }
 
 impl CacheError {
@@ -43,7 +46,22 @@ impl CacheError {
         match self {
             Self::Redis(_) => "redis",
             Self::Timeout(_) => "timeout",
+            Self::Bypassed => "bypassed",
         }
+    }
+
+    /// The metric result of a lookup or write that failed: `bypassed` while Redis is known to
+    /// be down (counted, not logged: that would be a line per request), else `error`, logged.
+    fn counted(&self, route: &str, what: &'static str) -> &'static str {
+        if matches!(self, Self::Bypassed) {
+            return "bypassed";
+        }
+        tracing::warn!(
+            route,
+            error = self.kind(),
+            "{what} failed; going on without it"
+        );
+        "error"
     }
 }
 
@@ -67,7 +85,11 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
         let redis = match &config.redis.url {
-            Some(url) => Some(RedisConn::new(url, config.redis.timeout)?),
+            Some(url) => Some(RedisConn::new(
+                url,
+                config.redis.timeout,
+                config.redis.breaker_failures,
+            )?),
             None => None,
         };
         let exact = match &redis {
@@ -103,14 +125,7 @@ impl Cache {
         let result = match &found {
             Ok(Some(_)) => "hit",
             Ok(None) => "miss",
-            Err(e) => {
-                tracing::warn!(
-                    route,
-                    error = e.kind(),
-                    "exact cache lookup failed; going on without it"
-                );
-                "error"
-            }
+            Err(e) => e.counted(route, "exact cache lookup"),
         };
         self.metrics.cache_lookup(route, "exact", result);
         let entry = found.ok().flatten()?;
@@ -138,10 +153,7 @@ impl Cache {
         };
         let outcome = match self.exact.put(key, &entry, ttl).await {
             Ok(()) => "stored",
-            Err(e) => {
-                tracing::warn!(route, error = e.kind(), "exact cache write failed");
-                "error"
-            }
+            Err(e) => e.counted(route, "exact cache write"),
         };
         self.metrics.cache_write(route, "exact", outcome);
         Some(total_tokens)
@@ -174,14 +186,7 @@ impl Cache {
                 self.metrics.guard_refusal(route, guard.label());
                 "miss"
             }
-            Err(e) => {
-                tracing::warn!(
-                    route,
-                    error = e.kind(),
-                    "semantic lookup failed; going on without it"
-                );
-                "error"
-            }
+            Err(e) => e.counted(route, "semantic lookup"),
         };
         self.metrics.cache_lookup(route, "semantic", result);
         found.ok()
@@ -218,10 +223,7 @@ impl Cache {
             .await;
         let result = match outcome {
             Ok(()) => "stored",
-            Err(e) => {
-                tracing::warn!(route, error = e.kind(), "semantic cache write failed");
-                "error"
-            }
+            Err(e) => e.counted(route, "semantic cache write"),
         };
         self.metrics.cache_write(route, "semantic", result);
     }
@@ -262,6 +264,19 @@ impl Cache {
     pub async fn watch_redis(&self) {
         if let Some(redis) = &self.redis {
             redis.watch(|| self.metrics.redis_master_switched()).await;
+        }
+    }
+
+    /// Probes Redis nodes taken for down until the process ends (see [`RedisConn::probe`]),
+    /// keeping the breaker metrics current.
+    pub async fn probe_redis(&self, every: Duration) {
+        if let Some(redis) = &self.redis {
+            redis
+                .probe(every, |open| {
+                    let opened = redis.breakers().opened();
+                    self.metrics.redis_breakers(open.len(), opened);
+                })
+                .await;
         }
     }
 

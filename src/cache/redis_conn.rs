@@ -19,9 +19,11 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::CacheError;
 
+pub mod breaker;
 mod sentinel;
 mod topology;
 
+use breaker::{Breakers, Node};
 use sentinel::SentinelConn;
 pub use topology::{SentinelTarget, Topology};
 
@@ -35,6 +37,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct RedisConn {
     backend: Backend,
     timeout: Duration,
+    breakers: std::sync::Arc<Breakers>,
+}
+
+/// The key a command touches (its first argument after the name), for a Cluster's breakers.
+fn key_of(cmd: &Cmd) -> Option<&str> {
+    match cmd.args_iter().nth(1)? {
+        redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
 }
 
 #[derive(Clone)]
@@ -79,8 +90,9 @@ impl ConnectionLike for Conn {
 }
 
 impl RedisConn {
-    /// Prepares a connection to `url`; nothing is dialled until the first command.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, CacheError> {
+    /// Prepares a connection to `url`; nothing is dialled until the first command. A node's
+    /// breaker opens after `breaker_failures` consecutive failures (0: never).
+    pub fn new(url: &str, timeout: Duration, breaker_failures: u32) -> Result<Self, CacheError> {
         let topology = Topology::parse(url).map_err(|reason| {
             redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -112,18 +124,32 @@ impl RedisConn {
             }
         };
         tracing::info!(topology = topology.kind(), "redis configured");
-        Ok(Self { backend, timeout })
+        Ok(Self {
+            backend,
+            timeout,
+            breakers: std::sync::Arc::new(Breakers::new(breaker_failures)),
+        })
+    }
+
+    /// Where `cmd` goes, for its breaker.
+    fn node<'c>(&self, cmd: Option<&'c Cmd>) -> Node<'c> {
+        match (&self.backend, cmd.and_then(key_of)) {
+            (Backend::Cluster(_), Some(key)) => Node::Key(key),
+            _ => Node::Single,
+        }
     }
 
     /// Runs one command within the timeout.
     pub async fn run<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, CacheError> {
-        self.exec(self.timeout, async |conn| cmd.query_async(conn).await)
+        let node = self.node(Some(cmd));
+        self.guarded(&node, async |conn| cmd.query_async(conn).await)
             .await
     }
 
     /// Runs `pipe`, which must be atomic and touch keys of one hash slot, within the timeout.
     pub async fn transaction(&self, pipe: &Pipeline) -> Result<(), CacheError> {
-        self.exec(self.timeout, async |conn| pipe.query_async(conn).await)
+        let node = self.node(pipe.cmd_iter().find(|c| key_of(c).is_some()));
+        self.guarded(&node, async |conn| pipe.query_async(conn).await)
             .await
     }
 
@@ -165,7 +191,7 @@ impl RedisConn {
         for cmd in cmds {
             pipe.add_command(cmd).ignore();
         }
-        self.exec(self.timeout, async |conn| pipe.query_async(conn).await)
+        self.guarded(&Node::Single, async |conn| pipe.query_async(conn).await)
             .await
     }
 
@@ -293,7 +319,8 @@ impl RedisConn {
             host: host.clone(),
             port: *port,
         });
-        self.exec(self.timeout, async |conn| {
+        let address = format!("{host}:{port}");
+        self.guarded(&Node::Address(&address), async |conn| {
             let value = match conn {
                 Conn::Cluster(c) => c.route_command(cmd, route).await?,
                 Conn::Single(c) => cmd.query_async(c).await?,
@@ -301,6 +328,105 @@ impl RedisConn {
             Ok(redis::from_redis_value(value)?)
         })
         .await
+    }
+
+    /// [`Self::exec`] within `[redis] timeout` behind `node`'s breaker: refused at once while it
+    /// is open, and its outcome counted.
+    async fn guarded<T>(
+        &self,
+        node: &Node<'_>,
+        work: impl AsyncFnOnce(&mut Conn) -> RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        self.breakers.check(node)?;
+        let result = self.exec(self.timeout, work).await;
+        self.breakers.record(node, &result);
+        result
+    }
+
+    /// The breakers, for `/readyz` and the metrics.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Until the process ends: every `every`, pings each node whose breaker is open (past the
+    /// breaker) and closes it when it answers; on a Cluster, also refreshes the slot map the
+    /// breakers are found by. `changed` is called after each round with the open nodes.
+    pub async fn probe(&self, every: Duration, changed: impl Fn(&[String])) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slots_read: Option<std::time::Instant> = None;
+        loop {
+            tick.tick().await;
+            // The slot map changes rarely: once a second is enough to follow a failover.
+            if matches!(self.backend, Backend::Cluster(_))
+                && slots_read.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            {
+                self.refresh_slots().await;
+                slots_read = Some(std::time::Instant::now());
+            }
+            for address in self.breakers.open_nodes() {
+                let answered = if address.is_empty() {
+                    self.exec(self.timeout, async |conn| {
+                        redis::cmd("PING").query_async::<()>(conn).await
+                    })
+                    .await
+                } else {
+                    self.ping_node(&address).await
+                };
+                if answered.is_ok() {
+                    let node = if address.is_empty() {
+                        Node::Single
+                    } else {
+                        Node::Address(&address)
+                    };
+                    self.breakers.close(&node);
+                }
+            }
+            changed(&self.breakers.open_nodes());
+        }
+    }
+
+    /// `PING` to one Cluster master, past its breaker.
+    async fn ping_node(&self, address: &str) -> Result<(), CacheError> {
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Ok(());
+        };
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port: port.parse().unwrap_or(6379),
+        });
+        self.exec(self.timeout, async |conn| match conn {
+            Conn::Cluster(c) => c.route_command(redis::cmd("PING"), route).await.map(drop),
+            Conn::Single(c) => redis::cmd("PING").query_async::<()>(c).await,
+        })
+        .await
+    }
+
+    /// Reads `CLUSTER SLOTS` into the breakers' slot map; a failure keeps the last map.
+    async fn refresh_slots(&self) {
+        let slots: Result<Vec<Vec<Value>>, CacheError> = self
+            .exec(self.timeout, async |conn| {
+                redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await
+            })
+            .await;
+        let Ok(slots) = slots else { return };
+        let ranges = slots
+            .iter()
+            .filter_map(|range| {
+                let number = |v: &Value| match v {
+                    Value::Int(n) => u16::try_from(*n).ok(),
+                    _ => None,
+                };
+                let (start, end) = (number(range.first()?)?, number(range.get(1)?)?);
+                let Value::Array(master) = range.get(2)? else {
+                    return None;
+                };
+                let host: String = redis::from_redis_value(master.first()?.clone()).ok()?;
+                let port = number(master.get(1)?)?;
+                Some((start, end, format!("{host}:{port}")))
+            })
+            .collect();
+        self.breakers.set_slots(ranges);
     }
 
     /// Runs `work` on a connection within `timeout`; in Sentinel mode, an error that means the

@@ -23,7 +23,7 @@ pub use log::LogConfig;
 pub use retry::RetryConfig;
 pub use route::{LimitsConfig, RouteConfig};
 pub use security::{HostRule, SecurityConfig};
-pub use server::{RedisConfig, ServerConfig, UpstreamConfig};
+pub use server::{Readiness, RedisConfig, ServerConfig, UpstreamConfig};
 pub use store::StoreConfig;
 
 /// File read when `--config` is not given and it exists in the working directory.

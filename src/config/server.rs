@@ -33,6 +33,21 @@ pub struct ServerConfig {
     /// Largest total of a request's header names and values, in bytes; larger gets a 431.
     /// Default 64 KiB.
     pub max_header_bytes: usize,
+    /// When `/readyz` answers 200: `serving` (default) as soon as deja can answer requests, with
+    /// a Redis that is down or a semantic index still rebuilding shown as degraded tiers (the
+    /// cache is bypassed meanwhile, so taking the replica out would only lose capacity);
+    /// `strict` only once Redis answers and the semantic index is rebuilt.
+    pub readiness: Readiness,
+}
+
+/// `[server] readiness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Ready when requests can be answered, whatever the cache tiers' state.
+    Serving,
+    /// Ready only with every cache tier ready.
+    Strict,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +60,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            readiness: Readiness::Serving,
         }
     }
 }
@@ -169,6 +185,13 @@ pub struct RedisConfig {
     /// cache. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Consecutive failures (timeouts, refused or dropped connections) after which Redis (or one
+    /// Cluster master) is taken for down: the cache is bypassed at once instead of waiting out
+    /// `timeout` on every request, until a probe answers. Default 3; 0 turns the breaker off.
+    pub breaker_failures: u32,
+    /// How often a down Redis is probed. Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -176,6 +199,8 @@ impl Default for RedisConfig {
         Self {
             url: None,
             timeout: Duration::from_millis(50),
+            breaker_failures: 3,
+            probe_interval: Duration::from_millis(250),
         }
     }
 }
@@ -186,6 +211,8 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.url.as_deref().map(crate::redact::url))
             .field("timeout", &self.timeout)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("probe_interval", &self.probe_interval)
             .finish()
     }
 }
@@ -198,6 +225,9 @@ impl RedisConfig {
         }
         if self.timeout.is_zero() {
             errors.push(format!("{path}.timeout must be above 0"));
+        }
+        if self.probe_interval < Duration::from_millis(10) {
+            errors.push(format!("{path}.probe_interval must be at least 10ms"));
         }
     }
 }

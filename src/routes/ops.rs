@@ -9,6 +9,7 @@ use http::{StatusCode, header};
 use serde_json::json;
 
 use crate::cache::CacheError;
+use crate::config::Readiness;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -22,11 +23,16 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let redis = match state.cache.redis() {
         None => "not configured",
+        // Known down: said at once, without waiting on it again.
+        Some(store) if !store.breakers().open_nodes().is_empty() => {
+            "bypassed: breaker open, probing"
+        }
         Some(store) => match store.ping(READY_CHECK_TIMEOUT).await {
             Ok(()) => "ok",
             // The category, not the message: messages may carry the URL and its password.
             Err(CacheError::Timeout(_)) => "error: timed out",
             Err(CacheError::Redis(_)) => "error: redis",
+            Err(CacheError::Bypassed) => "bypassed: breaker open, probing",
         },
     };
     let semantic = match (state.cache.semantic(), state.cache.semantic_ready()) {
@@ -34,15 +40,21 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         (Some(_), true) => "ok",
         (Some(_), false) => "rebuilding",
     };
-    let ready = matches!(redis, "ok" | "not configured") && semantic != "rebuilding";
+    let every_tier = matches!(redis, "ok" | "not configured") && semantic != "rebuilding";
+    let ready = every_tier || state.config.server.readiness == Readiness::Serving;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let model = state.cache.semantic().map(|t| t.embedder().model().slug());
+    let said = match (every_tier, ready) {
+        (true, _) => "ready",
+        (false, true) => "degraded",
+        (false, false) => "not ready",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "status": said,
         "checks": {"redis": redis, "semantic_index": semantic, "embedding_model": model},
     });
     (status, Json(body)).into_response()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Gateway, Reply, Upstream, ask, client, config, eventually, question};
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 #[tokio::test]
@@ -185,22 +185,33 @@ async fn health_readiness_and_unknown_paths() {
         "simple mode loads no model"
     );
 
-    // A Redis that does not answer makes the gateway not ready (but alive).
+    // A Redis that does not answer leaves the gateway serving (degraded: the cache is bypassed),
+    // or, with strict readiness, not ready; alive either way.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let down = Gateway::spawn(config(
-        &upstream.url,
-        &format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n"),
-    ))
-    .await;
+    let redis = format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n");
+    let down = Gateway::spawn(config(&upstream.url, &redis)).await;
+    let (status, checks) = crate::common::readiness(&down).await;
     assert_eq!(
-        c.get(format!("{}/readyz", down.url))
-            .send()
-            .await
+        (status, &checks["status"]),
+        (200, &json!("degraded")),
+        "{checks}"
+    );
+    assert!(
+        checks["checks"]["redis"]
+            .as_str()
             .unwrap()
-            .status(),
-        503
+            .starts_with("error"),
+        "{checks}"
+    );
+    let strict = format!("{redis}[server]\nreadiness = \"strict\"\n");
+    let strict = Gateway::spawn(config(&upstream.url, &strict)).await;
+    let (status, checks) = crate::common::readiness(&strict).await;
+    assert_eq!(
+        (status, &checks["status"]),
+        (503, &json!("not ready")),
+        "{checks}"
     );
     assert_eq!(
         c.get(format!("{}/healthz", down.url))

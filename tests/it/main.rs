@@ -28,6 +28,7 @@ mod fuzz;
 mod metrics;
 mod overload;
 mod providers;
+mod redis_breaker;
 mod replicas;
 mod retry;
 mod roundtrip;

@@ -276,8 +276,8 @@ where
     }
 }
 
-/// Waits until `/readyz` at `at` answers 200 (connections refused while a process starts are
-/// retried) and returns its checks.
+/// Waits until `/readyz` at `at` says every tier is ready (connections refused while a process
+/// starts are retried) and returns its checks.
 pub async fn until_ready(at: &(impl Endpoint + ?Sized)) -> Value {
     let url = format!("{}/readyz", at.base_url());
     eventually(
@@ -287,8 +287,15 @@ pub async fn until_ready(at: &(impl Endpoint + ?Sized)) -> Value {
             let url = url.clone();
             async move {
                 match client().get(url).send().await {
-                    Ok(res) if res.status() == 200 => Ok(res.json::<Value>().await.unwrap()),
-                    Ok(res) => Err(format!("{}: {}", res.status(), res.text().await.unwrap())),
+                    Ok(res) => {
+                        let status = res.status();
+                        let checks = res.json::<Value>().await.unwrap_or_default();
+                        if status == 200 && checks["status"] == "ready" {
+                            Ok(checks)
+                        } else {
+                            Err(format!("{status}: {checks}"))
+                        }
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
