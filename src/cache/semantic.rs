@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,6 +60,13 @@ pub struct SemanticHit {
 pub struct SemanticTier {
     embedder: Arc<dyn Embedder>,
     permits: Arc<Semaphore>,
+    sessions: usize,
+    /// Lookups waiting for a session now.
+    waiting: AtomicUsize,
+    /// Recent time one embedding takes on its session, ns (moving average).
+    embed_ns: AtomicU64,
+    /// Write-backs allowed to wait for an embedding in the background.
+    later: Arc<Semaphore>,
     indexes: HashMap<String, Arc<SemanticIndex>>,
     redis: Option<RedisConn>,
     prefix: String,
@@ -103,6 +111,11 @@ impl SemanticTier {
         Self {
             prefix: format!("{KEY_PREFIX}:sem:{}", embedder.model().slug()),
             permits: Arc::new(Semaphore::new(config.embedding.sessions)),
+            sessions: config.embedding.sessions,
+            waiting: AtomicUsize::new(0),
+            // A short prompt on one core, until the first embeddings are timed.
+            embed_ns: AtomicU64::new(5_000_000),
+            later: Arc::new(Semaphore::new(config.embedding.writeback_queue)),
             embedder,
             indexes,
             redis,
@@ -116,19 +129,39 @@ impl SemanticTier {
         self.embedder.as_ref()
     }
 
+    /// Whether a lookup arriving now would wait longer than `max_wait` for a session: none is
+    /// free and the lookups ahead of it, shared among the sessions, take longer than that.
+    pub fn behind(&self, max_wait: Duration) -> bool {
+        if self.permits.available_permits() > 0 {
+            return false;
+        }
+        let ahead = self.waiting.load(Ordering::Acquire) + 1;
+        let sessions = self.sessions.max(1);
+        let each = self.embed_ns.load(Ordering::Relaxed);
+        let expected = (ahead as u64).div_ceil(sessions as u64) * each;
+        Duration::from_nanos(expected) > max_wait
+    }
+
+    /// A place in the background write-back queue, if one is free.
+    pub fn later_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.later).try_acquire_owned().ok()
+    }
+
     /// Embeds one prompt on the blocking pool; at most `sessions` at once, the rest wait here.
     pub async fn embed(&self, text: &str) -> Result<Embedded, EmbedError> {
         let started = Instant::now();
         let permit = {
             // Counted while waiting, however the wait ends (a caller may hang up meanwhile).
-            struct Waiting<'a>(&'a Metrics);
+            struct Waiting<'a>(&'a Metrics, &'a AtomicUsize);
             impl Drop for Waiting<'_> {
                 fn drop(&mut self) {
                     self.0.embedding_queue(-1);
+                    self.1.fetch_sub(1, Ordering::AcqRel);
                 }
             }
             self.metrics.embedding_queue(1);
-            let _waiting = Waiting(&self.metrics);
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let _waiting = Waiting(&self.metrics, &self.waiting);
             Arc::clone(&self.permits)
                 .acquire_owned()
                 .await
@@ -140,10 +173,18 @@ impl SemanticTier {
         // session slot while its embedding still runs.
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            embedder.embed_blocking(&[&text])
+            let ran = Instant::now();
+            (embedder.embed_blocking(&[&text]), ran.elapsed())
         })
         .await
         .map_err(|_| EmbedError::Pool)?;
+        let (result, ran) = result;
+        let ran = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        // An eighth of each new timing: steady under noise, a few dozen embeddings to follow a
+        // real change.
+        let average = self.embed_ns.load(Ordering::Relaxed);
+        self.embed_ns
+            .store(average - average / 8 + ran / 8, Ordering::Relaxed);
         self.metrics.embedding(started.elapsed());
         result?
             .pop()

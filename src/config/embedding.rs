@@ -1,6 +1,7 @@
 //! `[embedding]`: which local model embeds prompts for the semantic tier, and where it lives.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -46,6 +47,14 @@ pub struct EmbeddingConfig {
     pub threads_per_session: usize,
     /// Prompts whose share of tokens unknown to the model is above this skip the semantic tier.
     pub max_unknown_token_ratio: f32,
+    /// Longest expected wait for an embedding session before a lookup gives up on the semantic
+    /// tier (counted in `deja_semantic_shed_total`) and goes on with the exact tier and the
+    /// provider: a cache that is behind must not make every caller wait. Default `10ms`.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
+    /// Answers whose semantic entry waits for an embedding in the background (after a shed
+    /// lookup, or while the index rebuilds); past it the entry is dropped (counted). Default 256.
+    pub writeback_queue: usize,
 }
 
 impl Default for EmbeddingConfig {
@@ -58,6 +67,8 @@ impl Default for EmbeddingConfig {
             sessions: 2,
             threads_per_session: 1,
             max_unknown_token_ratio: 0.5,
+            max_queue_wait: Duration::from_millis(10),
+            writeback_queue: 256,
         }
     }
 }

@@ -49,6 +49,7 @@ pub(super) async fn answer(
         keys: keys.as_ref(),
         replay,
         vector: None,
+        embed_later: false,
     };
     let Some(keys) = &keys else {
         meta.cache = Some(CacheStatus::Disabled);
@@ -98,14 +99,17 @@ struct Flow<'a> {
     replay: Option<ReplayOptions>,
     /// The final turn's embedding, kept from the lookup for the write-back.
     vector: Option<Vec<f32>>,
+    /// The lookup went without an embedding (shed, or the index is rebuilding): the write-back
+    /// embeds in the background instead.
+    embed_later: bool,
 }
 
-impl Flow<'_> {
+impl<'a> Flow<'a> {
     fn route(&self) -> &RouteConfig {
         self.ctx.route
     }
 
-    fn semantic_tier(&self) -> Option<(&SemanticTier, &str)> {
+    fn semantic_tier(&self) -> Option<(&'a SemanticTier, &'a str)> {
         if self.ctx.cache.mode() != CacheMode::Semantic {
             return None;
         }
@@ -118,8 +122,22 @@ impl Flow<'_> {
     /// Embeds the final turn when the semantic tier applies. `Err` carries the lookup result
     /// to count (`skipped`: the model does not know most of the prompt's tokens; `error`), or
     /// `None` when the tier does not apply at all.
-    async fn embed_final_turn(&self, meta: &mut Meta) -> Result<Vec<f32>, Option<&'static str>> {
+    async fn embed_final_turn(
+        &mut self,
+        meta: &mut Meta,
+    ) -> Result<Vec<f32>, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
+        if !self.state.cache.semantic_ready() {
+            meta.note = Some("semantic tier skipped: index rebuilding");
+            self.embed_later = true;
+            return Err(Some("rebuilding"));
+        }
+        if tier.behind(self.state.config.embedding.max_queue_wait) {
+            meta.note = Some("semantic tier shed: embedding queue too long");
+            self.state.metrics.semantic_shed(&self.route().name);
+            self.embed_later = true;
+            return Err(Some("shed"));
+        }
         match tier.embed(text).await {
             Ok(e) if e.unknown_ratio > self.state.config.embedding.max_unknown_token_ratio => {
                 meta.note = Some("semantic tier skipped: prompt mostly unknown to the model");
@@ -247,6 +265,7 @@ impl Flow<'_> {
             keys: keys.clone(),
             ttl: self.ctx.cache.ttl,
             vector: self.vector.take(),
+            embed_later: self.embed_later,
             leader,
             retries: meta.retries,
         });

@@ -21,6 +21,8 @@ pub(super) struct WriteBack {
     pub ttl: Duration,
     /// The final turn's embedding when the semantic tier applies.
     pub vector: Option<Vec<f32>>,
+    /// No embedding was made on the request path: make it in the background.
+    pub embed_later: bool,
     pub leader: Option<Leader>,
     pub retries: u32,
 }
@@ -71,19 +73,62 @@ impl WriteBack {
         else {
             return;
         };
-        let (Some(vector), Some(prompt)) =
-            (self.vector.take(), self.keys.final_user_text.as_deref())
-        else {
+        let Some(prompt) = self.keys.final_user_text.as_deref() else {
             return;
         };
-        cache
-            .put_semantic(
-                route,
-                &self.keys,
-                (prompt, vector),
-                body,
-                (tokens, self.ttl),
-            )
-            .await;
+        match self.vector.take() {
+            Some(vector) => {
+                cache
+                    .put_semantic(
+                        route,
+                        &self.keys,
+                        (prompt, vector),
+                        body,
+                        (tokens, self.ttl),
+                    )
+                    .await;
+            }
+            None if self.embed_later => self.embed_in_background(body, tokens),
+            None => {}
+        }
+    }
+
+    /// Embeds the prompt off the request path (waiting for a session as long as it takes) and
+    /// adds the semantic entry, within the bounded write-back queue; past it the entry is
+    /// dropped and counted.
+    fn embed_in_background(&self, body: &Bytes, tokens: u64) {
+        let Some(tier) = self.state.cache.semantic() else {
+            return;
+        };
+        let Some(slot) = tier.later_slot() else {
+            self.state
+                .metrics
+                .cache_write(&self.route, "semantic", "dropped");
+            return;
+        };
+        let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
+        let (body, ttl) = (body.clone(), self.ttl);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (Some(tier), Some(prompt)) = (state.cache.semantic(), &keys.final_user_text) else {
+                return;
+            };
+            let most_unknown = state.config.embedding.max_unknown_token_ratio;
+            match tier.embed(prompt).await {
+                // The lookup would have skipped it: so does the write.
+                Ok(embedded) if embedded.unknown_ratio > most_unknown => {}
+                Ok(embedded) => {
+                    let asked = (prompt.as_str(), embedded.vector);
+                    state
+                        .cache
+                        .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(route = %route, error = %e, "background embedding failed");
+                    state.metrics.cache_write(&route, "semantic", "error");
+                }
+            }
+        });
     }
 }

@@ -301,3 +301,39 @@ async fn english_only_model_skips_chinese_prompts() {
     );
     assert_eq!(skipped, Some(2.0), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
+    // One session and no queue at all: every lookup that finds the session busy is shed.
+    let upstream = Upstream::spawn().await;
+    upstream.script(std::iter::repeat_n(common::Reply::echo(), 40));
+    let extra = "[embedding]\nsessions = 1\nmax_queue_wait = \"0s\"\n";
+    let config = config_with_mode(&upstream.url, "semantic", extra);
+    let gw = Gateway::spawn_sharing_model(config).await;
+    let topics = [
+        "refund", "invoice", "password", "shipping", "warranty", "coupon", "login", "address",
+        "delivery", "return", "exchange", "receipt", "account", "payment", "order", "tracking",
+    ];
+    let asks = topics.iter().map(|topic| {
+        let gw = &gw;
+        async move {
+            let text = format!("How do I change my {topic} settings?");
+            let reply = ask(gw, &common::question(&text), &[]).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_eq!(reply.content(), format!("echo: {text}"), "its own answer");
+        }
+    });
+    futures_util::future::join_all(asks).await;
+    let text = gw.scrape_metrics().await;
+    let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]).unwrap_or(0.0);
+    assert!(shed >= 1.0, "16 at once on one session: some shed\n{text}");
+    // Every answer still gets its semantic entry: the shed ones from the background queue.
+    let stored = [
+        ("route", "default"),
+        ("tier", "semantic"),
+        ("result", "stored"),
+    ];
+    common::until_metric(&gw, "deja_cache_writes_total", &stored, 16.0).await;
+    let paraphrase = common::question("How can I change my refund settings?");
+    assert_eq!(ask(&gw, &paraphrase, &[]).await.cache(), "SEMANTIC HIT");
+}
