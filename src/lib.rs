@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod embedding;
 pub mod error;
 pub mod eval;
+pub mod fd_limit;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;

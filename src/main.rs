@@ -91,6 +91,8 @@ fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    let admitted = config.routes.iter().map(|r| r.limits.max_concurrent).sum();
+    deja::fd_limit::raise(admitted);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -51,7 +51,10 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Requests of this route handled at once (a stream counts until it ends); default 512.
+    /// Requests of this route handled at once (a stream counts until it ends); default 10,000.
+    /// LLM calls wait seconds on the provider, and one costs deja little while it waits (see
+    /// docs/PERFORMANCE.md for the measured cost a call): the cap is memory's guard, not a
+    /// throughput setting. Each call holds two sockets: see the open-file limit at start.
     pub max_concurrent: usize,
     /// Requests that may wait for a slot; default 1024. 0 refuses at once when all slots are busy.
     pub max_queued: usize,
@@ -63,7 +66,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_concurrent: 512,
+            max_concurrent: 10_000,
             max_queued: 1024,
             queue_timeout: Duration::from_secs(5),
         }

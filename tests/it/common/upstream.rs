@@ -58,6 +58,8 @@ pub struct Reply {
     pub abort: bool,
     /// Answer 200 with `echo: <last message's content>`, so a test can tell whose answer it got.
     pub echo: bool,
+    /// Between an event stream's chunks: a slow stream, as LLMs send them.
+    pub chunk_every: Duration,
 }
 
 impl Reply {
@@ -165,6 +167,13 @@ impl Reply {
         }
     }
 
+    /// Waits `every` before each chunk after the first.
+    #[allow(dead_code, reason = "used by the benches")]
+    pub fn paced(mut self, every: Duration) -> Self {
+        self.chunk_every = every;
+        self
+    }
+
     /// An event stream of `chunks` whose connection breaks after the last.
     pub fn sse_then_reset<S: AsRef<str>>(chunks: &[S]) -> Self {
         Self {
@@ -189,6 +198,8 @@ pub struct Received {
 #[derive(Default)]
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
+    /// The answer once the script is used up (default: [`Reply::ok`]).
+    fallback: Mutex<Option<Reply>>,
     received: Mutex<Vec<Received>>,
     record: bool,
     /// Event streams dropped before their last chunk was sent: the client went away.
@@ -241,6 +252,12 @@ impl Upstream {
         self.inner.script.lock().unwrap().extend(replies);
     }
 
+    /// The answer to every request once the script is used up.
+    #[allow(dead_code, reason = "used by the benches")]
+    pub fn answer_by_default(&self, reply: Reply) {
+        *self.inner.fallback.lock().unwrap() = Some(reply);
+    }
+
     /// Requests received so far.
     pub fn received(&self) -> Vec<Received> {
         self.inner.received.lock().unwrap().clone()
@@ -287,6 +304,7 @@ async fn respond(
         .lock()
         .unwrap()
         .pop_front()
+        .or_else(|| inner.fallback.lock().unwrap().clone())
         .unwrap_or_else(Reply::ok);
     if !reply.delay.is_zero() {
         // A slow provider is what the script asked for.
@@ -302,7 +320,7 @@ async fn respond(
             inner: Arc::clone(&inner),
             finished: false,
         };
-        let stream = async_stream(chunks, gate, reply.abort, watch);
+        let stream = async_stream(chunks, (gate, reply.chunk_every), reply.abort, watch);
         return builder
             .header("content-type", "text/event-stream")
             .body(Body::from_stream(stream))
@@ -341,7 +359,7 @@ impl Drop for CancelWatch {
 
 fn async_stream(
     chunks: Vec<String>,
-    gate: Option<Arc<Notify>>,
+    (gate, every): (Option<Arc<Notify>>, Duration),
     abort: bool,
     watch: CancelWatch,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
@@ -361,6 +379,9 @@ fn async_stream(
             };
             if let (false, Some(g)) = (first, &gate) {
                 g.notified().await;
+            }
+            if !first && !every.is_zero() {
+                tokio::time::sleep(every).await;
             }
             Some((Ok(Bytes::from(chunk)), (chunks, gate, false, watch)))
         },

@@ -1,0 +1,600 @@
+//! Resilience harness: what a fault or a burst costs, second by second, on one `deja serve`
+//! process in front of a local stand-in (loopback only; everything stops by itself).
+//!
+//! `cargo bench --bench resilience` (env: BENCH_SCENARIOS, default
+//! `redis_outage,cluster_master,shed,restart,streams`; BENCH_CONNS, default 32):
+//! - `redis_outage`: exact hits over a pool of questions; Redis is killed at 6 s and started
+//!   again (empty) at 12 s. A line per second: requests, hits, errors, p99.
+//! - `cluster_master`: the same with a 3-master Cluster, one master killed and restarted.
+//! - `shed`: every question new, arriving at about 3x what the embedding sessions can embed,
+//!   against a provider that answers in BENCH_PROVIDER_MS (default 50) ms; shedding on (the
+//!   default) beside shedding off, and the provider alone.
+//! - `restart`: BENCH_ENTRIES (default 100,000) semantic entries written to Redis, then deja
+//!   started on it: time to serving (`/readyz` 200) and to its semantic tier (status `ready`).
+//! - `streams`: BENCH_STREAMS (default 10,000) concurrent slow streams (a chunk a second for
+//!   10 s): RSS and CPU of the gateway, errors, added time to first byte.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench fails by panicking"
+)]
+
+mod harness;
+#[path = "../tests/it/common/redis.rs"]
+#[allow(dead_code, reason = "the harness only starts servers")]
+mod redis;
+#[path = "../tests/it/common/redis_topology.rs"]
+#[allow(dead_code, reason = "the harness only starts a cluster")]
+mod redis_topology;
+#[path = "../tests/it/common/upstream.rs"]
+#[allow(dead_code, reason = "the harness uses the quiet stand-in")]
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use harness::{Bodies, connection_loop, env_or, get, load, models, pct, print, rss_mb};
+
+/// One request of a timeline.
+struct Sample {
+    at_ms: u32,
+    latency_us: u32,
+    ok: bool,
+    hit: bool,
+}
+
+fn bodies(n: usize, prefix: &str) -> &'static [String] {
+    let pool: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"model":"yi-lightning","messages":[{{"role":"user","content":"{prefix} question number {i}: how do refunds work for order {}?"}}]}}"#,
+                i * 7919 % 100_003
+            )
+        })
+        .collect();
+    Box::leak(pool.into_boxed_slice())
+}
+
+/// Sends requests over `pool` until `until`, noting each one's time, latency, status and cache.
+async fn timeline_loop(
+    addr: SocketAddr,
+    pool: &'static [String],
+    started: Instant,
+    until: Instant,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut next = rand::random::<u32>() as usize;
+    'connect: while Instant::now() < until {
+        let Ok(stream) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        stream.set_nodelay(true).unwrap();
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
+            continue;
+        };
+        tokio::spawn(conn);
+        while Instant::now() < until {
+            next = next.wrapping_add(7919);
+            let req = Request::post("/v1/chat/completions")
+                .header("host", addr.to_string())
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(pool[next % pool.len()].clone())))
+                .unwrap();
+            let sent = Instant::now();
+            let at_ms = sent.duration_since(started).as_millis() as u32;
+            let Ok(res) = sender.send_request(req).await else {
+                samples.push(Sample {
+                    at_ms,
+                    latency_us: harness::micros(sent),
+                    ok: false,
+                    hit: false,
+                });
+                continue 'connect;
+            };
+            let ok = res.status().is_success();
+            let hit = res
+                .headers()
+                .get("x-portkey-cache-status")
+                .is_some_and(|v| v == "HIT");
+            let _ = res.into_body().collect().await;
+            samples.push(Sample {
+                at_ms,
+                latency_us: harness::micros(sent),
+                ok,
+                hit,
+            });
+        }
+    }
+    samples
+}
+
+/// Runs `conns` timeline loops for `secs` while `faults` (seconds from the start, action) happen.
+async fn timeline(
+    addr: SocketAddr,
+    pool: &'static [String],
+    conns: usize,
+    secs: u64,
+    faults: Vec<(u64, Box<dyn FnOnce()>)>,
+) -> Vec<Sample> {
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(timeline_loop(addr, pool, started, until)))
+        .collect();
+    for (at, fault) in faults {
+        tokio::time::sleep_until((started + Duration::from_secs(at)).into()).await;
+        fault();
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// One second of a timeline: answered, hits, errors, p99 ms.
+type Second = (usize, usize, usize, f64);
+
+/// Prints a line per second and the before/during/after summary; `down` is (from, to) seconds.
+fn report_timeline(samples: &[Sample], secs: u64, (down_from, down_to): (u64, u64)) {
+    println!("    s   req/s  hits/s  errors  p99 ms");
+    let mut per_second: Vec<Second> = Vec::new();
+    for s in 0..secs {
+        let in_second: Vec<&Sample> = samples
+            .iter()
+            .filter(|x| u64::from(x.at_ms) / 1000 == s)
+            .collect();
+        let mut latencies: Vec<u32> = in_second.iter().map(|x| x.latency_us).collect();
+        latencies.sort_unstable();
+        let ok = in_second.iter().filter(|x| x.ok).count();
+        let hits = in_second.iter().filter(|x| x.hit).count();
+        let errors = in_second.len() - ok;
+        let p99 = if latencies.is_empty() {
+            0.0
+        } else {
+            pct(&latencies, 0.99)
+        };
+        println!("  {s:>3} {ok:>7} {hits:>7} {errors:>7} {p99:>7.2}");
+        per_second.push((ok, hits, errors, p99));
+    }
+    let mean = |from: u64, to: u64, f: &dyn Fn(&Second) -> f64| {
+        let span = &per_second[from as usize..to as usize];
+        span.iter().map(f).sum::<f64>() / span.len().max(1) as f64
+    };
+    let before = mean(1, down_from, &|x| x.0 as f64);
+    let before_hits = mean(1, down_from, &|x| x.1 as f64);
+    // The second of each flip is left out: it holds both states.
+    let during = mean(down_from + 1, down_to, &|x| x.0 as f64);
+    let during_p99 = per_second[(down_from + 1) as usize..down_to as usize]
+        .iter()
+        .map(|x| x.3)
+        .fold(0.0, f64::max);
+    let errors: usize = per_second.iter().map(|x| x.2).sum();
+    let back = per_second
+        .iter()
+        .enumerate()
+        .skip(down_to as usize)
+        .find(|(_, x)| x.1 as f64 >= before_hits * 0.5)
+        .map(|(s, _)| s as u64 - down_to);
+    println!(
+        "  before: {before:.0} req/s ({before_hits:.0} hits/s); down: {during:.0} req/s ({:.0}% of before), worst p99 {during_p99:.2} ms; errors {errors}; hits back to half within {} s of the restart",
+        during / before * 100.0,
+        back.map_or("(never)".to_owned(), |s| s.to_string())
+    );
+}
+
+fn gateway_env(redis_url: &str, mode: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DEJA__REDIS__URL", redis_url.to_owned()),
+        ("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()),
+        (
+            "DEJA__EMBEDDING__MODEL_DIR",
+            models("multilingual-e5-small"),
+        ),
+        (
+            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+            models("lib/libonnxruntime.so"),
+        ),
+    ]
+}
+
+async fn redis_outage(stand_in: &upstream::Upstream, conns: usize) {
+    println!(
+        "\nredis_outage: exact hits, {conns} connections; Redis killed at 6 s, back (empty) at 12 s"
+    );
+    let redis = Arc::new(Mutex::new(redis::RedisServer::start()));
+    let url = redis.lock().unwrap().url.clone();
+    let mut env = gateway_env(&url, "simple");
+    env.push(("DEJA__EMBEDDING__ENABLED", "false".to_owned()));
+    let (mut gateway, addr) =
+        harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
+    let pool = bodies(500, "outage");
+    let warm = Instant::now() + Duration::from_secs(3);
+    let _ = connection_loop(addr, Bodies::Pool(pool), warm).await;
+    let (down, up) = (Arc::clone(&redis), Arc::clone(&redis));
+    let stop: Box<dyn FnOnce()> = Box::new(move || down.lock().unwrap().stop());
+    let start: Box<dyn FnOnce()> = Box::new(move || up.lock().unwrap().restart());
+    let samples = timeline(addr, pool, conns, 20, vec![(6, stop), (12, start)]).await;
+    report_timeline(&samples, 20, (6, 12));
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
+async fn cluster_master(stand_in: &upstream::Upstream, conns: usize) {
+    println!(
+        "\ncluster_master: exact hits, {conns} connections; one of 3 masters killed at 6 s, back at 12 s"
+    );
+    let cluster = Arc::new(Mutex::new(redis_topology::RedisCluster::start()));
+    let url = cluster.lock().unwrap().url.clone();
+    let mut env = gateway_env(&url, "simple");
+    env.push(("DEJA__EMBEDDING__ENABLED", "false".to_owned()));
+    let (mut gateway, addr) =
+        harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
+    let pool = bodies(500, "cluster");
+    let warm = Instant::now() + Duration::from_secs(3);
+    let _ = connection_loop(addr, Bodies::Pool(pool), warm).await;
+    let (down, up) = (Arc::clone(&cluster), Arc::clone(&cluster));
+    let stop: Box<dyn FnOnce()> = Box::new(move || down.lock().unwrap().nodes[2].stop());
+    let start: Box<dyn FnOnce()> = Box::new(move || up.lock().unwrap().nodes[2].restart());
+    let samples = timeline(addr, pool, conns, 20, vec![(6, stop), (12, start)]).await;
+    report_timeline(&samples, 20, (6, 12));
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
+/// A stand-in provider answering every call after `delay`.
+async fn slow_provider(delay: Duration) -> upstream::Upstream {
+    let provider = upstream::Upstream::spawn_quiet().await;
+    provider.answer_by_default(upstream::Reply::ok().delayed(delay));
+    provider
+}
+
+/// A semantic gateway on a fresh Redis; `max_queue_wait` `None` keeps the default (shedding on).
+fn semantic_gateway(
+    provider: &upstream::Upstream,
+    max_queue_wait: Option<&str>,
+) -> (std::process::Child, SocketAddr, redis::RedisServer) {
+    let redis = redis::RedisServer::start();
+    let mut env = gateway_env(&redis.url, "semantic");
+    if let Some(wait) = max_queue_wait {
+        env.push(("DEJA__EMBEDDING__MAX_QUEUE_WAIT", wait.to_owned()));
+    }
+    let (gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &provider.url, &env);
+    (gateway, addr, redis)
+}
+
+fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    get(addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn shed() {
+    let provider_ms = env_or("BENCH_PROVIDER_MS", 50u64);
+    let secs = Duration::from_secs(env_or("BENCH_SECS", 10u64));
+    let provider = slow_provider(Duration::from_millis(provider_ms)).await;
+    println!("\nshed: every question new, provider answers in {provider_ms} ms");
+    // The embedding's capacity: far more connections than it can serve, nothing shed.
+    let (mut gw, addr, _redis) = semantic_gateway(&provider, Some("1h"));
+    let flood = load(addr, Bodies::Pool(bodies(200_000, "capacity")), 128, secs).await;
+    print("capacity (128 conns, no shedding)", &flood);
+    let _ = gw.kill();
+    let _ = gw.wait();
+    let capacity = flood.rps();
+    let conns = ((3.0 * capacity * provider_ms as f64 / 1000.0).ceil() as usize).max(4);
+    println!("  3x that: {conns} connections of new questions");
+    let alone = load(
+        provider.addr,
+        Bodies::Pool(bodies(200_000, "alone")),
+        conns,
+        secs,
+    )
+    .await;
+    print("provider alone", &alone);
+    for (label, wait, prefix) in [
+        ("shedding off", Some("1h"), "off"),
+        ("shedding on (default)", None, "on"),
+    ] {
+        let (mut gw, addr, _redis) = semantic_gateway(&provider, wait);
+        let r = load(addr, Bodies::Pool(bodies(200_000, prefix)), conns, secs).await;
+        print(label, &r);
+        println!(
+            "  vs provider: p50 {:+.3} ms, p99 {:+.3} ms; shed {} lookups; semantic entries stored {}",
+            r.pct(0.50) - alone.pct(0.50),
+            r.pct(0.99) - alone.pct(0.99),
+            metric_sum(addr, "deja_semantic_shed_total"),
+            get(addr, "/metrics")
+                .lines()
+                .filter(|l| l.starts_with("deja_cache_writes_total")
+                    && l.contains("tier=\"semantic\"")
+                    && l.contains("result=\"stored\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        );
+        let _ = gw.kill();
+        let _ = gw.wait();
+    }
+}
+
+/// Writes `n` semantic entries in deja's Redis layout (vectors around 200 topics, 100 tenants'
+/// partitions), as a long-running replica would have left them.
+fn seed(url: &str, n: usize) {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let prefix = format!(
+        "{}:sem:{}:default",
+        deja::cache::redis_conn::KEY_PREFIX,
+        deja::config::ModelName::MultilingualE5Small.slug()
+    );
+    let dim = 384;
+    let centers: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..dim).map(|_| rand::random::<f32>() - 0.5).collect())
+        .collect();
+    let expires = deja::clock::now_ms() + 3_600_000;
+    let body = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"seeded"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+    for batch in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = ::redis::pipe();
+        for &i in batch {
+            let center = &centers[i % centers.len()];
+            let mut v: Vec<f32> = center
+                .iter()
+                .map(|c| c + (rand::random::<f32>() - 0.5) * 0.3)
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let key = format!("{prefix}:{i:064x}");
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("partition")
+                .arg(format!("{:064x}", i % 100))
+                .arg("prompt")
+                .arg(format!("seeded question {i}"))
+                .arg("vector")
+                .arg(bytes)
+                .arg("response")
+                .arg(body)
+                .arg("expires")
+                .arg(expires)
+                .arg("tokens")
+                .arg(10)
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(expires)
+                .ignore();
+        }
+        let () = pipe.query(&mut conn).unwrap();
+    }
+}
+
+async fn restart() {
+    let n = env_or("BENCH_ENTRIES", 100_000usize);
+    let stand_in = upstream::Upstream::spawn_quiet().await;
+    let redis = redis::RedisServer::start();
+    let seeding = Instant::now();
+    seed(&redis.url, n);
+    println!(
+        "\nrestart: {n} semantic entries in Redis (written in {:.1} s); deja started on them",
+        seeding.elapsed().as_secs_f64()
+    );
+    let env = gateway_env(&redis.url, "semantic");
+    let started = Instant::now();
+    let (mut gateway, addr) =
+        harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
+    let serving = started.elapsed();
+    while !get(addr, "/readyz").contains(r#""status":"ready""#) {
+        assert!(started.elapsed() < Duration::from_secs(600), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let semantic = started.elapsed();
+    println!(
+        "  serving (exact tier and forwarding) after {:.2} s; semantic tier after {:.1} s; {} entries indexed; rss {:.0} MB",
+        serving.as_secs_f64(),
+        semantic.as_secs_f64(),
+        metric_sum(addr, "deja_semantic_index_entries"),
+        rss_mb(gateway.id())
+    );
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
+/// The streams scenario's provider, in a process of its own (its sockets would crowd the
+/// harness's): every call a stream of ten chunks, one a second. Prints its URL, then serves.
+fn streams_stand_in(chunks: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let provider = upstream::Upstream::spawn_quiet().await;
+        let mut events: Vec<String> = (0..chunks)
+            .map(|i| {
+                upstream::event(&upstream::chunk(
+                    serde_json::json!({"content": format!("part {i} ")}),
+                    None,
+                ))
+            })
+            .collect();
+        events.push(upstream::DONE.to_owned());
+        let reply = upstream::Reply::sse(&events, None).paced(Duration::from_secs(1));
+        provider.answer_by_default(reply);
+        println!("{}", provider.url);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// CPU seconds a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, the 14th and 15th fields of the line (11th and 12th after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One streamed call: (time to first byte, whole stream) or `None` on any failure.
+async fn one_stream(addr: SocketAddr, body: String) -> Option<(u32, u32)> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::post("/v1/chat/completions")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    let started = Instant::now();
+    let res = sender.send_request(req).await.ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    let mut body = res.into_body();
+    let _ = body.frame().await?.ok()?;
+    let ttfb = harness::micros(started);
+    let rest = body.collect().await.ok()?.to_bytes();
+    rest.windows(6)
+        .any(|w| w == b"[DONE]")
+        .then(|| (ttfb, harness::micros(started)))
+}
+
+async fn streams() {
+    let n = env_or("BENCH_STREAMS", 10_000usize);
+    // Two sockets a stream in the gateway, one in the harness and in the stand-in: the limit of
+    // this shell may be below that, and root may raise it for its children.
+    let wanted = (n as u64) * 2 + 1024;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if limit.current.is_some_and(|c| c < wanted) {
+        let raised = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(wanted),
+                maximum: Some(wanted.max(limit.maximum.unwrap_or(wanted))),
+            },
+        );
+        if raised.is_err() {
+            println!(
+                "\nstreams: skipped, the open-file limit is below {wanted} and cannot be raised"
+            );
+            return;
+        }
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_STREAM_STANDIN", "10")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut url,
+    )
+    .unwrap();
+    let env = [
+        ("DEJA__CACHE__DEFAULT_MODE", "off".to_owned()),
+        ("DEJA__EMBEDDING__ENABLED", "false".to_owned()),
+    ];
+    let (mut gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), url.trim(), &env);
+    let idle_rss = rss_mb(gateway.id());
+    println!(
+        "\nstreams: {n} concurrent streams, each 10 chunks a second apart; gateway idle rss {idle_rss:.0} MB"
+    );
+    let body =
+        r#"{"model":"yi-lightning","stream":true,"messages":[{"role":"user","content":"stream"}]}"#;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    // Opened over about 2 s, as a burst of real clients would arrive, not in one SYN flood.
+    for i in 0..n {
+        tasks.push(tokio::spawn(one_stream(addr, body.to_owned())));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep_until((started + Duration::from_secs(5)).into()).await;
+    let (cpu_before, at) = (cpu_secs(gateway.id()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = (cpu_secs(gateway.id()) - cpu_before) / at.elapsed().as_secs_f64();
+    let busy_rss = rss_mb(gateway.id());
+    let refused = metric_sum(addr, "deja_overload_rejections_total");
+    let mut ttfb = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some((first, _)) => ttfb.push(first),
+            None => errors += 1,
+        }
+    }
+    ttfb.sort_unstable();
+    let per_stream_kb = (busy_rss - idle_rss) * 1024.0 / n as f64;
+    println!(
+        "  all open: rss {busy_rss:.0} MB ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {errors} errors; time to first byte p50 {:.1} ms, p99 {:.1} ms; all done in {:.1} s",
+        cpu * 100.0,
+        ttfb.len(),
+        if ttfb.is_empty() {
+            0.0
+        } else {
+            pct(&ttfb, 0.5)
+        },
+        if ttfb.is_empty() {
+            0.0
+        } else {
+            pct(&ttfb, 0.99)
+        },
+        started.elapsed().as_secs_f64()
+    );
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    if let Ok(chunks) = std::env::var("BENCH_STREAM_STANDIN") {
+        return streams_stand_in(chunks.parse().unwrap());
+    }
+    let conns = env_or("BENCH_CONNS", 32usize);
+    let scenarios = std::env::var("BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "redis_outage,cluster_master,shed,restart,streams".to_owned());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stand_in = upstream::Upstream::spawn_quiet().await;
+        for name in scenarios.split(',') {
+            match name.trim() {
+                "redis_outage" => redis_outage(&stand_in, conns).await,
+                "cluster_master" => cluster_master(&stand_in, conns).await,
+                "shed" => shed().await,
+                "restart" => restart().await,
+                "streams" => streams().await,
+                other => println!("unknown scenario {other}"),
+            }
+        }
+    });
+}
