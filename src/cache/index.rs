@@ -231,6 +231,35 @@ impl SemanticIndex {
         evicted
     }
 
+    /// Adds many entries at once (a rebuild): their slots in one write lock, then their graph
+    /// nodes on every core (rayon) under the read lock, searches going on meanwhile. Blocks:
+    /// call it off the async runtime.
+    pub fn insert_many(&self, entries: Vec<NewEntry>) {
+        let (slots, generation) = {
+            let mut inner = self.write();
+            let mut slots = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let now = self.tick();
+                if !inner.by_id.contains_key(&entry.id) && inner.live >= self.max_entries {
+                    evict_lru(&mut inner, (self.max_entries / 100).max(1));
+                }
+                slots.push(inner.reserve(entry, now));
+            }
+            (slots, inner.generation)
+        };
+        let inner = self.read();
+        if inner.generation != generation {
+            // A compaction in between built its graph from these slots already.
+            return;
+        }
+        let nodes: Vec<(&[f32], usize)> = slots
+            .into_iter()
+            .filter(|&slot| inner.slots[slot].alive)
+            .map(|slot| (inner.slots[slot].entry.vector.as_slice(), slot))
+            .collect();
+        inner.graph.parallel_insert_slice(&nodes);
+    }
+
     /// Removes an entry; true when it was live.
     pub fn remove(&self, id: &str) -> bool {
         let mut inner = self.write();

@@ -38,6 +38,9 @@ pub enum CacheError {
     /// Redis is known to be down (its breaker is open): not asked at all.
     #[error("redis is down (breaker open); the cache is bypassed")]
     Bypassed,
+    /// Rebuilding an index from Redis stopped (its worker panicked).
+    #[error("semantic index rebuild: {0}")]
+    Rebuild(String),
 }
 
 impl CacheError {
@@ -47,6 +50,7 @@ impl CacheError {
             Self::Redis(_) => "redis",
             Self::Timeout(_) => "timeout",
             Self::Bypassed => "bypassed",
+            Self::Rebuild(_) => "rebuild",
         }
     }
 

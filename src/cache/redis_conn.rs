@@ -146,6 +146,27 @@ impl RedisConn {
             .await
     }
 
+    /// Runs `cmds` and returns their replies in order: one pipelined round trip where the
+    /// server allows it, command by command on a Cluster (where they may span slots).
+    pub async fn run_many<T: redis::FromRedisValue>(
+        &self,
+        cmds: &[Cmd],
+    ) -> Result<Vec<T>, CacheError> {
+        if matches!(self.backend, Backend::Cluster(_)) {
+            let mut replies = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                replies.push(self.run(cmd).await?);
+            }
+            return Ok(replies);
+        }
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        self.guarded(&Node::Single, async |conn| pipe.query_async(conn).await)
+            .await
+    }
+
     /// Runs `pipe`, which must be atomic and touch keys of one hash slot, within the timeout.
     pub async fn transaction(&self, pipe: &Pipeline) -> Result<(), CacheError> {
         let node = self.node(pipe.cmd_iter().find(|c| key_of(c).is_some()));

@@ -318,14 +318,30 @@ impl SemanticTier {
     }
 
     /// Loads every live entry of this model from Redis into the indexes; returns how many.
+    /// Entries are read [`SCAN_BATCH`] at a time in one round trip and added to their index's
+    /// graph on every core, off the async runtime.
     pub async fn rebuild_from_redis(&self) -> Result<usize, CacheError> {
         let Some(redis) = &self.redis else {
             return Ok(0);
         };
         let pattern = format!("{}:*", self.prefix);
+        let keys = redis.scan_match(&pattern, SCAN_BATCH).await?;
         let mut loaded = 0;
-        for key in redis.scan_match(&pattern, SCAN_BATCH).await? {
-            loaded += usize::from(self.load_one(redis, &key).await?);
+        for batch in keys.chunks(SCAN_BATCH) {
+            let mut by_route: HashMap<&str, Vec<NewEntry>> = HashMap::new();
+            for (route, entry) in self.read_entries(redis, batch).await? {
+                by_route.entry(route).or_default().push(entry);
+            }
+            for (route, entries) in by_route {
+                let Some(index) = self.indexes.get(route) else {
+                    continue;
+                };
+                loaded += entries.len();
+                let index = Arc::clone(index);
+                tokio::task::spawn_blocking(move || index.insert_many(entries))
+                    .await
+                    .map_err(|e| CacheError::Rebuild(e.to_string()))?;
+            }
         }
         for (route, index) in &self.indexes {
             self.metrics.index_entries(route, index.len());
@@ -333,24 +349,26 @@ impl SemanticTier {
         Ok(loaded)
     }
 
-    async fn load_one(&self, redis: &RedisConn, key: &str) -> Result<bool, CacheError> {
-        let Some((route, id)) = key
-            .strip_prefix(&self.prefix)
-            .and_then(|r| r.strip_prefix(':'))
-            .and_then(|r| r.rsplit_once(':'))
-        else {
-            return Ok(false);
-        };
-        let Some(index) = self.indexes.get(route) else {
-            return Ok(false);
-        };
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(key)
-            .arg("partition")
-            .arg("vector")
-            .arg("expires")
-            .arg("tokens")
-            .arg("prompt");
+    /// Loads one entry (another replica's write) into its index; false when it is gone.
+    pub(super) async fn load_one(&self, redis: &RedisConn, key: &str) -> Result<bool, CacheError> {
+        let keys = [key.to_owned()];
+        let mut loaded = false;
+        for (route, entry) in self.read_entries(redis, &keys).await? {
+            if let Some(index) = self.indexes.get(route) {
+                index.insert(entry);
+                self.metrics.index_entries(route, index.len());
+                loaded = true;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The live entries stored under `keys`, with their routes, in one round trip.
+    async fn read_entries<'k>(
+        &self,
+        redis: &RedisConn,
+        keys: &'k [String],
+    ) -> Result<Vec<(&'k str, NewEntry)>, CacheError> {
         type Fields = (
             Option<String>,
             Option<Vec<u8>>,
@@ -358,30 +376,55 @@ impl SemanticTier {
             Option<u64>,
             Option<String>,
         );
-        let (partition, vector, expires, tokens, prompt): Fields = redis.run(&cmd).await?;
-        let (Some(partition), Some(vector), Some(expires), Some(prompt)) =
-            (partition, vector, expires, prompt)
-        else {
-            return Ok(false);
-        };
-        let dim = self.embedder.dim();
-        if expires <= now() || vector.len() != dim * 4 {
-            return Ok(false);
-        }
-        let vector = vector
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        let cmds: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(key)
+                    .arg("partition")
+                    .arg("vector")
+                    .arg("expires")
+                    .arg("tokens")
+                    .arg("prompt");
+                cmd
+            })
             .collect();
-        index.insert(NewEntry {
-            id: id.to_owned(),
-            partition: partition_id(&partition),
-            vector,
-            prompt,
-            expires_at_ms: expires,
-            body: None,
-            total_tokens: tokens.unwrap_or(0),
-        });
-        Ok(true)
+        let replies: Vec<Fields> = redis.run_many(&cmds).await?;
+        let (dim, now) = (self.embedder.dim(), now());
+        let mut entries = Vec::with_capacity(keys.len());
+        for (key, fields) in keys.iter().zip(replies) {
+            let Some((route, id)) = key
+                .strip_prefix(&self.prefix)
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| r.rsplit_once(':'))
+            else {
+                continue;
+            };
+            let (Some(partition), Some(vector), Some(expires), tokens, Some(prompt)) = fields
+            else {
+                continue;
+            };
+            if expires <= now || vector.len() != dim * 4 {
+                continue;
+            }
+            let vector = vector
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            entries.push((
+                route,
+                NewEntry {
+                    id: id.to_owned(),
+                    partition: partition_id(&partition),
+                    vector,
+                    prompt,
+                    expires_at_ms: expires,
+                    body: None,
+                    total_tokens: tokens.unwrap_or(0),
+                },
+            ));
+        }
+        Ok(entries)
     }
 
     /// Tombstones expired entries and compacts indexes whose tombstones pass `ratio`.

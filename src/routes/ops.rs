@@ -31,8 +31,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             Ok(()) => "ok",
             // The category, not the message: messages may carry the URL and its password.
             Err(CacheError::Timeout(_)) => "error: timed out",
-            Err(CacheError::Redis(_)) => "error: redis",
             Err(CacheError::Bypassed) => "bypassed: breaker open, probing",
+            Err(_) => "error: redis",
         },
     };
     let semantic = match (state.cache.semantic(), state.cache.semantic_ready()) {
