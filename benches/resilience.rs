@@ -10,7 +10,8 @@
 //!   against a provider that answers in BENCH_PROVIDER_MS (default 50) ms; shedding on (the
 //!   default) beside shedding off, and the provider alone.
 //! - `restart`: BENCH_ENTRIES (default 100,000) semantic entries written to Redis, then deja
-//!   started on it: time to serving (`/readyz` 200) and to its semantic tier (status `ready`).
+//!   started on it (BENCH_PARTITIONS, default 1): time to serving (`/readyz` 200) and to its
+//!   semantic tier (status `ready`).
 //! - `streams`: BENCH_STREAMS (default 10,000) concurrent slow streams (a chunk a second for
 //!   10 s): RSS and CPU of the gateway, errors, added time to first byte.
 #![allow(
@@ -328,9 +329,9 @@ async fn shed() {
     }
 }
 
-/// Writes `n` semantic entries in deja's Redis layout (vectors around 200 topics, 100 tenants'
-/// partitions), as a long-running replica would have left them.
-fn seed(url: &str, n: usize) {
+/// Writes `n` semantic entries in deja's Redis layout (vectors around 200 topics, spread over
+/// `partitions` partitions), as a long-running replica would have left them.
+fn seed(url: &str, n: usize, partitions: usize) {
     let client = ::redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
     let prefix = format!(
@@ -359,7 +360,7 @@ fn seed(url: &str, n: usize) {
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg("partition")
-                .arg(format!("{:064x}", i % 100))
+                .arg(format!("{:064x}", i % partitions))
                 .arg("prompt")
                 .arg(format!("seeded question {i}"))
                 .arg("vector")
@@ -382,12 +383,14 @@ fn seed(url: &str, n: usize) {
 
 async fn restart() {
     let n = env_or("BENCH_ENTRIES", 100_000usize);
+    // One partition is one tenant's route and model: the graph holds all of it.
+    let partitions = env_or("BENCH_PARTITIONS", 1usize);
     let stand_in = upstream::Upstream::spawn_quiet().await;
     let redis = redis::RedisServer::start();
     let seeding = Instant::now();
-    seed(&redis.url, n);
+    seed(&redis.url, n, partitions);
     println!(
-        "\nrestart: {n} semantic entries in Redis (written in {:.1} s); deja started on them",
+        "\nrestart: {n} semantic entries in {partitions} partition(s) in Redis (written in {:.1} s); deja started on them",
         seeding.elapsed().as_secs_f64()
     );
     let env = gateway_env(&redis.url, "semantic");

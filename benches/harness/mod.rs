@@ -167,7 +167,14 @@ pub fn spawn_gateway(bin: &str, upstream: &str, env: &[(&str, String)]) -> (Chil
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let asked = std::env::var("BENCH_LOG").ok();
+    // The gateway's log goes to the harness's stderr only when asked for.
+    let out = if asked.is_some() {
+        Stdio::from(std::io::stderr())
+    } else {
+        Stdio::null()
+    };
+    let log = asked.unwrap_or_else(|| "warn".to_owned());
     // Each gateway keeps its control plane (deja.db) in a directory of its own: two builds
     // must not share one database (their migrations differ).
     let dir = std::env::temp_dir().join(format!("deja-bench-{port}"));
@@ -179,7 +186,7 @@ pub fn spawn_gateway(bin: &str, upstream: &str, env: &[(&str, String)]) -> (Chil
         .env("DEJA__UPSTREAM__BASE_URL", upstream)
         .env("DEJA__UPSTREAM__API_KEY", "sk-bench")
         .env("RUST_LOG", log)
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);

@@ -245,12 +245,12 @@ impl Cache {
     /// Rebuilds the semantic indexes from Redis, then marks the tier ready.
     pub async fn warm_up(&self) {
         if let (Some(tier), Some(_)) = (&self.semantic, &self.redis) {
-            match tier.rebuild_from_redis().await {
-                Ok(loaded) => tracing::info!(entries = loaded, "semantic index rebuilt from redis"),
-                Err(e) => tracing::warn!(
+            // Its own success line carries the entries and timings.
+            if let Err(e) = tier.rebuild_from_redis().await {
+                tracing::warn!(
                     error = e.kind(),
                     "semantic index rebuild from redis failed; starting empty"
-                ),
+                );
             }
         }
         self.semantic_ready.store(true, Ordering::Release);

@@ -407,7 +407,10 @@ impl RedisConn {
         }
     }
 
-    /// `PING` to one Cluster master, past its breaker.
+    /// Whether one Cluster master answers and says the Cluster serves (`cluster_state:ok`),
+    /// past its breaker: a master answers `PING` even while the Cluster refuses every command
+    /// (`CLUSTERDOWN`, once a master without a replica is marked failed), and closing its
+    /// breaker then would only make requests wait again.
     async fn ping_node(&self, address: &str) -> Result<(), CacheError> {
         let Some((host, port)) = address.rsplit_once(':') else {
             return Ok(());
@@ -416,11 +419,25 @@ impl RedisConn {
             host: host.to_owned(),
             port: port.parse().unwrap_or(6379),
         });
-        self.exec(self.timeout, async |conn| match conn {
-            Conn::Cluster(c) => c.route_command(redis::cmd("PING"), route).await.map(drop),
-            Conn::Single(c) => redis::cmd("PING").query_async::<()>(c).await,
-        })
-        .await
+        let info: String = self
+            .exec(self.timeout, async |conn| {
+                let cmd = redis::cmd("CLUSTER").arg("INFO").clone();
+                let value = match conn {
+                    Conn::Cluster(c) => c.route_command(cmd, route).await?,
+                    Conn::Single(c) => cmd.query_async(c).await?,
+                };
+                redis::from_redis_value(value).map_err(redis::RedisError::from)
+            })
+            .await?;
+        if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+            Ok(())
+        } else {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                "cluster not serving",
+            ))
+            .into())
+        }
     }
 
     /// Reads `CLUSTER SLOTS` into the breakers' slot map; a failure keeps the last map.

@@ -67,6 +67,9 @@ pub struct SemanticTier {
     embed_ns: AtomicU64,
     /// Write-backs allowed to wait for an embedding in the background.
     later: Arc<Semaphore>,
+    /// Background embeddings running at once: half the sessions (at least one), so lookups on
+    /// the request path always find sessions the background does not hold.
+    later_running: Arc<Semaphore>,
     indexes: HashMap<String, Arc<SemanticIndex>>,
     redis: Option<RedisConn>,
     prefix: String,
@@ -116,6 +119,7 @@ impl SemanticTier {
             // A short prompt on one core, until the first embeddings are timed.
             embed_ns: AtomicU64::new(5_000_000),
             later: Arc::new(Semaphore::new(config.embedding.writeback_queue)),
+            later_running: Arc::new(Semaphore::new((config.embedding.sessions / 2).max(1))),
             embedder,
             indexes,
             redis,
@@ -145,6 +149,16 @@ impl SemanticTier {
     /// A place in the background write-back queue, if one is free.
     pub fn later_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.later).try_acquire_owned().ok()
+    }
+
+    /// Embeds one prompt for a background write-back, behind the lookups: at most half the
+    /// sessions run background embeddings at once.
+    pub async fn embed_later(&self, text: &str) -> Result<Embedded, EmbedError> {
+        let _running = Arc::clone(&self.later_running)
+            .acquire_owned()
+            .await
+            .map_err(|_| EmbedError::Pool)?;
+        self.embed(text).await
     }
 
     /// Embeds one prompt on the blocking pool; at most `sessions` at once, the rest wait here.
@@ -325,27 +339,47 @@ impl SemanticTier {
             return Ok(0);
         };
         let pattern = format!("{}:*", self.prefix);
+        let started = Instant::now();
         let keys = redis.scan_match(&pattern, SCAN_BATCH).await?;
+        let scanned = started.elapsed();
         let mut loaded = 0;
+        // Each batch is read from Redis while the one before goes into the graphs.
+        let mut indexing: Option<tokio::task::JoinHandle<()>> = None;
         for batch in keys.chunks(SCAN_BATCH) {
-            let mut by_route: HashMap<&str, Vec<NewEntry>> = HashMap::new();
+            let mut by_index: Vec<(Arc<SemanticIndex>, Vec<NewEntry>)> = Vec::new();
             for (route, entry) in self.read_entries(redis, batch).await? {
-                by_route.entry(route).or_default().push(entry);
-            }
-            for (route, entries) in by_route {
                 let Some(index) = self.indexes.get(route) else {
                     continue;
                 };
-                loaded += entries.len();
-                let index = Arc::clone(index);
-                tokio::task::spawn_blocking(move || index.insert_many(entries))
+                loaded += 1;
+                match by_index.iter_mut().find(|(i, _)| Arc::ptr_eq(i, index)) {
+                    Some((_, entries)) => entries.push(entry),
+                    None => by_index.push((Arc::clone(index), vec![entry])),
+                }
+            }
+            if let Some(previous) = indexing.take() {
+                previous
                     .await
                     .map_err(|e| CacheError::Rebuild(e.to_string()))?;
             }
+            indexing = Some(tokio::task::spawn_blocking(move || {
+                for (index, entries) in by_index {
+                    index.insert_many(entries);
+                }
+            }));
+        }
+        if let Some(last) = indexing {
+            last.await.map_err(|e| CacheError::Rebuild(e.to_string()))?;
         }
         for (route, index) in &self.indexes {
             self.metrics.index_entries(route, index.len());
         }
+        tracing::info!(
+            entries = loaded,
+            scan_ms = scanned.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "semantic index rebuilt from redis"
+        );
         Ok(loaded)
     }
 

@@ -49,9 +49,16 @@ pub struct EmbeddingConfig {
     pub max_unknown_token_ratio: f32,
     /// Longest expected wait for an embedding session before a lookup gives up on the semantic
     /// tier (counted in `deja_semantic_shed_total`) and goes on with the exact tier and the
-    /// provider: a cache that is behind must not make every caller wait. Default `10ms`.
+    /// provider: a cache that is behind must not make every caller wait. Default `5ms`.
     #[serde(with = "humantime_serde")]
     pub max_queue_wait: Duration,
+    /// Longest a lookup waits for its prompt's embedding (queue and model together). Past it the
+    /// request goes on without the semantic tier (counted as shed), and the embedding, still
+    /// running, feeds the write-back instead. A ten-word prompt embeds in about 4.5 ms on an idle
+    /// core; raise this where final user turns are long (a few hundred tokens take tens of ms).
+    /// Default `8ms`.
+    #[serde(with = "humantime_serde")]
+    pub max_lookup_wait: Duration,
     /// Answers whose semantic entry waits for an embedding in the background (after a shed
     /// lookup, or while the index rebuilds); past it the entry is dropped (counted). Default 256.
     pub writeback_queue: usize,
@@ -67,7 +74,8 @@ impl Default for EmbeddingConfig {
             sessions: 2,
             threads_per_session: 1,
             max_unknown_token_ratio: 0.5,
-            max_queue_wait: Duration::from_millis(10),
+            max_queue_wait: Duration::from_millis(5),
+            max_lookup_wait: Duration::from_millis(8),
             writeback_queue: 256,
         }
     }

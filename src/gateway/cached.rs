@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use http::HeaderValue;
 
 use super::verify;
-use super::writeback::WriteBack;
+use super::writeback::{Embedding, WriteBack};
 use super::{CacheStatus, GatewayResponse, Meta, forward};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
@@ -48,8 +48,7 @@ pub(super) async fn answer(
         request: &request.json,
         keys: keys.as_ref(),
         replay,
-        vector: None,
-        embed_later: false,
+        embedding: Embedding::None,
     };
     let Some(keys) = &keys else {
         meta.cache = Some(CacheStatus::Disabled);
@@ -61,7 +60,9 @@ pub(super) async fn answer(
     if ctx.force_refresh {
         meta.cache = Some(CacheStatus::Refresh);
         // No lookup on a refresh: the vector is only for writing the fresh answer back.
-        flow.vector = flow.embed_final_turn(meta).await.ok();
+        if let Ok(vector) = flow.embed_final_turn(meta).await {
+            flow.embedding = Embedding::Ready(vector);
+        }
         return flow.forward_and_store(request.raw, None, meta).await;
     }
     if let Some(entry) = state.cache.lookup_exact(&route.name, &keys.exact).await
@@ -97,11 +98,8 @@ struct Flow<'a> {
     keys: Option<&'a CacheKeys>,
     /// How to replay a cached answer, when the client asked for a stream.
     replay: Option<ReplayOptions>,
-    /// The final turn's embedding, kept from the lookup for the write-back.
-    vector: Option<Vec<f32>>,
-    /// The lookup went without an embedding (shed, or the index is rebuilding): the write-back
-    /// embeds in the background instead.
-    embed_later: bool,
+    /// The final turn's embedding as the lookup left it, for the write-back.
+    embedding: Embedding,
 }
 
 impl<'a> Flow<'a> {
@@ -119,27 +117,43 @@ impl<'a> Flow<'a> {
         ))
     }
 
-    /// Embeds the final turn when the semantic tier applies. `Err` carries the lookup result
-    /// to count (`skipped`: the model does not know most of the prompt's tokens; `error`), or
-    /// `None` when the tier does not apply at all.
+    /// Embeds the final turn when the semantic tier applies, waiting at most
+    /// `[embedding] max_lookup_wait`. `Err` carries the lookup result to count (`skipped`: the
+    /// model does not know most of the prompt's tokens; `shed`: no session soon enough, or the
+    /// embedding took too long; `rebuilding`; `error`), or `None` when the tier does not apply.
+    /// Whatever the lookup gave up on, the write-back still gets (see [`Embedding`]).
     async fn embed_final_turn(
         &mut self,
         meta: &mut Meta,
     ) -> Result<Vec<f32>, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
+        let settings = &self.state.config.embedding;
+        let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding| {
+            meta.note = Some("semantic tier shed: embeddings behind");
+            flow.state.metrics.semantic_shed(&flow.route().name);
+            flow.embedding = embedding;
+            Err(Some("shed"))
+        };
         if !self.state.cache.semantic_ready() {
             meta.note = Some("semantic tier skipped: index rebuilding");
-            self.embed_later = true;
+            self.embedding = Embedding::Later;
             return Err(Some("rebuilding"));
         }
-        if tier.behind(self.state.config.embedding.max_queue_wait) {
-            meta.note = Some("semantic tier shed: embedding queue too long");
-            self.state.metrics.semantic_shed(&self.route().name);
-            self.embed_later = true;
-            return Err(Some("shed"));
+        if tier.behind(settings.max_queue_wait) {
+            return shed(self, meta, Embedding::Later);
         }
-        match tier.embed(text).await {
-            Ok(e) if e.unknown_ratio > self.state.config.embedding.max_unknown_token_ratio => {
+        let (state, owned) = (self.state.clone(), text.to_owned());
+        let mut task = tokio::spawn(async move {
+            let tier = state.cache.semantic()?;
+            Some(tier.embed(&owned).await)
+        });
+        let embedded = match tokio::time::timeout(settings.max_lookup_wait, &mut task).await {
+            Ok(Ok(Some(embedded))) => embedded,
+            Ok(_) => return Err(Some("error")),
+            Err(_) => return shed(self, meta, Embedding::Running(task)),
+        };
+        match embedded {
+            Ok(e) if e.unknown_ratio > settings.max_unknown_token_ratio => {
                 meta.note = Some("semantic tier skipped: prompt mostly unknown to the model");
                 Err(Some("skipped"))
             }
@@ -182,7 +196,7 @@ impl<'a> Flow<'a> {
                 &self.ctx.cache.guards,
             )
             .await;
-        self.vector = Some(vector);
+        self.embedding = Embedding::Ready(vector);
         match found? {
             Lookup::Hit(hit) => {
                 let similarity = Some(hit.similarity);
@@ -264,8 +278,7 @@ impl<'a> Flow<'a> {
             route: self.route().name.clone(),
             keys: keys.clone(),
             ttl: self.ctx.cache.ttl,
-            vector: self.vector.take(),
-            embed_later: self.embed_later,
+            embedding: std::mem::replace(&mut self.embedding, Embedding::None),
             leader,
             retries: meta.retries,
         });

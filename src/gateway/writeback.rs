@@ -8,10 +8,28 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, StatusCode};
 
+use tokio::task::JoinHandle;
+
 use crate::cache::coalesce::{Leader, Shared};
 use crate::cache::key::CacheKeys;
+use crate::embedding::{EmbedError, Embedded};
 use crate::state::AppState;
 use crate::stream::record::OnComplete;
+
+/// The final turn's embedding, as the lookup left it for the write-back.
+pub(super) enum Embedding {
+    /// The semantic tier does not apply (or the prompt is not one to store).
+    None,
+    /// Made on the request path.
+    Ready(Vec<f32>),
+    /// Still running: the lookup stopped waiting for it ([`EmbeddingConfig::max_lookup_wait`]).
+    /// The write-back takes it when it is done, off the request path.
+    ///
+    /// [`EmbeddingConfig::max_lookup_wait`]: crate::config::EmbeddingConfig::max_lookup_wait
+    Running(JoinHandle<Option<Result<Embedded, EmbedError>>>),
+    /// Not started (shed, or the index was rebuilding): made in the background queue.
+    Later,
+}
 
 /// Everything a write-back needs, owned, so a stream can finish it after the handler returned.
 pub(super) struct WriteBack {
@@ -20,9 +38,7 @@ pub(super) struct WriteBack {
     pub keys: CacheKeys,
     pub ttl: Duration,
     /// The final turn's embedding when the semantic tier applies.
-    pub vector: Option<Vec<f32>>,
-    /// No embedding was made on the request path: make it in the background.
-    pub embed_later: bool,
+    pub embedding: Embedding,
     pub leader: Option<Leader>,
     pub retries: u32,
 }
@@ -76,8 +92,8 @@ impl WriteBack {
         let Some(prompt) = self.keys.final_user_text.as_deref() else {
             return;
         };
-        match self.vector.take() {
-            Some(vector) => {
+        match std::mem::replace(&mut self.embedding, Embedding::None) {
+            Embedding::Ready(vector) => {
                 cache
                     .put_semantic(
                         route,
@@ -88,9 +104,34 @@ impl WriteBack {
                     )
                     .await;
             }
-            None if self.embed_later => self.embed_in_background(body, tokens),
-            None => {}
+            Embedding::Running(task) => self.when_embedded(task, body, tokens),
+            Embedding::Later => self.embed_in_background(body, tokens),
+            Embedding::None => {}
         }
+    }
+
+    /// Adds the semantic entry once the lookup's own embedding, still running, is done.
+    fn when_embedded(
+        &self,
+        task: JoinHandle<Option<Result<Embedded, EmbedError>>>,
+        body: &Bytes,
+        tokens: u64,
+    ) {
+        let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
+        let (body, ttl) = (body.clone(), self.ttl);
+        tokio::spawn(async move {
+            let most_unknown = state.config.embedding.max_unknown_token_ratio;
+            let (Ok(Some(Ok(embedded))), Some(prompt)) = (task.await, &keys.final_user_text) else {
+                return;
+            };
+            if embedded.unknown_ratio <= most_unknown {
+                let asked = (prompt.as_str(), embedded.vector);
+                state
+                    .cache
+                    .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
+                    .await;
+            }
+        });
     }
 
     /// Embeds the prompt off the request path (waiting for a session as long as it takes) and
@@ -114,7 +155,7 @@ impl WriteBack {
                 return;
             };
             let most_unknown = state.config.embedding.max_unknown_token_ratio;
-            match tier.embed(prompt).await {
+            match tier.embed_later(prompt).await {
                 // The lookup would have skipped it: so does the write.
                 Ok(embedded) if embedded.unknown_ratio > most_unknown => {}
                 Ok(embedded) => {

@@ -193,3 +193,39 @@ proptest! {
         prop_assert!((similarity(&a, &a) - 1.0).abs() < 1e-5);
     }
 }
+
+#[test]
+fn a_bulk_insert_finds_what_one_by_one_inserts_find() {
+    // Large partitions go through the graph: 3,000 entries in one partition, built in bulk on
+    // every core, must be found as well as the same entries inserted one by one.
+    let mut rng = StdRng::seed_from_u64(7);
+    let vectors: Vec<Vec<f32>> = (0..3000).map(|_| unit(&mut rng)).collect();
+    let bulk = SemanticIndex::new(10_000);
+    bulk.insert_many(
+        vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| entry(&i.to_string(), 1, v.clone()))
+            .collect(),
+    );
+    assert_eq!(bulk.len(), 3000);
+    let mut found = 0;
+    for (i, v) in vectors.iter().enumerate().step_by(30) {
+        let q = near(v, &mut rng, 0.02);
+        if bulk
+            .search(1, &q, 0.9, 0)
+            .is_some_and(|f| f.id == i.to_string())
+        {
+            found += 1;
+        }
+    }
+    assert!(found >= 98, "recall {found}/100");
+    // Past max_entries a bulk insert evicts like single inserts do.
+    let small = SemanticIndex::new(100);
+    small.insert_many(
+        (0..150)
+            .map(|i| entry(&i.to_string(), 1, unit(&mut rng)))
+            .collect(),
+    );
+    assert!(small.len() <= 100, "{}", small.len());
+}

@@ -183,7 +183,7 @@ impl Breakers {
 pub fn is_outage(e: &CacheError) -> bool {
     match e {
         CacheError::Timeout(_) => true,
-        CacheError::Bypassed => false,
+        CacheError::Bypassed | CacheError::Rebuild(_) => false,
         CacheError::Redis(e) => redis_outage(e),
     }
 }

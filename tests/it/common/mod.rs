@@ -169,7 +169,17 @@ pub fn config_with_mode(upstream_url: &str, default_mode: &str, extra: &str) -> 
         "[upstream]\nbase_url = \"{upstream_url}\"\napi_key = \"sk-provider-test\"\ntimeout = \"5s\"\n\
          {store}{embedding}[cache]\ndefault_mode = \"{default_mode}\"\n{extra}"
     );
-    Config::from_toml_with_env(&text, "test", &[]).unwrap()
+    // A busy test machine embeds slowly: the tests ask for semantic hits, not for shedding
+    // (the shedding test sets its own bounds).
+    let patient: Vec<(String, String)> = if extra.contains("max_queue_wait") {
+        Vec::new()
+    } else {
+        ["MAX_QUEUE_WAIT", "MAX_LOOKUP_WAIT"]
+            .iter()
+            .map(|k| (format!("DEJA__EMBEDDING__{k}"), "30s".to_owned()))
+            .collect()
+    };
+    Config::from_toml_with_env(&text, "test", &patient).unwrap()
 }
 
 /// A `[redis]` section for `url`, with a per-call `timeout` (`"200ms"`) or deja's default.
@@ -216,7 +226,10 @@ pub fn deja(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .env_remove("YI_API_KEY")
         .env_remove("DEJA_SECRET_KEY")
-        .env_remove("DEJA_CONFIG");
+        .env_remove("DEJA_CONFIG")
+        // As in `config_with_mode`: semantic hits, not shedding, on a busy test machine.
+        .env("DEJA__EMBEDDING__MAX_QUEUE_WAIT", "30s")
+        .env("DEJA__EMBEDDING__MAX_LOOKUP_WAIT", "30s");
     cmd
 }
 
