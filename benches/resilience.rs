@@ -260,15 +260,16 @@ async fn slow_provider(delay: Duration) -> upstream::Upstream {
     provider
 }
 
-/// A semantic gateway on a fresh Redis; `max_queue_wait` `None` keeps the default (shedding on).
+/// A semantic gateway on a fresh Redis, shedding (the default) or waiting for every embedding.
 fn semantic_gateway(
     provider: &upstream::Upstream,
-    max_queue_wait: Option<&str>,
+    shedding: bool,
 ) -> (std::process::Child, SocketAddr, redis::RedisServer) {
     let redis = redis::RedisServer::start();
     let mut env = gateway_env(&redis.url, "semantic");
-    if let Some(wait) = max_queue_wait {
-        env.push(("DEJA__EMBEDDING__MAX_QUEUE_WAIT", wait.to_owned()));
+    if !shedding {
+        env.push(("DEJA__EMBEDDING__MAX_QUEUE_WAIT", "1h".to_owned()));
+        env.push(("DEJA__EMBEDDING__MAX_LOOKUP_WAIT", "1h".to_owned()));
     }
     let (gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &provider.url, &env);
     (gateway, addr, redis)
@@ -288,7 +289,7 @@ async fn shed() {
     let provider = slow_provider(Duration::from_millis(provider_ms)).await;
     println!("\nshed: every question new, provider answers in {provider_ms} ms");
     // The embedding's capacity: far more connections than it can serve, nothing shed.
-    let (mut gw, addr, _redis) = semantic_gateway(&provider, Some("1h"));
+    let (mut gw, addr, _redis) = semantic_gateway(&provider, false);
     let flood = load(addr, Bodies::Pool(bodies(200_000, "capacity")), 128, secs).await;
     print("capacity (128 conns, no shedding)", &flood);
     let _ = gw.kill();
@@ -304,17 +305,35 @@ async fn shed() {
     )
     .await;
     print("provider alone", &alone);
-    for (label, wait, prefix) in [
-        ("shedding off", Some("1h"), "off"),
-        ("shedding on (default)", None, "on"),
+    // The same traffic through deja with the cache off: what the hop itself costs here.
+    let off_env = [
+        ("DEJA__CACHE__DEFAULT_MODE", "off".to_owned()),
+        ("DEJA__EMBEDDING__ENABLED", "false".to_owned()),
+    ];
+    let (mut gw, addr) =
+        harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &provider.url, &off_env);
+    let off = load(
+        addr,
+        Bodies::Pool(bodies(200_000, "cache-off")),
+        conns,
+        secs,
+    )
+    .await;
+    print("through deja, cache off", &off);
+    let _ = gw.kill();
+    let _ = gw.wait();
+    for (label, shedding, prefix) in [
+        ("shedding off", false, "off"),
+        ("shedding on (default)", true, "on"),
     ] {
-        let (mut gw, addr, _redis) = semantic_gateway(&provider, wait);
+        let (mut gw, addr, _redis) = semantic_gateway(&provider, shedding);
         let r = load(addr, Bodies::Pool(bodies(200_000, prefix)), conns, secs).await;
         print(label, &r);
         println!(
-            "  vs provider: p50 {:+.3} ms, p99 {:+.3} ms; shed {} lookups; semantic entries stored {}",
+            "  vs provider: p50 {:+.3} ms, p99 {:+.3} ms; vs cache off: p99 {:+.3} ms; shed {} lookups; semantic entries stored {}",
             r.pct(0.50) - alone.pct(0.50),
             r.pct(0.99) - alone.pct(0.99),
+            r.pct(0.99) - off.pct(0.99),
             metric_sum(addr, "deja_semantic_shed_total"),
             get(addr, "/metrics")
                 .lines()

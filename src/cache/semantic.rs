@@ -16,6 +16,7 @@ use super::guard::{self, Guard};
 use super::index::{NewEntry, SemanticIndex};
 use super::redis_conn::{KEY_PREFIX, RedisConn};
 use crate::config::Config;
+use crate::embedding::workers::EmbedWorkers;
 use crate::embedding::{EmbedError, Embedded, Embedder};
 use crate::metrics::Metrics;
 
@@ -59,6 +60,8 @@ pub struct SemanticHit {
 /// Embedder, per-route indexes and their Redis copies.
 pub struct SemanticTier {
     embedder: Arc<dyn Embedder>,
+    /// The threads embeddings run on, below the request path's priority.
+    workers: EmbedWorkers,
     permits: Arc<Semaphore>,
     sessions: usize,
     /// Lookups waiting for a session now.
@@ -114,6 +117,7 @@ impl SemanticTier {
         Self {
             prefix: format!("{KEY_PREFIX}:sem:{}", embedder.model().slug()),
             permits: Arc::new(Semaphore::new(config.embedding.sessions)),
+            workers: EmbedWorkers::start(config.embedding.sessions),
             sessions: config.embedding.sessions,
             waiting: AtomicUsize::new(0),
             // A short prompt on one core, until the first embeddings are timed.
@@ -181,18 +185,12 @@ impl SemanticTier {
                 .await
                 .map_err(|_| EmbedError::Pool)?
         };
-        let embedder = Arc::clone(&self.embedder);
-        let text = text.to_owned();
-        // The permit moves into the blocking task: a caller that hangs up does not free a
-        // session slot while its embedding still runs.
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let ran = Instant::now();
-            (embedder.embed_blocking(&[&text]), ran.elapsed())
-        })
-        .await
-        .map_err(|_| EmbedError::Pool)?;
-        let (result, ran) = result;
+        // The permit moves into the job: a caller that hangs up does not free a session slot
+        // while its embedding still runs.
+        let (result, ran) = self
+            .workers
+            .embed(Arc::clone(&self.embedder), text.to_owned(), permit)
+            .await?;
         let ran = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
         // An eighth of each new timing: steady under noise, a few dozen embeddings to follow a
         // real change.

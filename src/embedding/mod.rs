@@ -2,6 +2,7 @@
 //! (prefix, default threshold), and the fastembed/ONNX implementation in `onnx`.
 
 pub mod onnx;
+pub mod workers;
 
 use crate::config::ModelName;
 

@@ -1,0 +1,76 @@
+//! The threads embeddings run on: a few of their own, at a lower scheduling priority (nice 10)
+//! than the threads that serve requests. On a busy machine the model then gets what the request
+//! path leaves: a forwarded request or an exact hit is never queued behind a transformer pass
+//! for a core, and lookups that cannot get their embedding in time are shed instead.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::{EmbedError, Embedded, Embedder};
+
+/// Niceness of the embedding threads (the request path runs at 0).
+const NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed pool of embedding threads.
+pub struct EmbedWorkers {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl EmbedWorkers {
+    /// Starts `threads` threads; they end when the pool is dropped.
+    pub fn start(threads: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("deja-embed-{i}"))
+                .spawn(move || {
+                    // Per thread on Linux; where it fails the thread runs at normal priority.
+                    #[cfg(target_os = "linux")]
+                    let _ = rustix::process::setpriority_process(None, NICE);
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start an embedding thread");
+            }
+        }
+        Self {
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    /// Embeds `text` on a pool thread, holding `held` (a session permit) until it is done even
+    /// if the caller stops waiting; returns the vectors and how long the model ran.
+    pub async fn embed(
+        &self,
+        embedder: Arc<dyn Embedder>,
+        text: String,
+        held: impl Send + 'static,
+    ) -> Result<(Result<Vec<Embedded>, EmbedError>, std::time::Duration), EmbedError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _held = held;
+            let ran = std::time::Instant::now();
+            let embedded = embedder.embed_blocking(&[&text]);
+            let _ = done.send((embedded, ran.elapsed()));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| EmbedError::Pool)?
+            .send(job)
+            .map_err(|_| EmbedError::Pool)?;
+        result.await.map_err(|_| EmbedError::Pool)
+    }
+}
