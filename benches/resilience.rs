@@ -504,26 +504,79 @@ async fn one_stream(addr: SocketAddr, body: String) -> Option<(u32, u32)> {
         .then(|| (ttfb, harness::micros(started)))
 }
 
-async fn streams() {
-    let n = env_or("BENCH_STREAMS", 10_000usize);
-    // Two sockets a stream in the gateway, one in the harness and in the stand-in: the limit of
-    // this shell may be below that, and root may raise it for its children.
-    let wanted = (n as u64) * 2 + 1024;
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    if limit.current.is_some_and(|c| c < wanted) {
-        let raised = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: Some(wanted),
-                maximum: Some(wanted.max(limit.maximum.unwrap_or(wanted))),
-            },
-        );
-        if raised.is_err() {
-            println!(
-                "\nstreams: skipped, the open-file limit is below {wanted} and cannot be raised"
-            );
-            return;
+fn pct_or_zero(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        0.0
+    } else {
+        pct(sorted, p)
+    }
+}
+
+/// What `open_streams` saw.
+struct StreamRun {
+    ttfb: Vec<u32>,
+    errors: usize,
+    /// The watched process's resident memory and CPU share while every stream was open.
+    rss_mb: f64,
+    cpu: f64,
+}
+
+/// Opens `n` streams to `addr` (about 500 every 100 ms, as a burst of real clients arrives, not
+/// one SYN flood) and waits for them all, watching `pid` while they are open.
+async fn open_streams(addr: SocketAddr, body: &str, n: usize, pid: Option<u32>) -> StreamRun {
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tasks.push(tokio::spawn(one_stream(addr, body.to_owned())));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    tokio::time::sleep_until((started + Duration::from_secs(5)).into()).await;
+    let (mut rss, mut cpu) = (0.0, 0.0);
+    if let Some(pid) = pid {
+        let (before, at) = (cpu_secs(pid), Instant::now());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cpu = (cpu_secs(pid) - before) / at.elapsed().as_secs_f64();
+        rss = rss_mb(pid);
+    }
+    let mut ttfb = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some((first, _)) => ttfb.push(first),
+            None => errors += 1,
+        }
+    }
+    ttfb.sort_unstable();
+    StreamRun {
+        ttfb,
+        errors,
+        rss_mb: rss,
+        cpu,
+    }
+}
+
+async fn streams() {
+    // Two sockets a stream in the gateway: its open-file limit caps what one process can hold.
+    // Raise this shell's limit to the hard one (children inherit it); where the hard limit is
+    // below two sockets a stream, run as many streams as it allows and say so.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        },
+    );
+    let fits = usize::try_from(hard.saturating_sub(1024) / 2).unwrap_or(usize::MAX);
+    let asked = env_or("BENCH_STREAMS", 10_000usize);
+    let n = asked.min(fits);
+    if n < asked {
+        println!(
+            "\nstreams: {asked} asked, {n} run: the hard open-file limit here is {hard} (two sockets a stream)"
+        );
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("BENCH_STREAM_STANDIN", "10")
@@ -547,46 +600,33 @@ async fn streams() {
     );
     let body =
         r#"{"model":"yi-lightning","stream":true,"messages":[{"role":"user","content":"stream"}]}"#;
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
-    // Opened over about 2 s, as a burst of real clients would arrive, not in one SYN flood.
-    for i in 0..n {
-        tasks.push(tokio::spawn(one_stream(addr, body.to_owned())));
-        if i % 500 == 499 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    tokio::time::sleep_until((started + Duration::from_secs(5)).into()).await;
-    let (cpu_before, at) = (cpu_secs(gateway.id()), Instant::now());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cpu = (cpu_secs(gateway.id()) - cpu_before) / at.elapsed().as_secs_f64();
-    let busy_rss = rss_mb(gateway.id());
-    let refused = metric_sum(addr, "deja_overload_rejections_total");
-    let mut ttfb = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Some((first, _)) => ttfb.push(first),
-            None => errors += 1,
-        }
-    }
-    ttfb.sort_unstable();
-    let per_stream_kb = (busy_rss - idle_rss) * 1024.0 / n as f64;
+    let provider: SocketAddr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    let direct = open_streams(provider, body, n, None).await;
     println!(
-        "  all open: rss {busy_rss:.0} MB ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {errors} errors; time to first byte p50 {:.1} ms, p99 {:.1} ms; all done in {:.1} s",
-        cpu * 100.0,
-        ttfb.len(),
-        if ttfb.is_empty() {
-            0.0
-        } else {
-            pct(&ttfb, 0.5)
-        },
-        if ttfb.is_empty() {
-            0.0
-        } else {
-            pct(&ttfb, 0.99)
-        },
-        started.elapsed().as_secs_f64()
+        "  direct to the stand-in: {} finished, {} errors; time to first byte p50 {:.1} ms, p99 {:.1} ms",
+        direct.ttfb.len(),
+        direct.errors,
+        pct_or_zero(&direct.ttfb, 0.5),
+        pct_or_zero(&direct.ttfb, 0.99)
+    );
+    let through = open_streams(addr, body, n, Some(gateway.id())).await;
+    let refused = metric_sum(addr, "deja_overload_rejections_total");
+    let per_stream_kb = (through.rss_mb - idle_rss) * 1024.0 / n as f64;
+    println!(
+        "  through deja: rss {:.0} MB with all open ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {} errors; time to first byte p50 {:.1} ms ({:+.1}), p99 {:.1} ms ({:+.1})",
+        through.rss_mb,
+        through.cpu * 100.0,
+        through.ttfb.len(),
+        through.errors,
+        pct_or_zero(&through.ttfb, 0.5),
+        pct_or_zero(&through.ttfb, 0.5) - pct_or_zero(&direct.ttfb, 0.5),
+        pct_or_zero(&through.ttfb, 0.99),
+        pct_or_zero(&through.ttfb, 0.99) - pct_or_zero(&direct.ttfb, 0.99),
     );
     let _ = gateway.kill();
     let _ = gateway.wait();
