@@ -307,7 +307,7 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     // One session and no queue at all: every lookup that finds the session busy is shed.
     let upstream = Upstream::spawn().await;
     upstream.script(std::iter::repeat_n(common::Reply::echo(), 40));
-    let extra = "[embedding]\nsessions = 1\nmax_queue_wait = \"0s\"\n";
+    let extra = "[embedding]\nsessions = 1\nmax_queue_wait = \"0s\"\nmax_lookup_wait = \"30s\"\n";
     let config = config_with_mode(&upstream.url, "semantic", extra);
     let gw = Gateway::spawn_sharing_model(config).await;
     let topics = [
