@@ -247,17 +247,22 @@ impl SemanticIndex {
             }
             (slots, inner.generation)
         };
-        let inner = self.read();
-        if inner.generation != generation {
-            // A compaction in between built its graph from these slots already.
-            return;
+        // A few dozen at a time, the read lock taken again for each: a writer (a write-back's
+        // insert) waits at most one chunk, and the searches queued behind it with it.
+        for chunk in slots.chunks(64) {
+            let inner = self.read();
+            if inner.generation != generation {
+                // A compaction in between built its graph from these slots already.
+                return;
+            }
+            let nodes: Vec<(&[f32], usize)> = chunk
+                .iter()
+                .copied()
+                .filter(|&slot| inner.slots[slot].alive)
+                .map(|slot| (inner.slots[slot].entry.vector.as_slice(), slot))
+                .collect();
+            inner.graph.parallel_insert_slice(&nodes);
         }
-        let nodes: Vec<(&[f32], usize)> = slots
-            .into_iter()
-            .filter(|&slot| inner.slots[slot].alive)
-            .map(|slot| (inner.slots[slot].entry.vector.as_slice(), slot))
-            .collect();
-        inner.graph.parallel_insert_slice(&nodes);
     }
 
     /// Removes an entry; true when it was live.

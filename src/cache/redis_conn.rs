@@ -40,12 +40,20 @@ pub struct RedisConn {
     breakers: std::sync::Arc<Breakers>,
 }
 
-/// The key a command touches (its first argument after the name), for a Cluster's breakers.
+/// The key a command touches, for a Cluster's breakers: the first argument after the name, or
+/// for `XREAD` the first after `STREAMS`.
 fn key_of(cmd: &Cmd) -> Option<&str> {
-    match cmd.args_iter().nth(1)? {
+    let text = |arg| match arg {
         redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok(),
         _ => None,
+    };
+    let mut args = cmd.args_iter();
+    let name = args.next().and_then(text)?;
+    if name.eq_ignore_ascii_case("XREAD") {
+        args.by_ref()
+            .find(|a| text(a.clone()).is_some_and(|t| t.eq_ignore_ascii_case("STREAMS")))?;
     }
+    args.next().and_then(text)
 }
 
 #[derive(Clone)]
@@ -163,8 +171,14 @@ impl RedisConn {
         for cmd in cmds {
             pipe.add_command(cmd.clone());
         }
-        self.guarded(&Node::Single, async |conn| pipe.query_async(conn).await)
-            .await
+        // A long pipeline (a rebuild's batch of entries) gets a timeout for its size.
+        let timeout = (self.timeout * (1 + cmds.len() as u32 / 50)).min(Duration::from_secs(5));
+        self.breakers.check(&Node::Single)?;
+        let result = self
+            .exec(timeout, async |conn| pipe.query_async(conn).await)
+            .await;
+        self.breakers.record(&Node::Single, &result);
+        result
     }
 
     /// Runs `pipe`, which must be atomic and touch keys of one hash slot, within the timeout.
@@ -184,11 +198,13 @@ impl RedisConn {
     ) -> Result<(), CacheError> {
         if matches!(self.backend, Backend::Cluster(_)) {
             self.transaction(pipe).await?;
-            if let Err(e) = self.each(after).await {
-                tracing::warn!(
+            match self.each(after).await {
+                // Its master is known down: counted by its breaker, not logged per write.
+                Ok(()) | Err(CacheError::Bypassed) => {}
+                Err(e) => tracing::warn!(
                     error = e.kind(),
                     "redis cluster: write done, follow-up failed"
-                );
+                ),
             }
             return Ok(());
         }
@@ -387,10 +403,16 @@ impl RedisConn {
             }
             for address in self.breakers.open_nodes() {
                 let answered = if address.is_empty() {
-                    self.exec(self.timeout, async |conn| {
-                        redis::cmd("PING").query_async::<()>(conn).await
-                    })
-                    .await
+                    match self.backend {
+                        // The Cluster as a whole (its slot map not read yet): it must serve.
+                        Backend::Cluster(_) => self.cluster_ok(self.timeout).await,
+                        _ => {
+                            self.exec(self.timeout, async |conn| {
+                                redis::cmd("PING").query_async::<()>(conn).await
+                            })
+                            .await
+                        }
+                    }
                 } else {
                     self.ping_node(&address).await
                 };
@@ -490,5 +512,26 @@ impl RedisConn {
             Ok(result) => Ok(result?),
             Err(_) => Err(CacheError::Timeout(timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn a_commands_key_is_found_for_its_breaker() {
+        let mut hget = redis::cmd("HGET");
+        hget.arg("deja:v1:sem:m:r:abc").arg("response");
+        assert_eq!(key_of(&hget), Some("deja:v1:sem:m:r:abc"));
+        let mut xread = redis::cmd("XREAD");
+        xread
+            .arg("COUNT")
+            .arg(500)
+            .arg("STREAMS")
+            .arg("deja:v1:sem-events:m")
+            .arg("$");
+        assert_eq!(key_of(&xread), Some("deja:v1:sem-events:m"));
+        assert_eq!(key_of(&redis::cmd("PING")), None);
     }
 }

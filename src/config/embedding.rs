@@ -102,6 +102,17 @@ impl EmbeddingConfig {
                 self.threads_per_session
             ));
         }
+        if self.max_lookup_wait.is_zero() {
+            errors.push(format!(
+                "{path}.max_lookup_wait must be above 0 (it bounds each lookup's embedding; 0 would shed them all)"
+            ));
+        }
+        if !(1..=100_000).contains(&self.writeback_queue) {
+            errors.push(format!(
+                "{path}.writeback_queue must be within 1..=100000, got {}",
+                self.writeback_queue
+            ));
+        }
         if !(0.0..=1.0).contains(&self.max_unknown_token_ratio) {
             errors.push(format!(
                 "{path}.max_unknown_token_ratio must be within 0..=1, got {}",

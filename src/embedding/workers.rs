@@ -36,9 +36,11 @@ impl EmbedWorkers {
                             Ok(queue) => queue.recv(),
                             Err(_) => return,
                         };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
+                        let Ok(job) = job else { return };
+                        // A panicking model call fails its own request (its sender is dropped),
+                        // not the thread: the pool keeps its size.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("an embedding panicked; its lookup goes on without it");
                         }
                     }
                 });

@@ -337,3 +337,28 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     let paraphrase = common::question("How can I change my refund settings?");
     assert_eq!(ask(&gw, &paraphrase, &[]).await.cache(), "SEMANTIC HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
+    // No lookup may wait even a millisecond for its embedding: every one is shed, and each
+    // answer's semantic entry comes from the embedding the lookup left running.
+    let upstream = Upstream::spawn().await;
+    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"1ms\"\n";
+    let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
+    for topic in ["refund", "invoice", "password", "shipping"] {
+        let text = format!("How do I change my {topic} settings?");
+        assert_eq!(
+            ask(&gw, &common::question(&text), &[]).await.cache(),
+            "MISS"
+        );
+    }
+    let stored = [
+        ("route", "default"),
+        ("tier", "semantic"),
+        ("result", "stored"),
+    ];
+    common::until_metric(&gw, "deja_cache_writes_total", &stored, 4.0).await;
+    let text = gw.scrape_metrics().await;
+    let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]);
+    assert_eq!(shed, Some(4.0), "{text}");
+}

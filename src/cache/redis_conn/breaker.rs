@@ -61,7 +61,9 @@ impl Breakers {
         }
     }
 
-    /// The breaker for `node`; a Cluster key whose master is not known yet has none.
+    /// The breaker for `node` (`None`: the single one). A Cluster key whose master is not
+    /// known (no slot map read yet) falls back to the single breaker, which then stands for the
+    /// whole Cluster.
     fn of(&self, node: &Node<'_>) -> Option<std::sync::Arc<NodeBreaker>> {
         let address = match node {
             Node::Single => return None,
@@ -82,9 +84,9 @@ impl Breakers {
 
     /// Refuses at once when `node`'s breaker is open.
     pub fn check(&self, node: &Node<'_>) -> Result<(), CacheError> {
-        let open = match node {
-            Node::Single => self.single.is_open(),
-            _ => self.of(node).is_some_and(|b| b.is_open()),
+        let open = match self.of(node) {
+            Some(b) => b.is_open(),
+            None => self.single.is_open(),
         };
         if open {
             Err(CacheError::Bypassed)
@@ -116,13 +118,9 @@ impl Breakers {
                 );
             }
         };
-        match node {
-            Node::Single => apply(&self.single),
-            _ => {
-                if let Some(b) = self.of(node) {
-                    apply(&b);
-                }
-            }
+        match self.of(node) {
+            Some(b) => apply(&b),
+            None => apply(&self.single),
         }
     }
 
@@ -134,13 +132,9 @@ impl Breakers {
                 tracing::info!("redis answered again: breaker closed, the cache is back");
             }
         };
-        match node {
-            Node::Single => close(&self.single),
-            _ => {
-                if let Some(b) = self.of(node) {
-                    close(&b);
-                }
-            }
+        match self.of(node) {
+            Some(b) => close(&b),
+            None => close(&self.single),
         }
     }
 
@@ -172,6 +166,9 @@ impl Breakers {
             for (_, _, address) in &ranges {
                 nodes.entry(address.clone()).or_default();
             }
+            // A master that no longer owns slots (failed over, replaced) is no longer asked:
+            // its breaker goes, or it would stay open, and probed, for ever.
+            nodes.retain(|address, _| ranges.iter().any(|(_, _, a)| a == address));
         }
         if let Ok(mut slots) = self.slots.write() {
             *slots = ranges;
@@ -290,5 +287,23 @@ mod tests {
         assert_eq!(b.open_nodes(), vec!["b:2".to_owned()]);
         b.close(&Node::Address("b:2"));
         assert!(b.check(&Node::Key(on_b)).is_ok());
+        // b fails over to c: b's breaker, open or not, goes with its slots.
+        b.record(&Node::Key(on_b), &timeout);
+        b.record(&Node::Key(on_b), &timeout);
+        b.set_slots(vec![(0, 8191, "a:1".into()), (8192, 16383, "c:3".into())]);
+        assert!(b.open_nodes().is_empty());
+        assert!(b.check(&Node::Key(on_b)).is_ok());
+    }
+
+    #[test]
+    fn before_the_slot_map_is_read_a_cluster_has_one_breaker() {
+        let b = Breakers::new(2);
+        let timeout: Result<(), CacheError> = Err(CacheError::Timeout(Duration::from_millis(1)));
+        b.record(&Node::Key("foo"), &timeout);
+        b.record(&Node::Key("bar"), &timeout);
+        assert!(
+            b.check(&Node::Key("baz")).is_err(),
+            "a Cluster never read is bypassed"
+        );
     }
 }
