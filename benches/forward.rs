@@ -4,7 +4,7 @@
 //! private redis-server; the real model from models/).
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
-//! stream,semantic, BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS,
+//! stream,semantic,new_off,new (every question new, cache off then semantic on), BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS,
 //! BENCH_BASELINE_BIN=path of another `deja` build, run after each scenario in the same harness
 //! so the two are compared side by side).
 //! The `soak` scenario (not run by default; BENCH_SOAK_SECS, default 180) asks a fixed pool of
@@ -41,6 +41,33 @@ const BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","conten
 const STREAM_BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2,"stream":true}"#;
 const PARAPHRASE: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What is the purpose of an AI gateway?"}],"temperature":0.2}"#;
 
+/// Every request a question never asked before (ten-odd natural words each), as most traffic is.
+fn new_questions() -> Bodies {
+    static POOL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let topics = [
+            "refund",
+            "invoice",
+            "password",
+            "shipping",
+            "API key",
+            "rate limit",
+        ];
+        (0..400_000)
+            .map(|i| {
+                let q = format!(
+                    "Could you explain how the {} works for customer account {i} this week?",
+                    topics[i % topics.len()]
+                );
+                format!(
+                    r#"{{"model":"yi-lightning","messages":[{{"role":"user","content":"{q}"}}]}}"#
+                )
+            })
+            .collect()
+    });
+    Bodies::Pool(pool)
+}
+
 /// The gateway under test: (binary, label suffix).
 type Build<'a> = (&'a str, &'a str);
 
@@ -54,11 +81,13 @@ async fn scenario(
 ) {
     let redis = redis_server::RedisServer::start();
     let mut env = vec![("DEJA__REDIS__URL", redis.url.clone())];
-    let (mode, body, label) = match name {
-        "forward" => ("off", BODY, "through deja (cache off)"),
-        "exact" => ("simple", BODY, "exact hits (Redis)"),
-        "stream" => ("simple", STREAM_BODY, "exact hits as streams"),
-        _ => ("semantic", PARAPHRASE, "semantic hits (Redis)"),
+    let (mode, body, label): (&str, Bodies, &str) = match name {
+        "forward" => ("off", BODY.into(), "through deja (cache off)"),
+        "exact" => ("simple", BODY.into(), "exact hits (Redis)"),
+        "stream" => ("simple", STREAM_BODY.into(), "exact hits as streams"),
+        "new_off" => ("off", new_questions(), "new questions, cache off"),
+        "new" => ("semantic", new_questions(), "new questions, semantic on"),
+        _ => ("semantic", PARAPHRASE.into(), "semantic hits (Redis)"),
     };
     env.push(("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()));
     env.push((
@@ -99,7 +128,11 @@ async fn scenario(
     }
     // What the cache did, from the gateway's own counters: the scenario measured what it says.
     for line in get(gw_addr, "/metrics").lines() {
-        if line.starts_with("deja_cache_lookups_total") && line.contains("result=\"hit\"") {
+        let lookups = line.starts_with("deja_cache_lookups_total")
+            && ["hit", "miss", "shed"]
+                .iter()
+                .any(|r| line.contains(&format!("result=\"{r}\"")));
+        if lookups || line.starts_with("deja_semantic_shed_total") {
             println!("  {line}");
         }
     }
@@ -170,7 +203,7 @@ fn main() {
     let secs = env_or("BENCH_SECS", DEFAULT_SECS);
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
     let scenarios = std::env::var("BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "forward,exact,stream,semantic".to_owned());
+        .unwrap_or_else(|_| "forward,exact,stream,semantic,new_off,new".to_owned());
     let duration = Duration::from_secs(secs);
     // The harness (load + stand-in) shares the machine's 2 cores with the gateway process.
     let rt = tokio::runtime::Builder::new_multi_thread()
