@@ -63,10 +63,13 @@ impl EmbedWorkers {
     ) -> Result<(Result<Vec<Embedded>, EmbedError>, std::time::Duration), EmbedError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _held = held;
             let ran = std::time::Instant::now();
             let embedded = embedder.embed_blocking(&[&text]);
-            let _ = done.send((embedded, ran.elapsed()));
+            let ran = ran.elapsed();
+            // Freed before the answer goes: a low-priority thread may wait long for the CPU
+            // after it, and the session would look busy to every lookup meanwhile.
+            drop(held);
+            let _ = done.send((embedded, ran));
         });
         self.jobs
             .lock()

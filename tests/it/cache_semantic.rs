@@ -335,7 +335,14 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     ];
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 16.0).await;
     let paraphrase = common::question("How can I change my refund settings?");
-    assert_eq!(ask(&gw, &paraphrase, &[]).await.cache(), "SEMANTIC HIT");
+    let reply = ask(&gw, &paraphrase, &[]).await;
+    assert_eq!(
+        reply.cache(),
+        "SEMANTIC HIT",
+        "{:?}\n{}",
+        reply.headers,
+        gw.scrape_metrics().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
