@@ -87,7 +87,7 @@ impl Store {
         let slug = slug.map_or_else(|| slug_for(name), str::to_owned);
         let id = format!("cfg_{}", random_hex(8));
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO configs (id, slug, name, tenant, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)")
             .bind(&id)
             .bind(&slug)
@@ -161,7 +161,7 @@ impl Store {
         let current = self.config(tenant, slug, None).await?;
         let body = body.unwrap_or(&current.config);
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let seq: i64 =
             sqlx::query("SELECT MAX(seq) AS seq FROM config_versions WHERE config_id = $1")
                 .bind(&current.id)

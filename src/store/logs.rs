@@ -114,7 +114,7 @@ fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
 impl Store {
     /// Writes `rows` in one transaction.
     pub async fn insert_logs(&self, rows: &[LogRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in rows {
             sqlx::query(&format!(
                 "INSERT INTO request_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, -1.0), $10, $11, $12, $13, $14, $15, \

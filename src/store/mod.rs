@@ -96,6 +96,19 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at its start
+    /// (`BEGIN IMMEDIATE`): a deferred one that reads first fails at once with `SQLITE_BUSY`,
+    /// whatever the busy timeout, when another writer (the request log's, say) committed in
+    /// between, and an admin's update would answer 503.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Marks the live row of `table` named `slug` in `tenant` deleted and renames its slug, so the slug is
     /// free for a new row; `also` sets more columns (such as erasing a secret). `what` names the
     /// row in a not-found error.

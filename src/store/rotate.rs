@@ -64,7 +64,7 @@ impl Store {
     /// Opens every sealed value under `old` and seals it under `new`, all or nothing.
     pub async fn reseal(&self, old: &Sealer, new: &Sealer) -> Result<Resealed, RotateError> {
         let mut done = Resealed::default();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let keys = sqlx::query("SELECT id, sealed FROM virtual_keys")
             .fetch_all(&mut *tx)
             .await?;
