@@ -29,8 +29,8 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Bodies, Report, WARMUP, connection_loop, env_or, get, load, models, pct, print, rss_mb,
-    spawn_gateway,
+    Bodies, Report, WARMUP, connection_loop, env_or, get, load, metric_sum, models, pct, print,
+    rss_mb, spawn_gateway,
 };
 
 const DEFAULT_SECS: u64 = 10;
@@ -181,11 +181,7 @@ async fn soak(stand_in: &upstream::Upstream, conns: usize) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(secs) {
         let r = load(addr, Bodies::Pool(pool), conns, Duration::from_secs(10)).await;
-        let entries: f64 = get(addr, "/metrics")
-            .lines()
-            .filter(|l| l.starts_with("deja_semantic_index_entries{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let entries = metric_sum(addr, "deja_semantic_index_entries{", &[]);
         println!(
             "  t={:>4}s {:>7.0} req/s  p99 {:>7.3} ms  errors {:>3}  rss {:>6.1} MB  entries {entries}",
             started.elapsed().as_secs(),
@@ -205,13 +201,7 @@ fn main() {
     let scenarios = std::env::var("BENCH_SCENARIOS")
         .unwrap_or_else(|_| "forward,exact,stream,semantic,new_off,new".to_owned());
     let duration = Duration::from_secs(secs);
-    // The harness (load + stand-in) shares the machine's 2 cores with the gateway process.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    harness::runtime().block_on(async {
         let stand_in = upstream::Upstream::spawn_quiet().await;
         println!(
             "{conns} connections, {secs}s per run, after {}s warm-up",

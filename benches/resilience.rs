@@ -41,7 +41,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use harness::{Bodies, connection_loop, env_or, get, load, models, pct, print, rss_mb};
+use harness::{Bodies, connection_loop, env_or, get, load, metric_sum, models, pct, print, rss_mb};
 
 /// One request of a timeline.
 struct Sample {
@@ -125,7 +125,7 @@ async fn timeline(
     pool: &'static [String],
     conns: usize,
     secs: u64,
-    faults: Vec<(u64, Box<dyn FnOnce()>)>,
+    faults: Vec<(u64, Fault)>,
 ) -> Vec<Sample> {
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
@@ -215,20 +215,10 @@ async fn redis_outage(stand_in: &upstream::Upstream, conns: usize) {
     );
     let redis = Arc::new(Mutex::new(redis::RedisServer::start()));
     let url = redis.lock().unwrap().url.clone();
-    let mut env = gateway_env(&url, "simple");
-    env.push(("DEJA__EMBEDDING__ENABLED", "false".to_owned()));
-    let (mut gateway, addr) =
-        harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
-    let pool = bodies(500, "outage");
-    let warm = Instant::now() + Duration::from_secs(3);
-    let _ = connection_loop(addr, Bodies::Pool(pool), warm).await;
     let (down, up) = (Arc::clone(&redis), Arc::clone(&redis));
-    let stop: Box<dyn FnOnce()> = Box::new(move || down.lock().unwrap().stop());
-    let start: Box<dyn FnOnce()> = Box::new(move || up.lock().unwrap().restart());
-    let samples = timeline(addr, pool, conns, 20, vec![(6, stop), (12, start)]).await;
-    report_timeline(&samples, 20, (6, 12));
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    let stop: Fault = Box::new(move || down.lock().unwrap().stop());
+    let start: Fault = Box::new(move || up.lock().unwrap().restart());
+    outage(stand_in, conns, &url, (stop, start)).await;
 }
 
 async fn cluster_master(stand_in: &upstream::Upstream, conns: usize) {
@@ -237,16 +227,30 @@ async fn cluster_master(stand_in: &upstream::Upstream, conns: usize) {
     );
     let cluster = Arc::new(Mutex::new(redis_topology::RedisCluster::start()));
     let url = cluster.lock().unwrap().url.clone();
-    let mut env = gateway_env(&url, "simple");
+    let (down, up) = (Arc::clone(&cluster), Arc::clone(&cluster));
+    let stop: Fault = Box::new(move || down.lock().unwrap().nodes[2].stop());
+    let start: Fault = Box::new(move || up.lock().unwrap().nodes[2].restart());
+    outage(stand_in, conns, &url, (stop, start)).await;
+}
+
+/// Something done to Redis in the middle of a timeline.
+type Fault = Box<dyn FnOnce()>;
+
+/// Exact hits from a gateway on the Redis at `url`, warmed up, then 20 s with `stop` at 6 s and
+/// `start` at 12 s, reported second by second.
+async fn outage(
+    stand_in: &upstream::Upstream,
+    conns: usize,
+    url: &str,
+    (stop, start): (Fault, Fault),
+) {
+    let mut env = gateway_env(url, "simple");
     env.push(("DEJA__EMBEDDING__ENABLED", "false".to_owned()));
     let (mut gateway, addr) =
         harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
-    let pool = bodies(500, "cluster");
+    let pool = bodies(500, "outage");
     let warm = Instant::now() + Duration::from_secs(3);
     let _ = connection_loop(addr, Bodies::Pool(pool), warm).await;
-    let (down, up) = (Arc::clone(&cluster), Arc::clone(&cluster));
-    let stop: Box<dyn FnOnce()> = Box::new(move || down.lock().unwrap().nodes[2].stop());
-    let start: Box<dyn FnOnce()> = Box::new(move || up.lock().unwrap().nodes[2].restart());
     let samples = timeline(addr, pool, conns, 20, vec![(6, stop), (12, start)]).await;
     report_timeline(&samples, 20, (6, 12));
     let _ = gateway.kill();
@@ -273,14 +277,6 @@ fn semantic_gateway(
     }
     let (gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), &provider.url, &env);
     (gateway, addr, redis)
-}
-
-fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
-    get(addr, "/metrics")
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn shed() {
@@ -334,14 +330,12 @@ async fn shed() {
             r.pct(0.50) - alone.pct(0.50),
             r.pct(0.99) - alone.pct(0.99),
             r.pct(0.99) - off.pct(0.99),
-            metric_sum(addr, "deja_semantic_shed_total"),
-            get(addr, "/metrics")
-                .lines()
-                .filter(|l| l.starts_with("deja_cache_writes_total")
-                    && l.contains("tier=\"semantic\"")
-                    && l.contains("result=\"stored\""))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
+            metric_sum(addr, "deja_semantic_shed_total", &[]),
+            metric_sum(
+                addr,
+                "deja_cache_writes_total",
+                &["tier=\"semantic\"", "result=\"stored\""]
+            )
         );
         let _ = gw.kill();
         let _ = gw.wait();
@@ -426,7 +420,7 @@ async fn restart() {
         "  serving (exact tier and forwarding) after {:.2} s; semantic tier after {:.1} s; {} entries indexed; rss {:.0} MB",
         serving.as_secs_f64(),
         semantic.as_secs_f64(),
-        metric_sum(addr, "deja_semantic_index_entries"),
+        metric_sum(addr, "deja_semantic_index_entries", &[]),
         rss_mb(gateway.id())
     );
     let _ = gateway.kill();
@@ -436,12 +430,7 @@ async fn restart() {
 /// The streams scenario's provider, in a process of its own (its sockets would crowd the
 /// harness's): every call a stream of ten chunks, one a second. Prints its URL, then serves.
 fn streams_stand_in(chunks: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    harness::runtime().block_on(async {
         let provider = upstream::Upstream::spawn_quiet().await;
         let mut events: Vec<String> = (0..chunks)
             .map(|i| {
@@ -615,7 +604,7 @@ async fn streams() {
         pct_or_zero(&direct.ttfb, 0.99)
     );
     let through = open_streams(addr, body, n, Some(gateway.id())).await;
-    let refused = metric_sum(addr, "deja_overload_rejections_total");
+    let refused = metric_sum(addr, "deja_overload_rejections_total", &[]);
     let per_stream_kb = (through.rss_mb - idle_rss) * 1024.0 / n as f64;
     println!(
         "  through deja: rss {:.0} MB with all open ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {} errors; time to first byte p50 {:.1} ms ({:+.1}), p99 {:.1} ms ({:+.1})",
@@ -641,12 +630,7 @@ fn main() {
     let conns = env_or("BENCH_CONNS", 32usize);
     let scenarios = std::env::var("BENCH_SCENARIOS")
         .unwrap_or_else(|_| "redis_outage,cluster_master,shed,restart,streams".to_owned());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    harness::runtime().block_on(async {
         let stand_in = upstream::Upstream::spawn_quiet().await;
         for name in scenarios.split(',') {
             match name.trim() {

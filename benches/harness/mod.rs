@@ -246,3 +246,23 @@ pub fn rss_mb(pid: u32) -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// The harness's own runtime: one worker thread, since the load and the stand-in share the
+/// machine's cores with the gateway under test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The sum of the gateway's samples of metric `name` whose labels hold every one of `labels`
+/// (such as `tier="semantic"`).
+pub fn metric_sum(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    get(addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

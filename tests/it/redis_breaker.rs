@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::common::redis::RedisServer;
 use crate::common::{
-    Gateway, Reply, Upstream, ask, config, eventually, metric, question, readiness, until_metric,
+    Gateway, Reply, Upstream, ask, config, metric, question, readiness, until_metric,
+    until_redis_ok,
 };
 
 fn lookups(text: &str, result: &str) -> f64 {
@@ -77,15 +78,7 @@ async fn a_dead_redis_is_bypassed_at_once_and_used_again_when_it_answers() {
 
     // Back: the probe closes the breaker and the cache serves again.
     redis.restart();
-    eventually("the breaker to close", Duration::from_secs(5), || async {
-        let (_, checks) = readiness(&gw).await;
-        if checks["checks"]["redis"] == "ok" {
-            Ok(())
-        } else {
-            Err(checks)
-        }
-    })
-    .await;
+    until_redis_ok(&gw, "the breaker to close", Duration::from_secs(5)).await;
     let text = gw.scrape_metrics().await;
     assert_eq!(metric(&text, "deja_redis_breaker_open", &[]), Some(0.0));
     assert_eq!(

@@ -203,19 +203,8 @@ async fn sentinel_moves_writes_to_the_promoted_replica() {
     // Its first command after the switch makes a connection: wait until the gateway reaches the
     // new master (what /readyz checks) before asking, so a slow connect on a busy machine is not
     // mistaken for a lost entry.
-    eventually(
-        "the gateway to reach the new master",
-        Duration::from_secs(10),
-        || async {
-            let (_, checks) = readiness(&gw).await;
-            if checks["checks"]["redis"] == "ok" {
-                Ok(())
-            } else {
-                Err(checks)
-            }
-        },
-    )
-    .await;
+    let reached = "the gateway to reach the new master";
+    common::until_redis_ok(&gw, reached, Duration::from_secs(10)).await;
     assert_eq!(
         cache_of(&gw, QUESTIONS[0]).await,
         "HIT",

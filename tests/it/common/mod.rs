@@ -327,6 +327,19 @@ pub async fn readiness(at: &(impl Endpoint + ?Sized)) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
+/// Waits (up to `within`, naming `what`) until `/readyz` at `at` says Redis answers.
+pub async fn until_redis_ok(at: &(impl Endpoint + ?Sized), what: &str, within: Duration) {
+    eventually(what, within, || async {
+        let (_, checks) = readiness(at).await;
+        if checks["checks"]["redis"] == "ok" {
+            Ok(())
+        } else {
+            Err(checks)
+        }
+    })
+    .await;
+}
+
 /// A minimal chat completion body asking `text`.
 pub fn question(text: &str) -> Value {
     json!({
