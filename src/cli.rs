@@ -40,9 +40,10 @@ pub enum Command {
         /// JSONL of prompts in arrival order: hit rate per threshold and guard set.
         #[arg(long)]
         replay: Option<PathBuf>,
-        /// Highest share of look-alike traps served that a threshold may have.
-        #[arg(long, default_value_t = 0.02)]
-        max_wrong: f32,
+        /// Highest share of look-alike traps served: the verifier's operating point (default the
+        /// route's `cache.max_wrong`) and the bound the threshold sweep chooses by (default 0.02).
+        #[arg(long)]
+        max_wrong: Option<f32>,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -52,6 +53,12 @@ pub enum Command {
         /// Write the chosen threshold into this route of the config file.
         #[arg(long, requires = "pairs")]
         write_route: Option<String>,
+    },
+    /// Train the semantic hit verifier on labelled pairs and write its weights.
+    Verifier {
+        /// What to do.
+        #[command(subcommand)]
+        action: VerifierAction,
     },
     /// Issue, list and revoke API keys (stored as hashes in `[store]`).
     Keys {
@@ -74,6 +81,28 @@ pub enum Command {
         /// Config file; default `./deja.toml` when present, else embedded defaults.
         #[arg(long, env = "DEJA_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// `deja verifier ...`.
+#[derive(Debug, Subcommand)]
+pub enum VerifierAction {
+    /// Fit the verifier on labelled pairs (`{"a","b","same_answer","lang","topic"}` per line)
+    /// with the configured model, calibrate it by topic, and write the weights with the
+    /// training data's hash.
+    Train {
+        /// Config file; default `./deja.toml` when present, else embedded defaults.
+        #[arg(long, env = "DEJA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Labelled pair files (give several).
+        #[arg(long, required = true, num_args = 1..)]
+        pairs: Vec<PathBuf>,
+        /// Lowest cosine of a candidate the verifier is trained and calibrated on.
+        #[arg(long, default_value_t = 0.80)]
+        floor: f32,
+        /// Where to write the weights; default the config's `[embedding] verifier` path.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

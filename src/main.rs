@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use deja::cli::{Cli, Command, SecretKeyAction};
+use deja::cli::{Cli, Command, SecretKeyAction, VerifierAction};
 use deja::eval::command::EvalArgs;
 use deja::{Config, telemetry};
 
@@ -43,6 +43,20 @@ fn main() -> ExitCode {
             };
             print_or_fail(deja::eval::command::run(&args))
         }
+        Command::Verifier {
+            action:
+                VerifierAction::Train {
+                    config,
+                    pairs,
+                    floor,
+                    out,
+                },
+        } => print_or_fail(deja::eval::command::train(
+            config.as_deref(),
+            &pairs,
+            floor,
+            out.as_deref(),
+        )),
         Command::SecretKey { action: None } => {
             println!("{}", deja::store::secret_file::fresh_key());
             ExitCode::SUCCESS

@@ -9,6 +9,7 @@ pub mod index;
 pub mod key;
 pub mod redis_conn;
 pub mod semantic;
+pub mod verifier;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -32,6 +32,11 @@ pub struct RouteCacheConfig {
     pub ttl: Duration,
     /// Lowest cosine similarity (0..1) that counts as a semantic hit; default per model.
     pub similarity_threshold: Option<f32>,
+    /// Share (0..1) of look-alike questions (same wording, another answer) this route accepts
+    /// being served a cached answer: the hit verifier's operating point, calibrated on held-out
+    /// labelled pairs. Default 0.01. Without a verifier, `similarity_threshold` and `guards`
+    /// decide instead.
+    pub max_wrong: f32,
     /// Most semantic entries this route keeps; the least recently used go first. Default 100000.
     pub max_entries: usize,
     /// Checks a semantic hit must pass beyond the threshold; default all:
@@ -58,6 +63,7 @@ impl Default for RouteCacheConfig {
             mode: None,
             ttl: Duration::from_secs(3600),
             similarity_threshold: None,
+            max_wrong: 0.01,
             max_entries: 100_000,
             guards: Guard::all(),
             verify_sample_rate: 0.0,
@@ -96,6 +102,12 @@ impl RouteCacheConfig {
         {
             errors.push(format!(
                 "{path}.similarity_threshold must be within 0..=1, got {t}"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_wrong) {
+            errors.push(format!(
+                "{path}.max_wrong must be within 0..=1, got {}",
+                self.max_wrong
             ));
         }
         if self.max_entries == 0 {

@@ -41,6 +41,9 @@ pub struct EmbeddingConfig {
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime shared library; default `models/lib/libonnxruntime.so`.
     pub onnxruntime_lib: PathBuf,
+    /// The hit verifier's weights (`deja verifier train`); default
+    /// `models/verifier/{model}.json`. Without the file, routes fall back to their guards.
+    pub verifier: Option<PathBuf>,
     /// Model sessions, i.e. prompts embedded at once on the blocking pool; default 2.
     pub sessions: usize,
     /// Threads inside each session; default 1 (measured best on 2 cores under load).
@@ -71,6 +74,7 @@ impl Default for EmbeddingConfig {
             model: ModelName::MultilingualE5Small,
             model_dir: None,
             onnxruntime_lib: PathBuf::from("models/lib/libonnxruntime.so"),
+            verifier: None,
             sessions: 2,
             threads_per_session: 1,
             max_unknown_token_ratio: 0.5,
@@ -87,6 +91,13 @@ impl EmbeddingConfig {
         self.model_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("models").join(self.model.slug()))
+    }
+
+    /// Where the verifier's weights are read from.
+    pub fn verifier_path(&self) -> PathBuf {
+        self.verifier.clone().unwrap_or_else(|| {
+            PathBuf::from("models/verifier").join(format!("{}.json", self.model.slug()))
+        })
     }
 
     pub(super) fn validate(&self, path: &str, errors: &mut Vec<String>) {

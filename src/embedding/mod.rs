@@ -2,7 +2,10 @@
 //! (prefix, default threshold), and the fastembed/ONNX implementation in `onnx`.
 
 pub mod onnx;
+pub mod tokens;
 pub mod workers;
+
+pub use tokens::TokenStates;
 
 use crate::config::ModelName;
 
@@ -27,6 +30,8 @@ pub struct Embedded {
     pub vector: Vec<f32>,
     /// Share of the prompt's tokens the model does not know (0..1).
     pub unknown_ratio: f32,
+    /// Each word piece's state before pooling (empty from embedders that give none).
+    pub tokens: TokenStates,
 }
 
 /// Turns prompts into L2-normalised vectors. Implementations run on a blocking pool.

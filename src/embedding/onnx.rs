@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+    InitOptionsUserDefined, OutputKey, Pooling, TextEmbedding, TokenizerFiles,
+    UserDefinedEmbeddingModel,
 };
 
-use super::{EmbedError, Embedded, Embedder, normalize};
+use super::{EmbedError, Embedded, Embedder, TokenStates, normalize};
 use crate::config::{EmbeddingConfig, ModelName};
+
+/// The output holding each token's state, as fastembed names it for BERT-like encoders.
+const OUTPUTS: [OutputKey; 2] = [OutputKey::OnlyOne, OutputKey::ByName("last_hidden_state")];
 
 const FETCH_HINT: &str = "run models/fetch.sh from the repository root (or set [embedding] model_dir / onnxruntime_lib, or [embedding] enabled = false to run without semantic caching)";
 
@@ -20,6 +24,8 @@ pub struct OnnxEmbedder {
     model: ModelName,
     dim: usize,
     unk_id: Option<u32>,
+    /// Word pieces of the model's prefix (`query: `), which every input starts with.
+    prefix_pieces: usize,
     sessions: Vec<Mutex<TextEmbedding>>,
     next: AtomicUsize,
 }
@@ -61,10 +67,18 @@ impl OnnxEmbedder {
             (Some(token), Some(s)) => lock(s).tokenizer.token_to_id(token),
             _ => None,
         };
+        let prefix_pieces = match sessions.first() {
+            Some(s) if !config.model.prefix().is_empty() => lock(s)
+                .tokenizer
+                .encode(config.model.prefix().trim_end(), false)
+                .map_or(0, |e| e.get_ids().len()),
+            _ => 0,
+        };
         let mut embedder = Self {
             model: config.model,
             dim: 0,
             unk_id,
+            prefix_pieces,
             sessions,
             next: AtomicUsize::new(0),
         };
@@ -73,6 +87,68 @@ impl OnnxEmbedder {
             .first()
             .map_or(0, |e| e.vector.len());
         Ok(embedder)
+    }
+
+    /// Mean-pools one prompt's states over its mask (as fastembed's mean pooling does) and
+    /// keeps the states of its own word pieces for the verifier.
+    fn embedded<'v>(
+        &self,
+        session: &TextEmbedding,
+        text: &str,
+        mask: &[bool],
+        row: impl Fn(usize) -> &'v [f32],
+        dim: usize,
+    ) -> Embedded {
+        let mut vector = vec![0f32; dim];
+        let live: Vec<usize> = (0..mask.len()).filter(|t| mask[*t]).collect();
+        for t in &live {
+            vector.iter_mut().zip(row(*t)).for_each(|(v, x)| *v += x);
+        }
+        vector
+            .iter_mut()
+            .for_each(|v| *v /= live.len().max(1) as f32);
+        normalize(&mut vector);
+        Embedded {
+            vector,
+            unknown_ratio: self.unknown_ratio(session, text),
+            tokens: self.pieces(session, text, &live, row, dim),
+        }
+    }
+
+    /// The states of the prompt's own pieces: the sequence's first and last (special) tokens
+    /// and the model's prefix are left out.
+    fn pieces<'v>(
+        &self,
+        session: &TextEmbedding,
+        text: &str,
+        live: &[usize],
+        row: impl Fn(usize) -> &'v [f32],
+        dim: usize,
+    ) -> TokenStates {
+        let Ok(encoding) = session.tokenizer.encode(text, false) else {
+            return TokenStates::default();
+        };
+        let skip = 1 + self.prefix_pieces;
+        let pieces = encoding.get_tokens();
+        let positions = live
+            .iter()
+            .skip(skip)
+            .take(live.len().saturating_sub(skip + 1));
+        let mut states = TokenStates {
+            dim,
+            ..TokenStates::default()
+        };
+        // Pieces of the text alone and of the prefixed text differ only at the seam, if at all;
+        // a count that disagrees leaves the flags of the last pieces unread (never misaligned).
+        for (i, t) in positions.enumerate() {
+            let mut state = row(*t).to_vec();
+            normalize(&mut state);
+            states.rows.extend(state);
+            states
+                .flags
+                .push(pieces.get(i).map_or(0, |p| TokenStates::flags_of(p)));
+        }
+        states
     }
 
     fn unknown_ratio(&self, session: &TextEmbedding, text: &str) -> f32 {
@@ -89,26 +165,46 @@ impl OnnxEmbedder {
 
 impl Embedder for OnnxEmbedder {
     fn embed_blocking(&self, texts: &[&str]) -> Result<Vec<Embedded>, EmbedError> {
-        let session = self.acquire();
+        let mut session = self.acquire();
         let prefixed: Vec<String> = texts
             .iter()
             .map(|t| format!("{}{t}", self.model.prefix()))
             .collect();
-        let mut session = session;
-        let vectors = session
-            .embed(&prefixed, None)
-            .map_err(|e| EmbedError::Inference(e.to_string()))?;
-        Ok(vectors
-            .into_iter()
-            .zip(texts)
-            .map(|(mut vector, text)| {
-                normalize(&mut vector);
-                Embedded {
-                    vector,
-                    unknown_ratio: self.unknown_ratio(&session, text),
-                }
-            })
-            .collect())
+        let failed = |e: fastembed::Error| EmbedError::Inference(e.to_string());
+        let batches = session
+            .transform(&prefixed, None)
+            .map_err(failed)?
+            .into_raw();
+        let mut out = Vec::with_capacity(texts.len());
+        let keys: &[OutputKey] = &OUTPUTS;
+        for batch in &batches {
+            let states = batch
+                .select_output(&keys)
+                .map_err(failed)?
+                .as_standard_layout()
+                .into_owned();
+            let shape = states.shape().to_vec();
+            let [rows, seq, dim] = shape[..] else {
+                return Err(EmbedError::Inference(format!(
+                    "the model gave states of shape {shape:?}, not [batch, tokens, dim]"
+                )));
+            };
+            let values = states.as_slice().unwrap_or_default();
+            for r in 0..rows {
+                let text = texts.get(out.len()).copied().unwrap_or_default();
+                let mask: Vec<bool> = (0..seq)
+                    .map(|t| {
+                        batch
+                            .attention_mask_array
+                            .get((r, t))
+                            .is_some_and(|m| *m != 0)
+                    })
+                    .collect();
+                let row = |t: usize| &values[(r * seq + t) * dim..(r * seq + t + 1) * dim];
+                out.push(self.embedded(&session, text, &mask, row, dim));
+            }
+        }
+        Ok(out)
     }
 
     fn dim(&self) -> usize {

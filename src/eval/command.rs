@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::pairs::{self, Judged, Rates};
 use super::report::{self, GroupSweep};
-use super::{EvalError, replay, thresholds};
+use super::{EvalError, replay, thresholds, verified};
+use crate::cache::verifier::Verifier;
 use crate::config::{Config, DEFAULT_CONFIG_FILE};
 use crate::embedding::onnx::OnnxEmbedder;
 
@@ -23,8 +24,8 @@ pub struct EvalArgs {
     pub pairs: Option<PathBuf>,
     /// Prompt log to replay.
     pub replay: Option<PathBuf>,
-    /// Highest acceptable share of traps served.
-    pub max_wrong: f32,
+    /// Highest acceptable share of traps served (default: the route's, and 0.02 for the sweep).
+    pub max_wrong: Option<f32>,
     /// Print JSON instead of tables.
     pub json: bool,
     /// Draw served and wrong against the threshold into this PNG.
@@ -74,15 +75,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
         anyhow::bail!("give --pairs FILE or --replay FILE");
     };
     let labelled = pairs::parse(&display(path), &read(path)?)?;
+    let verified = verifier_report(&config, route, &embedder, &labelled, args.max_wrong)?;
     let bar = progress(labelled.len() * 2, "embedding pairs");
     let judged = pairs::judge_all(&embedder, &guards, max_unknown, &labelled, |n| {
         bar.set_position(n as u64)
     })?;
     bar.finish_and_clear();
-    let (groups, chosen) = sweep_groups(&judged, args.max_wrong);
+    let max_wrong = args.max_wrong.unwrap_or(0.02);
+    let (groups, chosen) = sweep_groups(&judged, max_wrong);
     let mut out = String::new();
     if let Some(plot) = &args.plot {
-        report::plot(plot, &groups, chosen, args.max_wrong)?;
+        report::plot(plot, &groups, chosen, max_wrong)?;
     }
     if let (Some(name), Some(threshold)) = (&args.write_route, chosen) {
         let file = args
@@ -100,23 +103,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
         return Ok(json!({
             "model": config.embedding.model.slug(),
             "guards": replay::label(&guards),
-            "max_wrong": args.max_wrong,
+            "max_wrong": max_wrong,
             "chosen_threshold": chosen,
             "groups": groups,
             "at_chosen_by_category": by_category.iter().map(|(g, r)| json!({"group": g, "rates": r})).collect::<Vec<_>>(),
         })
         .to_string());
     }
-    out.insert_str(0, &format!("{header}, {} pairs\n\n", judged.len()));
+    out.insert_str(
+        0,
+        &format!("{header}, {} pairs\n\n{verified}\n", judged.len()),
+    );
     for group in &groups {
-        out.push_str(&report::sweep_table(group, args.max_wrong));
+        out.push_str(&report::sweep_table(group, max_wrong));
         out.push('\n');
     }
     match chosen {
         Some(t) => {
             out.push_str(&format!(
                 "chosen threshold (every language within max wrong {}): {t:.2}\n",
-                args.max_wrong
+                max_wrong
             ));
             for (group, rates) in category_lines(&judged, Some(t)) {
                 out.push_str(&report::summary_line(&group, &rates));
@@ -125,10 +131,65 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
         }
         None => out.push_str(&format!(
             "no threshold keeps every language within max wrong {}\n",
-            args.max_wrong
+            max_wrong
         )),
     }
     Ok(out)
+}
+
+/// The verifier's figures on `labelled` at the route's operating point, beside the old rule's;
+/// a note instead when no verifier is loaded.
+fn verifier_report(
+    config: &Config,
+    route: &crate::config::RouteConfig,
+    embedder: &OnnxEmbedder,
+    labelled: &[(super::Prompt, super::Prompt, pairs::Labels)],
+    max_wrong: Option<f32>,
+) -> Result<String, EvalError> {
+    let path = config.embedding.verifier_path();
+    let verifier = match Verifier::load(&path, config.embedding.model.slug()) {
+        Ok(v) => v,
+        Err(e) => return Ok(format!("no verifier: {e}\n")),
+    };
+    let bar = progress(labelled.len() * 2, "embedding pairs (verifier)");
+    let featured = verified::featurize(
+        embedder,
+        config.embedding.max_unknown_token_ratio,
+        labelled,
+        |n| bar.set_position(n as u64),
+    )?;
+    bar.finish_and_clear();
+    let floor = route.cache.similarity_threshold.unwrap_or(verifier.floor());
+    let old = verified::Rule::Guards {
+        threshold: config.embedding.model.default_threshold(),
+        guards: &route.cache.guards,
+    };
+    Ok(verified::report(
+        &featured,
+        &verifier,
+        floor,
+        max_wrong.unwrap_or(route.cache.max_wrong),
+        old,
+    ))
+}
+
+/// `deja verifier train`.
+pub fn train(
+    config: Option<&Path>,
+    files: &[PathBuf],
+    floor: f32,
+    out: Option<&Path>,
+) -> anyhow::Result<String> {
+    let config = Config::load(config)?;
+    let embedder = OnnxEmbedder::load(&config.embedding)?;
+    let out = out.map_or_else(|| config.embedding.verifier_path(), Path::to_path_buf);
+    Ok(verified::train_files(
+        &embedder,
+        config.embedding.max_unknown_token_ratio,
+        files,
+        floor,
+        &out,
+    )?)
 }
 
 /// Sweeps all pairs and each language; the chosen threshold is the lowest one at which every

@@ -6,6 +6,7 @@ pub mod command;
 pub mod pairs;
 pub mod replay;
 pub mod report;
+pub mod verified;
 
 use serde_json::{Value, json};
 

@@ -60,6 +60,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<(Prompt, Prompt, Labels)>, Ev
                 same_answer,
                 lang: label("lang"),
                 category: label("category"),
+                topic: label("topic"),
             },
         ))
     })
@@ -74,6 +75,8 @@ pub struct Labels {
     pub lang: Option<String>,
     /// Category label.
     pub category: Option<String>,
+    /// Topic label: what a split by topic splits on.
+    pub topic: Option<String>,
 }
 
 /// Embeds every pair's final texts and judges each pair under `guards`.

@@ -52,6 +52,17 @@ pub fn refuse(guards: &[Guard], asked: &str, stored: &str) -> Option<Guard> {
     })
 }
 
+/// Which of every guard would refuse serving `stored`'s answer to `asked`, in the order of
+/// [`Guard::all`]: the verifier reads them as evidence rather than as vetoes.
+pub fn signals(asked: &str, stored: &str) -> [bool; 3] {
+    let (a, b) = (Analysis::of(asked), Analysis::of(stored));
+    [
+        a.numbers != b.numbers,
+        a.negated != b.negated || opposite(&a, &b) || prefix_flip(&a, &b),
+        content_differs(&a, &b),
+    ]
+}
+
 /// On some axis of opposite actions the prompts stand on different sides; or one names an
 /// undoing action (cancel, remove, disable) the other lacks. A doing action on one side only is
 /// usually a verb the other phrased differently ("add" and "invite").
