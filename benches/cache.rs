@@ -141,6 +141,7 @@ fn search(c: &mut Criterion) {
                             prompt: String::new(),
                             expires_at_ms: u64::MAX,
                             body: Some(Bytes::new()),
+                            states: None,
                             total_tokens: 0,
                         });
                     }

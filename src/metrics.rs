@@ -30,8 +30,8 @@ pub const EMBEDDING_DURATION: &str = "deja_embedding_duration_seconds";
 pub const INDEX_ENTRIES: &str = "deja_semantic_index_entries";
 /// Cosine similarity of semantic hits, by route.
 pub const SEMANTIC_SIMILARITY: &str = "deja_semantic_hit_similarity";
-/// Semantic candidates refused by a guard, by route and guard.
-pub const GUARD_REFUSALS: &str = "deja_semantic_guard_refusals";
+/// Semantic candidates refused, by route and reason (`verifier` or a guard's name).
+pub const REFUSALS: &str = "deja_semantic_refusals";
 /// Streams to clients by how they ended: `complete` (recorded whole and handed to the cache),
 /// `ended` (not recorded), `unfinished`, `error_event`, `too_large`, `unsupported_delta`,
 /// `malformed` (ended but not storable), `unreachable`/`timeout` (upstream broke or stalled
@@ -78,7 +78,7 @@ pub const ALL: &[(&str, &str)] = &[
     (EMBEDDING_DURATION, "histogram"),
     (INDEX_ENTRIES, "gauge"),
     (SEMANTIC_SIMILARITY, "histogram"),
-    (GUARD_REFUSALS, "counter"),
+    (REFUSALS, "counter"),
     (STREAMS, "counter"),
     (SEMANTIC_VERIFIED, "counter"),
     (REQUEST_LOG, "counter"),
@@ -156,7 +156,7 @@ pub struct Metrics {
     embedding: Histogram,
     index_entries: Family<RouteOnly, Gauge>,
     similarity: HistogramFamily<RouteOnly>,
-    refusals: Family<RouteGuard, Counter>,
+    refusals: Family<RouteReason, Counter>,
     streams: Family<RouteOutcome, Counter>,
     verified: Family<RouteResult, Counter>,
     request_log: Family<ResultOnly, Counter>,
@@ -181,12 +181,6 @@ struct RouteTarget {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultOnly {
     result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteGuard {
-    route: String,
-    guard: &'static str,
 }
 
 fn similarity_histogram() -> Histogram {
@@ -282,8 +276,8 @@ impl Metrics {
         );
         let refusals = Family::default();
         registry.register(
-            GUARD_REFUSALS,
-            "Semantic candidates refused by a guard, by route and guard",
+            REFUSALS,
+            "Semantic candidates refused, by route and reason (verifier, or a guard without one)",
             refusals.clone(),
         );
         let streams = Family::default();
@@ -554,12 +548,12 @@ impl Metrics {
             .observe(f64::from(similarity));
     }
 
-    /// Counts a semantic candidate refused by `guard`.
-    pub fn guard_refusal(&self, route: &str, guard: &'static str) {
+    /// Counts a semantic candidate refused for `reason`.
+    pub fn refusal(&self, route: &str, reason: &'static str) {
         self.refusals
-            .get_or_create(&RouteGuard {
+            .get_or_create(&RouteReason {
                 route: route.to_owned(),
-                guard,
+                reason,
             })
             .inc();
     }

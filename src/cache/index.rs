@@ -37,6 +37,9 @@ pub struct NewEntry {
     pub expires_at_ms: u64,
     /// The answer, kept here only when there is no Redis.
     pub body: Option<Bytes>,
+    /// The question's word-piece states for the verifier (`TokenStates::to_bytes`), kept here
+    /// only when there is no Redis.
+    pub states: Option<Bytes>,
     /// Tokens the stored answer cost.
     pub total_tokens: u64,
 }
@@ -50,8 +53,12 @@ pub struct Found {
     pub similarity: f32,
     /// The stored question.
     pub prompt: String,
+    /// Its embedding, for the verifier.
+    pub vector: Vec<f32>,
     /// The answer, when held in memory.
     pub body: Option<Bytes>,
+    /// The question's word-piece states, when held in memory.
+    pub states: Option<Bytes>,
     /// Tokens the stored answer cost.
     pub total_tokens: u64,
 }
@@ -138,6 +145,7 @@ impl Inner {
         self.live -= 1;
         // A tombstone keeps only what the lookups need; the graph holds its own vector copy.
         s.entry.body = None;
+        s.entry.states = None;
         s.entry.vector = Vec::new();
         s.entry.prompt = String::new();
         let id = s.entry.id.clone();
@@ -336,7 +344,9 @@ impl SemanticIndex {
             id: s.entry.id.clone(),
             similarity: sim,
             prompt: s.entry.prompt.clone(),
+            vector: s.entry.vector.clone(),
             body: s.entry.body.clone(),
+            states: s.entry.states.clone(),
             total_tokens: s.entry.total_tokens,
         })
     }

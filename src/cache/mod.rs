@@ -19,13 +19,12 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::embedding::Embedder;
+use crate::embedding::{Embedded, Embedder};
 use crate::metrics::Metrics;
 use coalesce::{Coalescer, Flight};
 use exact::{Entry, ExactTier};
-use guard::Guard;
 use redis_conn::RedisConn;
-use semantic::{Lookup, SemanticTier};
+use semantic::{Decision, Lookup, SemanticTier};
 
 /// Why a cache operation failed; the request goes on without the cache.
 #[derive(Debug, thiserror::Error)]
@@ -171,14 +170,11 @@ impl Cache {
         &self,
         route: &str,
         partition: &str,
-        asked: (&str, &[f32]),
-        threshold: f32,
-        guards: &[Guard],
+        asked: (&str, &Embedded),
+        decision: Decision<'_>,
     ) -> Option<Lookup> {
         let tier = self.semantic.as_ref()?;
-        let found = tier
-            .lookup(route, partition, asked, threshold, guards)
-            .await;
+        let found = tier.lookup(route, partition, asked, decision).await;
         let result = match &found {
             Ok(Lookup::Hit(hit)) => {
                 self.metrics.semantic_hit(route, hit.similarity);
@@ -187,8 +183,8 @@ impl Cache {
                 "hit"
             }
             Ok(Lookup::Miss { .. }) => "miss",
-            Ok(Lookup::Refused { guard, .. }) => {
-                self.metrics.guard_refusal(route, guard.label());
+            Ok(Lookup::Refused { reason, .. }) => {
+                self.metrics.refusal(route, reason.label());
                 "miss"
             }
             Err(e) => e.counted(route, "semantic lookup"),
@@ -209,7 +205,7 @@ impl Cache {
         &self,
         route: &str,
         keys: &key::CacheKeys,
-        (prompt, vector): (&str, Vec<f32>),
+        (prompt, embedded): (&str, Embedded),
         body: &Bytes,
         (total_tokens, ttl): (u64, Duration),
     ) {
@@ -220,7 +216,7 @@ impl Cache {
                 route,
                 id,
                 partition,
-                (prompt, vector),
+                (prompt, embedded),
                 body,
                 total_tokens,
                 ttl,

@@ -15,9 +15,10 @@ use super::CacheError;
 use super::guard::{self, Guard};
 use super::index::{NewEntry, SemanticIndex};
 use super::redis_conn::{KEY_PREFIX, RedisConn};
+use super::verifier::{Side, Verifier};
 use crate::config::Config;
 use crate::embedding::workers::EmbedWorkers;
-use crate::embedding::{EmbedError, Embedded, Embedder};
+use crate::embedding::{EmbedError, Embedded, Embedder, TokenStates};
 use crate::metrics::Metrics;
 
 mod replicate;
@@ -35,15 +36,57 @@ pub enum Lookup {
         /// How close the nearest stored question came (none stored: `None`).
         nearest: Option<f32>,
     },
-    /// A close entry, refused by a guard.
+    /// A close entry, refused by the verifier or a guard.
     Refused {
-        /// The guard that refused it.
-        guard: Guard,
+        /// Why.
+        reason: Refusal,
         /// The stored entry's id (its exact key), for the log.
         stored: String,
         /// Its similarity.
         similarity: f32,
     },
+}
+
+/// Why a candidate was not served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// The verifier scored the pair at or below the route's cut.
+    Verifier {
+        /// Its score (0..1).
+        score: f32,
+    },
+    /// A guard refused it (routes without a verifier).
+    Guard(Guard),
+}
+
+impl Refusal {
+    /// Metric and log label: `verifier` or the guard's name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Verifier { .. } => "verifier",
+            Self::Guard(g) => g.label(),
+        }
+    }
+
+    /// The `x-deja-refused` header: `verifier 0.31` or `guard numbers`.
+    pub fn header(self) -> String {
+        match self {
+            Self::Verifier { score } => format!("verifier {score:.2}"),
+            Self::Guard(g) => format!("guard {}", g.label()),
+        }
+    }
+}
+
+/// How a route decides on a candidate: its floor and, with a verifier, the share of look-alikes
+/// it accepts; without one, its guards.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// The route's `similarity_threshold`, if set.
+    pub threshold: Option<f32>,
+    /// The route's `max_wrong`.
+    pub max_wrong: f32,
+    /// The route's guards.
+    pub guards: &'a [Guard],
 }
 
 /// A semantic hit.
@@ -74,11 +117,31 @@ pub struct SemanticTier {
     /// the request path always find sessions the background does not hold.
     later_running: Arc<Semaphore>,
     indexes: HashMap<String, Arc<SemanticIndex>>,
+    /// Decides on candidates; without it (no weights for the model) the guards do.
+    verifier: Option<Verifier>,
     redis: Option<RedisConn>,
     prefix: String,
     metrics: Arc<Metrics>,
     /// This process among the replicas sharing Redis; its own published changes are skipped.
     replica: String,
+}
+
+/// The verifier for `model`, when its weights are there; else the routes' guards decide, which
+/// is said once at start.
+fn load_verifier(config: &Config, model: &str) -> Option<Verifier> {
+    let path = config.embedding.verifier_path();
+    match Verifier::load(&path, model) {
+        Ok(v) => {
+            tracing::info!(path = %path.display(), pairs = v.weights().training.pairs,
+                data = %v.weights().training.sha256.get(..12).unwrap_or_default(),
+                "semantic hit verifier loaded");
+            Some(v)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no semantic hit verifier; routes' similarity thresholds and guards decide");
+            None
+        }
+    }
 }
 
 /// Unix milliseconds now, as the index's expiry times count them.
@@ -104,6 +167,7 @@ impl SemanticTier {
     ) -> Self {
         // The guards' segmenter loads its dictionary once, here at start, not on a lookup.
         guard::warm();
+        let verifier = load_verifier(config, embedder.model().slug());
         let indexes = config
             .routes
             .iter()
@@ -126,6 +190,7 @@ impl SemanticTier {
             later_running: Arc::new(Semaphore::new((config.embedding.sessions / 2).max(1))),
             embedder,
             indexes,
+            verifier,
             redis,
             metrics,
             replica: crate::store::random_hex(8),
@@ -207,39 +272,78 @@ impl SemanticTier {
         format!("{}:{route}:{id}", self.prefix)
     }
 
-    /// The best entry of `partition` at or above `threshold`, with its answer, unless one of
-    /// `guards` refuses it against the question `asked`.
+    /// The lowest similarity a candidate needs: the route's threshold, else the verifier's
+    /// calibrated floor, else the model's default threshold.
+    pub fn floor(&self, threshold: Option<f32>) -> f32 {
+        threshold.unwrap_or_else(|| match &self.verifier {
+            Some(v) => v.floor(),
+            None => self.embedder.model().default_threshold(),
+        })
+    }
+
+    /// The best entry of `partition` at or above the route's floor, with its answer, unless the
+    /// verifier (or, without one, a guard) refuses it for the question `asked`.
     pub async fn lookup(
         &self,
         route: &str,
         partition: &str,
-        (asked, vector): (&str, &[f32]),
-        threshold: f32,
-        guards: &[Guard],
+        (asked, embedded): (&str, &Embedded),
+        decision: Decision<'_>,
     ) -> Result<Lookup, CacheError> {
         let Some(index) = self.indexes.get(route) else {
             return Ok(Lookup::Miss { nearest: None });
         };
-        let found = match index.search_scored(partition_id(partition), vector, threshold, now()) {
-            Ok(found) => found,
-            Err(nearest) => return Ok(Lookup::Miss { nearest }),
+        let floor = self.floor(decision.threshold);
+        let found =
+            match index.search_scored(partition_id(partition), &embedded.vector, floor, now()) {
+                Ok(found) => found,
+                Err(nearest) => return Ok(Lookup::Miss { nearest }),
+            };
+        let refused = |reason| Lookup::Refused {
+            reason,
+            stored: found.id.clone(),
+            similarity: found.similarity,
         };
-        if let Some(refused) = guard::refuse(guards, asked, &found.prompt) {
-            return Ok(Lookup::Refused {
-                guard: refused,
-                stored: found.id,
-                similarity: found.similarity,
-            });
+        if self.verifier.is_none()
+            && let Some(g) = guard::refuse(decision.guards, asked, &found.prompt)
+        {
+            return Ok(refused(Refusal::Guard(g)));
         }
-        let body = match (found.body, &self.redis) {
-            (Some(body), _) => Some(body),
+        let (body, states) = match (&found.body, &self.redis) {
+            (Some(body), _) => (Some(body.clone()), found.states.clone()),
             (None, Some(redis)) => {
-                let mut cmd = redis::cmd("HGET");
-                cmd.arg(self.redis_key(route, &found.id)).arg("response");
-                redis.run::<Option<Vec<u8>>>(&cmd).await?.map(Bytes::from)
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.redis_key(route, &found.id))
+                    .arg("response")
+                    .arg("states");
+                let (body, states) = redis
+                    .run::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&cmd)
+                    .await?;
+                (body.map(Bytes::from), states.map(Bytes::from))
             }
-            (None, None) => None,
+            (None, None) => (None, None),
         };
+        if let (Some(verifier), Some(_)) = (&self.verifier, &body) {
+            let stored_states = states
+                .as_deref()
+                .and_then(TokenStates::from_bytes)
+                .unwrap_or_default();
+            let score = verifier.score(
+                &Side {
+                    text: asked,
+                    vector: &embedded.vector,
+                    tokens: &embedded.tokens,
+                },
+                &Side {
+                    text: &found.prompt,
+                    vector: &found.vector,
+                    tokens: &stored_states,
+                },
+            );
+            if score <= verifier.cut(decision.max_wrong) {
+                return Ok(refused(Refusal::Verifier { score }));
+            }
+        }
         match body {
             Some(body) => Ok(Lookup::Hit(SemanticHit {
                 similarity: found.similarity,
@@ -265,11 +369,13 @@ impl SemanticTier {
         route: &str,
         id: &str,
         partition: &str,
-        (prompt, vector): (&str, Vec<f32>),
+        (prompt, embedded): (&str, Embedded),
         body: &Bytes,
         total_tokens: u64,
         ttl: Duration,
     ) -> Result<(), CacheError> {
+        let states = Bytes::from(embedded.tokens.to_bytes());
+        let vector = embedded.vector;
         let Some(index) = self.indexes.get(route) else {
             return Ok(());
         };
@@ -297,6 +403,8 @@ impl SemanticTier {
                 .arg(expires_at_ms)
                 .arg("tokens")
                 .arg(total_tokens)
+                .arg("states")
+                .arg(states.as_ref())
                 .ignore()
                 .cmd("PEXPIREAT")
                 .arg(&key)
@@ -313,6 +421,7 @@ impl SemanticTier {
             prompt: prompt.to_owned(),
             expires_at_ms,
             body: self.redis.is_none().then(|| body.clone()),
+            states: self.redis.is_none().then_some(states),
             total_tokens,
         });
         self.metrics.index_entries(route, index.len());
@@ -452,6 +561,7 @@ impl SemanticTier {
                     prompt,
                     expires_at_ms: expires,
                     body: None,
+                    states: None,
                     total_tokens: tokens.unwrap_or(0),
                 },
             ));

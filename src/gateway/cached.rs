@@ -12,8 +12,9 @@ use super::writeback::{Embedding, WriteBack};
 use super::{CacheStatus, GatewayResponse, Meta, forward};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
-use crate::cache::semantic::{Lookup, SemanticTier};
+use crate::cache::semantic::{Decision, Lookup, SemanticTier};
 use crate::config::{CacheMode, RouteConfig};
+use crate::embedding::Embedded;
 use crate::error::AppError;
 use crate::policy::CallContext;
 use crate::request::ChatRequest;
@@ -60,8 +61,8 @@ pub(super) async fn answer(
     if ctx.force_refresh {
         meta.cache = Some(CacheStatus::Refresh);
         // No lookup on a refresh: the vector is only for writing the fresh answer back.
-        if let Ok(vector) = flow.embed_final_turn(meta).await {
-            flow.embedding = Embedding::Ready(vector);
+        if let Ok(embedded) = flow.embed_final_turn(meta).await {
+            flow.embedding = Embedding::Ready(embedded);
         }
         return flow.forward_and_store(request.raw, None, meta).await;
     }
@@ -125,7 +126,7 @@ impl<'a> Flow<'a> {
     async fn embed_final_turn(
         &mut self,
         meta: &mut Meta,
-    ) -> Result<Vec<f32>, Option<&'static str>> {
+    ) -> Result<Embedded, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
         let settings = &self.state.config.embedding;
         let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding| {
@@ -157,7 +158,7 @@ impl<'a> Flow<'a> {
                 meta.note = Some("semantic tier skipped: prompt mostly unknown to the model");
                 Err(Some("skipped"))
             }
-            Ok(e) => Ok(e.vector),
+            Ok(e) => Ok(e),
             Err(e) => {
                 let route = &self.route().name;
                 tracing::warn!(route = %route, error = %e, "embedding failed; semantic tier skipped");
@@ -167,12 +168,12 @@ impl<'a> Flow<'a> {
     }
 
     async fn semantic_lookup(&mut self, meta: &mut Meta) -> Option<GatewayResponse> {
-        let (tier, asked) = self.semantic_tier()?;
+        let (_, asked) = self.semantic_tier()?;
         let partition = &self.keys?.partition;
         let ctx = self.ctx;
         let route = &ctx.route.name;
-        let vector = match self.embed_final_turn(meta).await {
-            Ok(vector) => vector,
+        let embedded = match self.embed_final_turn(meta).await {
+            Ok(embedded) => embedded,
             Err(result) => {
                 if let Some(result) = result {
                     self.state.cache.semantic_unsearched(route, result);
@@ -180,23 +181,17 @@ impl<'a> Flow<'a> {
                 return None;
             }
         };
-        let threshold = self
-            .ctx
-            .cache
-            .similarity_threshold
-            .unwrap_or_else(|| tier.embedder().model().default_threshold());
+        let decision = Decision {
+            threshold: self.ctx.cache.similarity_threshold,
+            max_wrong: self.ctx.cache.max_wrong,
+            guards: &self.ctx.cache.guards,
+        };
         let found = self
             .state
             .cache
-            .lookup_semantic(
-                route,
-                partition,
-                (asked, &vector),
-                threshold,
-                &self.ctx.cache.guards,
-            )
+            .lookup_semantic(route, partition, (asked, &embedded), decision)
             .await;
-        self.embedding = Embedding::Ready(vector);
+        self.embedding = Embedding::Ready(embedded);
         match found? {
             Lookup::Hit(hit) => {
                 let similarity = Some(hit.similarity);
@@ -221,17 +216,18 @@ impl<'a> Flow<'a> {
                 None
             }
             Lookup::Refused {
-                guard,
+                reason,
                 stored,
                 similarity,
             } => {
                 // Ids (exact keys), never text: prompts may hold personal data.
                 let asked_id = self.keys.map_or("", |k| &k.exact[..16]);
                 let stored_id = stored.get(..16).unwrap_or(&stored);
-                tracing::info!(route = %route, guard = guard.label(), asked = asked_id,
-                    stored = stored_id, "semantic candidate refused by a guard");
+                tracing::info!(route = %route, reason = %reason.header(), asked = asked_id,
+                    stored = stored_id, "semantic candidate refused");
                 meta.nearest = Some(similarity);
-                meta.guard = Some(guard.label());
+                meta.guard = Some(reason.label());
+                meta.refused = Some(reason.header());
                 None
             }
         }

@@ -15,7 +15,7 @@ use super::GatewayResponse;
 use crate::error::AppError;
 use crate::portkey::{
     HEADER_CACHE_STATUS, HEADER_CONFIG_VERSION, HEADER_LAST_USED_OPTION, HEADER_MODEL,
-    HEADER_RETRY_COUNT, HEADER_SIMILARITY, HEADER_TARGET,
+    HEADER_REFUSED, HEADER_RETRY_COUNT, HEADER_SIMILARITY, HEADER_TARGET,
 };
 use crate::reqlog::{Draft, RequestLog};
 use crate::state::AppState;
@@ -86,6 +86,8 @@ pub struct Meta {
     /// On a semantic miss, the nearest candidate's similarity and the guard that refused it.
     pub nearest: Option<f32>,
     pub guard: Option<&'static str>,
+    /// Why that candidate was refused, for `x-deja-refused`: `verifier 0.31`, `guard numbers`.
+    pub refused: Option<String>,
     pub note: Option<&'static str>,
     /// Saved config slug and version, and the virtual key slug, the call named.
     pub config: Option<String>,
@@ -141,6 +143,7 @@ impl Meta {
                 HEADER_SIMILARITY,
                 self.similarity.map(|s| format!("{s:.4}")),
             ),
+            (HEADER_REFUSED, self.refused.clone()),
         ];
         for (name, value) in text_headers {
             if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -21,7 +21,7 @@ pub(super) enum Embedding {
     /// The semantic tier does not apply (or the prompt is not one to store).
     None,
     /// Made on the request path.
-    Ready(Vec<f32>),
+    Ready(Embedded),
     /// Still running: the lookup stopped waiting for it ([`EmbeddingConfig::max_lookup_wait`]).
     /// The write-back takes it when it is done, off the request path.
     ///
@@ -93,12 +93,12 @@ impl WriteBack {
             return;
         };
         match std::mem::replace(&mut self.embedding, Embedding::None) {
-            Embedding::Ready(vector) => {
+            Embedding::Ready(embedded) => {
                 cache
                     .put_semantic(
                         route,
                         &self.keys,
-                        (prompt, vector),
+                        (prompt, embedded),
                         body,
                         (tokens, self.ttl),
                     )
@@ -125,7 +125,7 @@ impl WriteBack {
                 return;
             };
             if embedded.unknown_ratio <= most_unknown {
-                let asked = (prompt.as_str(), embedded.vector);
+                let asked = (prompt.as_str(), embedded);
                 state
                     .cache
                     .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
@@ -159,7 +159,7 @@ impl WriteBack {
                 // The lookup would have skipped it: so does the write.
                 Ok(embedded) if embedded.unknown_ratio > most_unknown => {}
                 Ok(embedded) => {
-                    let asked = (prompt.as_str(), embedded.vector);
+                    let asked = (prompt.as_str(), embedded);
                     state
                         .cache
                         .put_semantic(&route, &keys, asked, &body, (tokens, ttl))

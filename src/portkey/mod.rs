@@ -24,6 +24,8 @@ pub const HEADER_CACHE_NAMESPACE: &str = "x-portkey-cache-namespace";
 pub const HEADER_FORCE_REFRESH: &str = "x-portkey-cache-force-refresh";
 /// Cosine similarity of a semantic hit, 4 decimals.
 pub const HEADER_SIMILARITY: &str = "x-deja-similarity";
+/// On a semantic miss whose nearest candidate was refused: why (`verifier 0.31`, `guard content`).
+pub const HEADER_REFUSED: &str = "x-deja-refused";
 /// Version of the saved config a request named, on its response.
 pub const HEADER_CONFIG_VERSION: &str = "x-deja-config-version";
 /// Virtual key slug: the provider credential this call uses.

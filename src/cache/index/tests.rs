@@ -29,6 +29,7 @@ fn entry(id: &str, partition: u128, vector: Vec<f32>) -> NewEntry {
         prompt: format!("question {id}"),
         expires_at_ms: u64::MAX,
         body: Some(Bytes::from(format!("answer {id}"))),
+        states: None,
         total_tokens: 3,
     }
 }
