@@ -282,6 +282,7 @@ pub fn train_files(
                 same: f.labels.same_answer,
                 lang: f.labels.lang.clone().unwrap_or_else(|| "-".to_owned()),
                 topic: f.labels.topic.clone().unwrap_or_else(|| "-".to_owned()),
+                calibrates: f.labels.category.as_deref() != Some("unrelated"),
             })
         })
         .collect();

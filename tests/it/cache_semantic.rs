@@ -114,22 +114,25 @@ async fn unrelated_questions_and_look_alikes_miss() {
         "MISS",
         "reading is not writing"
     );
-    assert_eq!(
-        cache_status(&gw, sys, "How do I turn off Bluetooth?").await,
-        "MISS",
-        "on is not off"
-    );
+    let off = ask(&gw, &with_system(sys, "How do I turn off Bluetooth?"), &[]).await;
+    assert_eq!(off.cache(), "MISS", "on is not off");
+    // The nearest candidate was the "on" question: the response says who refused it and how
+    // sure it was that the answers match.
+    let refused = off.header("x-deja-refused").unwrap_or_default();
+    let score: f32 = refused
+        .strip_prefix("verifier ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("x-deja-refused: {refused:?}"));
+    assert!((0.0..=1.0).contains(&score), "{refused}");
     assert_eq!(upstream.calls(), 5);
     let metrics = gw.scrape_metrics().await;
-    let refused = |guard| {
-        metric(
-            &metrics,
-            "deja_semantic_guard_refusals_total",
-            &[("route", "default"), ("guard", guard)],
-        )
-    };
-    // Reading and writing, like on and off, are opposite actions.
-    assert_eq!(refused("negation"), Some(2.0), "{metrics}");
+    let refusals = metric(
+        &metrics,
+        "deja_semantic_refusals_total",
+        &[("route", "default"), ("reason", "verifier")],
+    );
+    // Reading and writing, like on and off, are look-alikes the verifier refuses.
+    assert_eq!(refusals, Some(2.0), "{metrics}");
 }
 
 #[tokio::test]

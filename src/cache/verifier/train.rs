@@ -18,6 +18,9 @@ pub struct Example {
     pub lang: String,
     /// Topic label (the unit of the cross-validation).
     pub topic: String,
+    /// Whether it counts in the calibration: look-alikes and same-answer pairs do; unrelated
+    /// questions teach the model but would dilute what `max_wrong` means.
+    pub calibrates: bool,
 }
 
 impl Example {
@@ -169,7 +172,7 @@ pub fn calibrate(
     floor: f32,
 ) -> BTreeMap<String, Calibration> {
     let mut out: BTreeMap<String, Calibration> = BTreeMap::new();
-    for (e, s) in examples.iter().zip(scores) {
+    for (e, s) in examples.iter().zip(scores).filter(|(e, _)| e.calibrates) {
         let c = out.entry(e.lang.clone()).or_default();
         let (count, list) = if e.same {
             (&mut c.same, &mut c.same_scores)
@@ -217,6 +220,7 @@ mod tests {
             same,
             lang: "en".to_owned(),
             topic: topic.to_owned(),
+            calibrates: true,
         }
     }
 
