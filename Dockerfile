@@ -38,6 +38,7 @@ COPY deja.example.toml /app/deja.example.toml
 COPY --from=models /src/models/lib /app/models/lib
 COPY --from=models /src/models/multilingual-e5-small /app/models/multilingual-e5-small
 COPY --from=models /src/models/all-minilm-l6-v2 /app/models/all-minilm-l6-v2
+COPY --from=models /src/models/verifier /app/models/verifier
 USER deja
 ENV DEJA__SERVER__LISTEN=0.0.0.0:8080
 # The control plane's SQLite file, on a volume (see docker-compose.yml).

@@ -134,7 +134,8 @@ pub struct Calibration {
 impl Calibration {
     /// The score a candidate must exceed so that at most `max_wrong` of the traps are served.
     pub fn cut(&self, max_wrong: f32) -> f32 {
-        let allowed = (f64::from(max_wrong) * self.traps as f64).floor() as usize;
+        // The small epsilon keeps 0.01 of 200 at 2: 0.01f32 is a hair below 0.01.
+        let allowed = (f64::from(max_wrong) * self.traps as f64 + 1e-6).floor() as usize;
         self.trap_scores.get(allowed).copied().unwrap_or(0.0)
     }
 
