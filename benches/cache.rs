@@ -16,9 +16,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use deja::cache::guard::{Guard, refuse};
 use deja::cache::index::{NewEntry, SemanticIndex};
 use deja::cache::key::cache_keys;
+use deja::cache::verifier::{Side, Verifier};
 use deja::config::EmbeddingConfig;
 use deja::embedding::onnx::OnnxEmbedder;
-use deja::embedding::{Embedder, normalize};
+use deja::embedding::{Embedder, TokenStates, normalize};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -60,6 +61,47 @@ fn guards(c: &mut Criterion) {
     ] {
         c.bench_function(name, |bench| {
             bench.iter(|| refuse(&all, black_box(a), black_box(b)))
+        });
+    }
+}
+
+/// What the verifier adds to a semantic hit's CPU: decoding the stored prompt's word-piece
+/// states (as read from Redis), the features, and the trees.
+fn verifier(c: &mut Criterion) {
+    let config = EmbeddingConfig::default();
+    let embedder = OnnxEmbedder::load(&config).expect("run models/fetch.sh");
+    let verifier = Verifier::load(&config.verifier_path(), config.model.slug())
+        .expect("models/verifier weights");
+    for (name, a, b) in [
+        (
+            "verifier, Chinese pair",
+            "退款需要多长时间到账？",
+            "退款一般几天能到账？",
+        ),
+        (
+            "verifier, English pair",
+            "I ordered a lamp last week and it arrived broken. How do I get a refund?",
+            "My lamp came broken, how can I get my money back?",
+        ),
+    ] {
+        let e = embedder.embed_blocking(&[a, b]).unwrap();
+        let stored_bytes = e[1].tokens.to_bytes();
+        c.bench_function(name, |bench| {
+            bench.iter(|| {
+                let stored = TokenStates::from_bytes(black_box(&stored_bytes)).unwrap();
+                verifier.score(
+                    &Side {
+                        text: a,
+                        vector: &e[0].vector,
+                        tokens: &e[0].tokens,
+                    },
+                    &Side {
+                        text: b,
+                        vector: &e[1].vector,
+                        tokens: &stored,
+                    },
+                )
+            })
         });
     }
 }
@@ -192,6 +234,6 @@ fn search(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = keys, guards, embedding, search
+    targets = keys, guards, verifier, embedding, search
 }
 criterion_main!(benches);

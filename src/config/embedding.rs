@@ -41,8 +41,8 @@ pub struct EmbeddingConfig {
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime shared library; default `models/lib/libonnxruntime.so`.
     pub onnxruntime_lib: PathBuf,
-    /// The hit verifier's weights (`deja verifier train`); default
-    /// `models/verifier/{model}.json`. Without the file, routes fall back to their guards.
+    /// The hit verifier's weights (`deja verifier train`); default `verifier/{model}.json` beside
+    /// the model's directory. Without the file, routes fall back to their guards.
     pub verifier: Option<PathBuf>,
     /// Model sessions, i.e. prompts embedded at once on the blocking pool; default 2.
     pub sessions: usize,
@@ -93,10 +93,15 @@ impl EmbeddingConfig {
             .unwrap_or_else(|| PathBuf::from("models").join(self.model.slug()))
     }
 
-    /// Where the verifier's weights are read from.
+    /// Where the verifier's weights are read from: by default beside the model's directory
+    /// (`models/verifier/{model}.json`), so a moved `model_dir` takes its verifier along.
     pub fn verifier_path(&self) -> PathBuf {
         self.verifier.clone().unwrap_or_else(|| {
-            PathBuf::from("models/verifier").join(format!("{}.json", self.model.slug()))
+            let dir = self.model_dir();
+            dir.parent()
+                .unwrap_or(&dir)
+                .join("verifier")
+                .join(format!("{}.json", self.model.slug()))
         })
     }
 

@@ -194,9 +194,11 @@ async fn portkey_graphs_come_from_the_request_log_in_portkey_shape() {
 
 #[tokio::test]
 async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
+    // The guards' path (no verifier weights): its refusals have word-rule reasons this report
+    // groups by, and its threshold decides alone.
     let s = setup(
         "semantic",
-        "[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache]\nsimilarity_threshold = 0.94\n",
+        "[embedding]\nverifier = \"models/verifier/none.json\"\n[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache]\nsimilarity_threshold = 0.94\n",
     )
     .await;
     let asked = [

@@ -148,9 +148,10 @@ async fn serve_runs_on_defaults_with_env_overrides_and_stops_on_sigterm() {
     assert!(request["latency_ms"].as_f64().unwrap() > 0.0);
     let refused = lines
         .iter()
-        .find(|l| l["message"] == "semantic candidate refused by a guard")
+        .find(|l| l["message"] == "semantic candidate refused")
         .unwrap_or_else(|| panic!("no refusal line in {lines:?}"));
-    assert_eq!(refused["guard"], "negation");
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("verifier "), "{refused}");
     assert_eq!(
         refused["span"]["id"],
         refused_id.as_str(),
