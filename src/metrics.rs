@@ -65,6 +65,13 @@ pub const REDIS_BREAKER_OPEN: &str = "deja_redis_breaker_open";
 pub const REDIS_BREAKER_OPENED: &str = "deja_redis_breaker_opened";
 /// Semantic lookups skipped because the embedding queue was too long.
 pub const SEMANTIC_SHED: &str = "deja_semantic_shed";
+/// Grey-zone candidates put to a route's judge model, by route and result (`yes`, `no`,
+/// `cached`, `skipped` over the budget, `error`).
+pub const JUDGE_CALLS: &str = "deja_judge_calls";
+/// Tokens the judge's calls cost (their `usage.total_tokens`), by route.
+pub const JUDGE_TOKENS: &str = "deja_judge_tokens";
+/// Time a judge call added to the request, by route.
+pub const JUDGE_DURATION: &str = "deja_judge_duration_seconds";
 
 /// Every metric family deja registers, with its Prometheus type (for dashboards and their tests).
 pub const ALL: &[(&str, &str)] = &[
@@ -90,6 +97,9 @@ pub const ALL: &[(&str, &str)] = &[
     (EMBEDDING_QUEUE, "gauge"),
     (REPLICA_EVENTS, "counter"),
     (REDIS_MASTER_SWITCHES, "counter"),
+    (JUDGE_CALLS, "counter"),
+    (JUDGE_TOKENS, "counter"),
+    (JUDGE_DURATION, "histogram"),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +180,9 @@ pub struct Metrics {
     breaker_open: Gauge,
     breaker_opened: Counter,
     semantic_shed: Family<RouteOnly, Counter>,
+    judge_calls: Family<RouteResult, Counter>,
+    judge_tokens: Family<RouteOnly, Counter>,
+    judge_duration: HistogramFamily<RouteOnly>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -358,7 +371,29 @@ impl Metrics {
             "Semantic lookups skipped (exact tier and provider only) because the embedding queue was longer than [embedding] max_queue_wait",
             semantic_shed.clone(),
         );
+        let judge_calls = Family::default();
+        registry.register(
+            JUDGE_CALLS,
+            "Grey-zone semantic candidates put to the route's judge model, by route and verdict",
+            judge_calls.clone(),
+        );
+        let judge_tokens = Family::default();
+        registry.register(
+            JUDGE_TOKENS,
+            "Tokens the judge's calls cost, by route",
+            judge_tokens.clone(),
+        );
+        let judge_duration: HistogramFamily<RouteOnly> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            JUDGE_DURATION,
+            "Time a judge call added to the request, by route",
+            judge_duration.clone(),
+        );
         Self {
+            judge_calls,
+            judge_tokens,
+            judge_duration,
             breaker_open,
             breaker_opened,
             semantic_shed,
@@ -564,6 +599,26 @@ impl Metrics {
             .get_or_create(&RouteOutcome {
                 route: route.to_owned(),
                 outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a judge verdict and, for a call made, its tokens and time.
+    pub fn judge(&self, route: &str, verdict: &'static str, call: Option<(u64, Duration)>) {
+        let route = route.to_owned();
+        if let Some((tokens, took)) = call {
+            let only = RouteOnly {
+                route: route.clone(),
+            };
+            self.judge_tokens.get_or_create(&only).inc_by(tokens);
+            self.judge_duration
+                .get_or_create(&only)
+                .observe(took.as_secs_f64());
+        }
+        self.judge_calls
+            .get_or_create(&RouteResult {
+                route,
+                result: verdict,
             })
             .inc();
     }

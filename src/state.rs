@@ -53,6 +53,8 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// Bounds the upstream calls made to verify semantic hits.
     pub verify_budget: Arc<VerifyBudget>,
+    /// The routes' grey-zone judges: budgets and remembered verdicts.
+    pub judges: Arc<crate::gateway::judge::Judges>,
     /// The control plane's database.
     pub store: Store,
     /// Active API keys, refreshed from the store.
@@ -117,6 +119,7 @@ impl AppState {
             keys: Arc::new(KeyRing::default()),
             saved_configs: Arc::new(SavedConfigs::default()),
             verify_budget,
+            judges: Arc::new(crate::gateway::judge::Judges::new(&config)),
             config: Arc::new(config),
             metrics,
             forwarder,

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use coalesce::{Coalescer, Flight};
 use exact::{Entry, ExactTier};
 use redis_conn::RedisConn;
-use semantic::{Decision, Lookup, SemanticTier};
+use semantic::{Decision, Lookup, Refusal, SemanticHit, SemanticTier};
 
 /// Why a cache operation failed; the request goes on without the cache.
 #[derive(Debug, thiserror::Error)]
@@ -177,11 +177,11 @@ impl Cache {
         let found = tier.lookup(route, partition, asked, decision).await;
         let result = match &found {
             Ok(Lookup::Hit(hit)) => {
-                self.metrics.semantic_hit(route, hit.similarity);
-                self.metrics
-                    .tokens_saved(route, "semantic", hit.total_tokens);
+                self.count_semantic_hit(route, hit);
                 "hit"
             }
+            // Counted once the judge has spoken (`judged`).
+            Ok(Lookup::Unsure { .. }) => return found.ok(),
             Ok(Lookup::Miss { .. }) => "miss",
             Ok(Lookup::Refused { reason, .. }) => {
                 self.metrics.refusal(route, reason.label());
@@ -191,6 +191,28 @@ impl Cache {
         };
         self.metrics.cache_lookup(route, "semantic", result);
         found.ok()
+    }
+
+    /// Counts what became of an [`Lookup::Unsure`] candidate: served on the judge's yes, else
+    /// refused for `refusal`.
+    pub fn judged(&self, route: &str, hit: &SemanticHit, refusal: Option<Refusal>) {
+        let result = match refusal {
+            None => {
+                self.count_semantic_hit(route, hit);
+                "hit"
+            }
+            Some(r) => {
+                self.metrics.refusal(route, r.label());
+                "miss"
+            }
+        };
+        self.metrics.cache_lookup(route, "semantic", result);
+    }
+
+    fn count_semantic_hit(&self, route: &str, hit: &SemanticHit) {
+        self.metrics.semantic_hit(route, hit.similarity);
+        self.metrics
+            .tokens_saved(route, "semantic", hit.total_tokens);
     }
 
     /// Counts a semantic lookup that never reached the index: `skipped` (the model does not know

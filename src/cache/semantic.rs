@@ -36,6 +36,18 @@ pub enum Lookup {
         /// How close the nearest stored question came (none stored: `None`).
         nearest: Option<f32>,
     },
+    /// A candidate the verifier is unsure of (between the route's cut and its judge's): the
+    /// caller asks the judge, then serves `hit` or refuses it.
+    Unsure {
+        /// The stored answer, if the judge says yes.
+        hit: SemanticHit,
+        /// The stored question, for the judge.
+        stored_prompt: String,
+        /// The stored entry's id, for the log.
+        stored: String,
+        /// The verifier's score.
+        score: f32,
+    },
     /// A close entry, refused by the verifier or a guard.
     Refused {
         /// Why.
@@ -57,6 +69,13 @@ pub enum Refusal {
     },
     /// A guard refused it (routes without a verifier).
     Guard(Guard),
+    /// The verifier was unsure and the route's judge said no (or could not be asked).
+    Judge {
+        /// The verifier's score.
+        score: f32,
+        /// `no`, `skipped` (over budget) or `error`.
+        verdict: &'static str,
+    },
 }
 
 impl Refusal {
@@ -65,6 +84,7 @@ impl Refusal {
         match self {
             Self::Verifier { .. } => "verifier",
             Self::Guard(g) => g.label(),
+            Self::Judge { .. } => "judge",
         }
     }
 
@@ -73,6 +93,7 @@ impl Refusal {
         match self {
             Self::Verifier { score } => format!("verifier {score:.2}"),
             Self::Guard(g) => format!("guard {}", g.label()),
+            Self::Judge { score, verdict } => format!("judge {verdict} (verifier {score:.2})"),
         }
     }
 }
@@ -87,6 +108,8 @@ pub struct Decision<'a> {
     pub max_wrong: f32,
     /// The route's guards.
     pub guards: &'a [Guard],
+    /// With a judge: the share of look-alikes at the grey zone's lower edge.
+    pub judge_max_wrong: Option<f32>,
 }
 
 /// A semantic hit.
@@ -341,6 +364,21 @@ impl SemanticTier {
                 },
             );
             if score <= verifier.cut(decision.max_wrong) {
+                let unsure = decision
+                    .judge_max_wrong
+                    .is_some_and(|grey| score > verifier.cut(grey));
+                if let (true, Some(body)) = (unsure, body) {
+                    return Ok(Lookup::Unsure {
+                        hit: SemanticHit {
+                            similarity: found.similarity,
+                            body,
+                            total_tokens: found.total_tokens,
+                        },
+                        stored_prompt: found.prompt.clone(),
+                        stored: found.id.clone(),
+                        score,
+                    });
+                }
                 return Ok(refused(Refusal::Verifier { score }));
             }
         }

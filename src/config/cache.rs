@@ -37,6 +37,9 @@ pub struct RouteCacheConfig {
     /// labelled pairs. Default 0.01. Without a verifier, `similarity_threshold` and `guards`
     /// decide instead.
     pub max_wrong: f32,
+    /// A model asked "same answer? yes/no" about candidates the verifier is unsure of; off by
+    /// default.
+    pub judge: JudgeConfig,
     /// Most semantic entries this route keeps; the least recently used go first. Default 100000.
     pub max_entries: usize,
     /// Checks a semantic hit must pass beyond the threshold; default all:
@@ -64,6 +67,7 @@ impl Default for RouteCacheConfig {
             ttl: Duration::from_secs(3600),
             similarity_threshold: None,
             max_wrong: 0.01,
+            judge: JudgeConfig::default(),
             max_entries: 100_000,
             guards: Guard::all(),
             verify_sample_rate: 0.0,
@@ -110,6 +114,8 @@ impl RouteCacheConfig {
                 self.max_wrong
             ));
         }
+        self.judge
+            .validate(&format!("{path}.judge"), self.max_wrong, errors);
         if self.max_entries == 0 {
             errors.push(format!("{path}.max_entries must be above 0"));
         }
@@ -118,6 +124,59 @@ impl RouteCacheConfig {
                 "{path}.verify_sample_rate must be within 0..=1, got {}",
                 self.verify_sample_rate
             ));
+        }
+    }
+}
+
+/// `[routes.cache.judge]`: the grey zone's judge. Candidates the verifier scores between the
+/// cut of `max_wrong` (refused without a judge) and the laxer cut of `grey_max_wrong` are put to
+/// a small model through the route's own upstream; its "yes" serves the hit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    /// Ask the judge at all; default off.
+    pub enabled: bool,
+    /// The model asked; default the request's own model.
+    pub model: Option<String>,
+    /// The lower edge of the grey zone, as a share of look-alikes (above the route's
+    /// `max_wrong`); default 0.10.
+    pub grey_max_wrong: f32,
+    /// Most judge calls a second on this route (a token bucket); past it a grey candidate is
+    /// refused. Default 1.
+    pub max_per_second: f64,
+    /// Longest wait for a verdict; past it the candidate is refused. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model: None,
+            grey_max_wrong: 0.10,
+            max_per_second: 1.0,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl JudgeConfig {
+    fn validate(&self, path: &str, max_wrong: f32, errors: &mut Vec<String>) {
+        if !(0.0..=1.0).contains(&self.grey_max_wrong) || self.grey_max_wrong < max_wrong {
+            errors.push(format!(
+                "{path}.grey_max_wrong must be within max_wrong ({max_wrong})..=1, got {}",
+                self.grey_max_wrong
+            ));
+        }
+        if !(self.max_per_second >= 0.0 && self.max_per_second.is_finite()) {
+            errors.push(format!("{path}.max_per_second must be 0 or more"));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(60) {
+            errors.push(format!("{path}.timeout must be above 0 and at most 60s"));
+        }
+        if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            errors.push(format!("{path}.model must not be empty"));
         }
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use alerts::{AlertMetric, AlertRule, AlertingConfig, Comparison};
-pub use cache::{CacheConfig, CacheMode, RouteCacheConfig};
+pub use cache::{CacheConfig, CacheMode, JudgeConfig, RouteCacheConfig};
 pub use embedding::{EmbeddingConfig, ModelName};
 pub use log::LogConfig;
 pub use retry::RetryConfig;

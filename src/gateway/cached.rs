@@ -7,12 +7,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderValue;
 
-use super::verify;
 use super::writeback::{Embedding, WriteBack};
 use super::{CacheStatus, GatewayResponse, Meta, forward};
+use super::{judge, verify};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
-use crate::cache::semantic::{Decision, Lookup, SemanticTier};
+use crate::cache::semantic::{Decision, Lookup, Refusal, SemanticTier};
 use crate::config::{CacheMode, RouteConfig};
 use crate::embedding::Embedded;
 use crate::error::AppError;
@@ -185,6 +185,12 @@ impl<'a> Flow<'a> {
             threshold: self.ctx.cache.similarity_threshold,
             max_wrong: self.ctx.cache.max_wrong,
             guards: &self.ctx.cache.guards,
+            judge_max_wrong: self
+                .ctx
+                .cache
+                .judge
+                .enabled
+                .then_some(self.ctx.cache.judge.grey_max_wrong),
         };
         let found = self
             .state
@@ -192,7 +198,20 @@ impl<'a> Flow<'a> {
             .lookup_semantic(route, partition, (asked, &embedded), decision)
             .await;
         self.embedding = Embedding::Ready(embedded);
-        match found? {
+        let found = match found? {
+            Lookup::Unsure {
+                hit,
+                stored_prompt,
+                stored,
+                score,
+            } => {
+                self.judge(hit, (&stored_prompt, stored), score, asked)
+                    .await
+            }
+            other => other,
+        };
+        match found {
+            Lookup::Unsure { .. } => None,
             Lookup::Hit(hit) => {
                 let similarity = Some(hit.similarity);
                 verify::maybe_verify(self.state, self.ctx.cache.verify_sample_rate, || {
@@ -229,6 +248,45 @@ impl<'a> Flow<'a> {
                 meta.guard = Some(reason.label());
                 meta.refused = Some(reason.header());
                 None
+            }
+        }
+    }
+
+    /// Puts an unsure candidate to the route's judge: its yes makes it a hit, else a refusal.
+    async fn judge(
+        &self,
+        hit: crate::cache::semantic::SemanticHit,
+        (stored, stored_id): (&str, String),
+        score: f32,
+        asked: &str,
+    ) -> Lookup {
+        let route = &self.ctx.route.name;
+        let model = self
+            .request
+            .get("model")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let question = judge::Question {
+            route,
+            judge: &self.ctx.cache.judge,
+            model,
+            asked,
+            stored,
+            target: self.ctx.plan.first_target(),
+        };
+        match judge::decide(self.state, &question).await {
+            Ok(()) => {
+                self.state.cache.judged(route, &hit, None);
+                Lookup::Hit(hit)
+            }
+            Err(verdict) => {
+                let reason = Refusal::Judge { score, verdict };
+                self.state.cache.judged(route, &hit, Some(reason));
+                Lookup::Refused {
+                    reason,
+                    stored: stored_id,
+                    similarity: hit.similarity,
+                }
             }
         }
     }

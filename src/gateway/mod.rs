@@ -5,6 +5,7 @@
 mod admission;
 mod breaker;
 mod cached;
+pub mod judge;
 mod meta;
 mod strategy;
 mod verify;

@@ -25,6 +25,7 @@ mod faults;
 mod first_run;
 mod forward;
 mod fuzz;
+mod judge;
 mod metrics;
 mod overload;
 mod providers;
