@@ -18,7 +18,7 @@ pub struct Side<'a> {
 }
 
 /// The features' names, in order; a weights file names the ones it was trained on.
-pub const NAMES: [&str; 26] = [
+pub const NAMES: [&str; 23] = [
     "cosine",
     "align_recall",
     "align_precision",
@@ -42,9 +42,6 @@ pub const NAMES: [&str; 26] = [
     "words_only_asked",
     "words_only_stored",
     "words_common",
-    "negators_asked",
-    "negators_stored",
-    "negators_differ",
 ];
 
 /// How many features.
@@ -86,7 +83,6 @@ pub fn features(asked: &Side<'_>, stored: &Side<'_>) -> [f32; COUNT] {
     let [numbers, negation, content] = guard::signals(asked.text, stored.text);
     let (only_a, only_b, common) = word_diff(asked.text, stored.text);
     let (loose_a, loose_b) = (a.loose(), b.loose());
-    let (neg_a, neg_b) = (negators(asked.text), negators(stored.text));
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     [
         cosine,
@@ -112,9 +108,6 @@ pub fn features(asked: &Side<'_>, stored: &Side<'_>) -> [f32; COUNT] {
         only_a,
         only_b,
         common,
-        neg_a,
-        neg_b,
-        (neg_a - neg_b).abs(),
     ]
 }
 
@@ -177,27 +170,6 @@ impl Aligned {
         let low = self.best.iter().filter(|b| **b < UNALIGNED).count() as f32 / n;
         (mean, min, low)
     }
-}
-
-/// Negators and undoing verbs: a closed class of grammar, unlike the content words the old
-/// guards listed. Counted, not matched: the trees learn what a difference in count means next
-/// to the alignment (a paraphrase may say "can't" where the other says "unable").
-const NEGATORS_ZH: [&str; 15] = [
-    "不", "没", "无", "未", "别", "非", "勿", "否", "禁", "取消", "关闭", "停", "退", "解", "删",
-];
-const NEGATORS_EN: [&str; 15] = [
-    "not", "cannot", "no", "never", "without", "cancel", "stop", "disable", "remove", "delete",
-    "off", "unable", "exclude", "before", "after",
-];
-
-fn negators(text: &str) -> f32 {
-    let lower = text.to_lowercase();
-    let zh: usize = NEGATORS_ZH.iter().map(|n| lower.matches(n).count()).sum();
-    let en = lower
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '\'')
-        .filter(|w| w.ends_with("n't") || NEGATORS_EN.contains(w))
-        .count();
-    (zh + en) as f32
 }
 
 /// Jaccard overlap of the prompts' lower-cased words and Chinese characters.
@@ -316,15 +288,6 @@ mod tests {
             },
         );
         assert!((f[1] - 0.96).abs() < 1e-6 && f[15] == 1.0);
-    }
-
-    #[test]
-    fn negators_are_counted_as_grammar() {
-        assert_eq!(negators("I can't log in"), 1.0);
-        assert_eq!(negators("Is the piano not in tune?"), 1.0);
-        assert_eq!(negators("怎么取消自动续费"), 1.0);
-        assert_eq!(negators("我不想取消订单"), 2.0);
-        assert_eq!(negators("How do I add a member?"), 0.0);
     }
 
     #[test]
