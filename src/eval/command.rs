@@ -62,14 +62,45 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
             |n| bar.set_position(n as u64),
         )?;
         bar.finish_and_clear();
+        let verified = match Verifier::load(
+            &config.embedding.verifier_path(),
+            config.embedding.model.slug(),
+        ) {
+            Ok(verifier) => {
+                let floor = route.cache.similarity_threshold.unwrap_or(verifier.floor());
+                let mut points = vec![0.002f32, 0.005, 0.01, 0.02, 0.05, 0.1];
+                points.push(args.max_wrong.unwrap_or(route.cache.max_wrong));
+                points.sort_by(f32::total_cmp);
+                points.dedup();
+                Some(replay::replay_verified(
+                    &embedder,
+                    max_unknown,
+                    &prompts,
+                    &verifier,
+                    floor,
+                    &points,
+                )?)
+            }
+            Err(_) => None,
+        };
         if args.json {
-            return Ok(json!({"model": config.embedding.model.slug(), "prompts": prompts.len(), "rates": rates}).to_string());
+            return Ok(json!({"model": config.embedding.model.slug(), "prompts": prompts.len(), "rates": rates, "verifier": verified}).to_string());
         }
-        return Ok(format!(
+        let mut out = format!(
             "{header}, {} prompts\n{}",
             prompts.len(),
             report::replay_table(&rates)
-        ));
+        );
+        if let Some(verified) = verified {
+            out.push_str("\nwith the verifier (the route's decision):\nmax_wrong  cut    hit rate  semantic\n");
+            for r in verified {
+                out.push_str(&format!(
+                    "{:9}  {:.3}  {:8.3}  {:8.3}\n",
+                    r.max_wrong, r.cut, r.hit_rate, r.semantic_rate
+                ));
+            }
+        }
+        return Ok(out);
     }
     let Some(path) = &args.pairs else {
         anyhow::bail!("give --pairs FILE or --replay FILE");

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{EvalError, Prompt, Verdict, cosine, embed_all, judge, parse_jsonl};
 use crate::cache::guard::Guard;
+use crate::cache::verifier::{Side, Verifier};
 use crate::embedding::Embedder;
 
 /// Hit rates of one guard set at one threshold.
@@ -109,6 +110,80 @@ pub fn replay(
                 semantic_rate: share(semantic),
             });
         }
+    }
+    Ok(out)
+}
+
+/// Hit rates with the verifier deciding, at one `max_wrong`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VerifiedRates {
+    /// The route setting replayed.
+    pub max_wrong: f32,
+    /// The verifier's cut it gives.
+    pub cut: f32,
+    /// Share of prompts answered from cache (exact or semantic).
+    pub hit_rate: f32,
+    /// Share of prompts answered by the semantic tier.
+    pub semantic_rate: f32,
+}
+
+/// Replays `prompts` with the verifier deciding on candidates at or above `floor`, for each of
+/// `max_wrongs`.
+pub fn replay_verified(
+    embedder: &dyn Embedder,
+    max_unknown: f32,
+    prompts: &[Prompt],
+    verifier: &Verifier,
+    floor: f32,
+    max_wrongs: &[f32],
+) -> Result<Vec<VerifiedRates>, EvalError> {
+    let texts: Vec<&str> = prompts
+        .iter()
+        .map(|p| p.text.as_deref().unwrap_or(""))
+        .collect();
+    let embedded = embed_all(embedder, &texts, |_| {})?;
+    let known = |i: usize| embedded[i].unknown_ratio <= max_unknown && prompts[i].text.is_some();
+    let close: Vec<Vec<(usize, f32)>> = (0..prompts.len())
+        .map(|i| {
+            (0..i)
+                .filter(|&j| prompts[j].partition == prompts[i].partition)
+                .map(|j| (j, cosine(&embedded[i].vector, &embedded[j].vector)))
+                .filter(|(_, s)| *s >= floor)
+                .collect()
+        })
+        .collect();
+    let mut scores: HashMap<(usize, usize), f32> = HashMap::new();
+    let mut out = Vec::new();
+    for &max_wrong in max_wrongs {
+        let cut = verifier.cut(max_wrong);
+        let (hits, semantic) = simulate(prompts, &close, floor, |i, j| {
+            if !known(i) || !known(j) {
+                return Verdict::Never;
+            }
+            let score = *scores.entry((i, j)).or_insert_with(|| {
+                let side = |k: usize| Side {
+                    text: texts[k],
+                    vector: &embedded[k].vector,
+                    tokens: &embedded[k].tokens,
+                };
+                verifier.score(&side(i), &side(j))
+            });
+            if score > cut {
+                Verdict::Candidate {
+                    similarity: 1.0,
+                    refused_by: None,
+                }
+            } else {
+                Verdict::Never
+            }
+        });
+        let share = |n: usize| n as f32 / prompts.len().max(1) as f32;
+        out.push(VerifiedRates {
+            max_wrong,
+            cut,
+            hit_rate: share(hits),
+            semantic_rate: share(semantic),
+        });
     }
     Ok(out)
 }

@@ -153,12 +153,19 @@ fn a_replay_reports_hit_rates_per_threshold_and_guard_set() {
     assert!((rate("numbers+negation+content", 0.90) - 0.4).abs() < 1e-4);
     assert!((rate("none", 0.90) - 0.6).abs() < 1e-4);
     assert!((rate("negation", 0.90) - 0.4).abs() < 1e-4);
-    let table = run(dir.path(), &["eval", "--replay", "log.jsonl"]).stdout;
-    assert!(
-        String::from_utf8(table)
-            .unwrap()
-            .contains("hit rate (semantic part) by guard set")
-    );
+    // The route's own decision, the verifier at max_wrong 0.01: the repeat and the paraphrase,
+    // never on and off.
+    let verified = report["verifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| (r["max_wrong"].as_f64().unwrap() - 0.01).abs() < 1e-6)
+        .map(|r| r["hit_rate"].as_f64().unwrap());
+    assert!((verified.unwrap() - 0.4).abs() < 1e-4, "{report}");
+    let table =
+        String::from_utf8(run(dir.path(), &["eval", "--replay", "log.jsonl"]).stdout).unwrap();
+    assert!(table.contains("hit rate (semantic part) by guard set"));
+    assert!(table.contains("with the verifier (the route's decision)"));
 }
 
 #[test]
