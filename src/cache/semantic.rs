@@ -298,10 +298,12 @@ impl SemanticTier {
     /// The lowest similarity a candidate needs: the route's threshold, else the verifier's
     /// calibrated floor, else the model's default threshold.
     pub fn floor(&self, threshold: Option<f32>) -> f32 {
-        threshold.unwrap_or_else(|| match &self.verifier {
-            Some(v) => v.floor(),
-            None => self.embedder.model().default_threshold(),
-        })
+        match (&self.verifier, threshold) {
+            // Below its floor the verifier never saw a candidate: a lower threshold (a caller's
+            // config may set one) is lifted to it.
+            (Some(v), t) => t.map_or(v.floor(), |t| t.max(v.floor())),
+            (None, t) => t.unwrap_or_else(|| self.embedder.model().default_threshold()),
+        }
     }
 
     /// The best entry of `partition` at or above the route's floor, with its answer, unless the
@@ -351,35 +353,47 @@ impl SemanticTier {
                 .as_deref()
                 .and_then(TokenStates::from_bytes)
                 .unwrap_or_default();
-            let score = verifier.score(
-                &Side {
-                    text: asked,
-                    vector: &embedded.vector,
-                    tokens: &embedded.tokens,
-                },
-                &Side {
-                    text: &found.prompt,
-                    vector: &found.vector,
-                    tokens: &stored_states,
-                },
-            );
-            if score <= verifier.cut(decision.max_wrong) {
-                let unsure = decision
-                    .judge_max_wrong
-                    .is_some_and(|grey| score > verifier.cut(grey));
-                if let (true, Some(body)) = (unsure, body) {
-                    return Ok(Lookup::Unsure {
-                        hit: SemanticHit {
-                            similarity: found.similarity,
-                            body,
-                            total_tokens: found.total_tokens,
-                        },
-                        stored_prompt: found.prompt.clone(),
-                        stored: found.id.clone(),
-                        score,
-                    });
+            // Without states on either side (an entry written before them, or an unreadable
+            // field) the verifier would read every piece as aligned: the old rule decides.
+            if stored_states.is_empty() || embedded.tokens.is_empty() {
+                let model = self.embedder.model();
+                if found.similarity < model.default_threshold() {
+                    return Ok(refused(Refusal::Verifier { score: 0.0 }));
                 }
-                return Ok(refused(Refusal::Verifier { score }));
+                if let Some(g) = guard::refuse(decision.guards, asked, &found.prompt) {
+                    return Ok(refused(Refusal::Guard(g)));
+                }
+            } else {
+                let score = verifier.score(
+                    &Side {
+                        text: asked,
+                        vector: &embedded.vector,
+                        tokens: &embedded.tokens,
+                    },
+                    &Side {
+                        text: &found.prompt,
+                        vector: &found.vector,
+                        tokens: &stored_states,
+                    },
+                );
+                if score <= verifier.cut(decision.max_wrong) {
+                    let unsure = decision
+                        .judge_max_wrong
+                        .is_some_and(|grey| score > verifier.cut(grey));
+                    if let (true, Some(body)) = (unsure, body) {
+                        return Ok(Lookup::Unsure {
+                            hit: SemanticHit {
+                                similarity: found.similarity,
+                                body,
+                                total_tokens: found.total_tokens,
+                            },
+                            stored_prompt: found.prompt.clone(),
+                            stored: found.id.clone(),
+                            score,
+                        });
+                    }
+                    return Ok(refused(Refusal::Verifier { score }));
+                }
             }
         }
         match body {

@@ -114,8 +114,10 @@ impl RouteCacheConfig {
                 self.max_wrong
             ));
         }
-        self.judge
-            .validate(&format!("{path}.judge"), self.max_wrong, errors);
+        if self.judge.enabled {
+            self.judge
+                .validate(&format!("{path}.judge"), self.max_wrong, errors);
+        }
         if self.max_entries == 0 {
             errors.push(format!("{path}.max_entries must be above 0"));
         }

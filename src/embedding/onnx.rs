@@ -17,6 +17,10 @@ use crate::config::{EmbeddingConfig, ModelName};
 /// The output holding each token's state, as fastembed names it for BERT-like encoders.
 const OUTPUTS: [OutputKey; 2] = [OutputKey::OnlyOne, OutputKey::ByName("last_hidden_state")];
 
+/// Most word pieces whose states are kept per prompt (bounds the verifier's work and an
+/// entry's size: 64 pieces are about 25 KB).
+const MAX_PIECES: usize = 64;
+
 const FETCH_HINT: &str = "run models/fetch.sh from the repository root (or set [embedding] model_dir / onnxruntime_lib, or [embedding] enabled = false to run without semantic caching)";
 
 /// fastembed sessions for one model.
@@ -130,23 +134,26 @@ impl OnnxEmbedder {
         };
         let skip = 1 + self.prefix_pieces;
         let pieces = encoding.get_tokens();
-        let positions = live
-            .iter()
-            .skip(skip)
-            .take(live.len().saturating_sub(skip + 1));
+        let own = live.len().saturating_sub(skip + 1);
+        // The text alone and after the prefix may split differently at the seam: then no piece
+        // is flagged, rather than every flag shifted by one.
+        let aligned = pieces.len() == own;
+        // Alignment costs pieces² per pair on the request path; a long prompt's first pieces
+        // carry its question.
+        let positions = live.iter().skip(skip).take(own.min(MAX_PIECES));
         let mut states = TokenStates {
             dim,
             ..TokenStates::default()
         };
-        // Pieces of the text alone and of the prefixed text differ only at the seam, if at all;
-        // a count that disagrees leaves the flags of the last pieces unread (never misaligned).
         for (i, t) in positions.enumerate() {
             let mut state = row(*t).to_vec();
             normalize(&mut state);
             states.rows.extend(state);
-            states
-                .flags
-                .push(pieces.get(i).map_or(0, |p| TokenStates::flags_of(p)));
+            let flags = match (aligned, pieces.get(i)) {
+                (true, Some(p)) => TokenStates::flags_of(p),
+                _ => 0,
+            };
+            states.flags.push(flags);
         }
         states
     }

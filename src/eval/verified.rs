@@ -14,7 +14,7 @@ use super::{EvalError, Prompt, embed_all};
 use crate::cache::guard::Guard;
 use crate::cache::verifier::train::{self, Example};
 use crate::cache::verifier::{COUNT, Side, Training, Verifier, features};
-use crate::embedding::Embedder;
+use crate::embedding::{Embedder, TokenStates};
 
 /// A labelled pair and, when it could be a candidate at all (same partition, text the model
 /// knows), its features.
@@ -49,7 +49,14 @@ pub fn featurize(
                         && ea.unknown_ratio <= max_unknown
                         && eb.unknown_ratio <= max_unknown =>
                 {
-                    Some(features(&side(ta, ea), &side(tb, eb)))
+                    // The stored side as a lookup reads it back from Redis: quantised.
+                    let stored = TokenStates::from_bytes(&eb.tokens.to_bytes()).unwrap_or_default();
+                    let b = Side {
+                        text: tb,
+                        vector: &eb.vector,
+                        tokens: &stored,
+                    };
+                    Some(features(&side(ta, ea), &b))
                 }
                 _ => None,
             };

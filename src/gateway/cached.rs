@@ -268,6 +268,7 @@ impl<'a> Flow<'a> {
             .unwrap_or_default();
         let question = judge::Question {
             route,
+            partition: self.keys.map_or("", |k| k.partition.as_str()),
             judge: &self.ctx.cache.judge,
             model,
             asked,

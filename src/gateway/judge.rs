@@ -57,6 +57,9 @@ impl Judges {
 /// What the judge was asked about.
 pub(super) struct Question<'a> {
     pub route: &'a str,
+    /// The request's cache partition: a verdict is remembered within it only, so one tenant's
+    /// judge (on a host it chose) never answers for another's.
+    pub partition: &'a str,
     pub judge: &'a JudgeConfig,
     /// The request's own model, the judge's when the route names none.
     pub model: &'a str,
@@ -176,7 +179,7 @@ fn verdict_of(text: &str) -> Option<bool> {
 
 fn pair_key(q: &Question<'_>) -> [u8; 32] {
     let mut hash = Sha256::new();
-    for part in [q.route, q.model, q.stored, q.asked] {
+    for part in [q.route, q.partition, q.model, q.stored, q.asked] {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part.as_bytes());
     }

@@ -372,3 +372,29 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]);
     assert_eq!(shed, Some(4.0), "{text}");
 }
+
+/// An entry without word-piece states (written before they were stored, or with the field
+/// unreadable) is not verified as if every piece aligned: the old rule decides, and its
+/// negation guard refuses the look-alike.
+#[tokio::test]
+async fn an_entry_without_states_falls_back_to_the_guards() {
+    let upstream = Upstream::spawn().await;
+    let redis = RedisServer::start();
+    let gw = semantic_gateway(&upstream, Some(&redis)).await;
+    cache_status(&gw, "s", "How do I turn on Bluetooth?").await;
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("deja:v1:sem:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let had: i64 = redis::cmd("HDEL")
+        .arg(&keys[0])
+        .arg("states")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(had, 1, "the entry kept its states");
+    let off = ask(&gw, &with_system("s", "How do I turn off Bluetooth?"), &[]).await;
+    assert_eq!(off.cache(), "MISS");
+    assert_eq!(off.header("x-deja-refused"), Some("guard negation"));
+}
