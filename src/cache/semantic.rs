@@ -299,9 +299,7 @@ impl SemanticTier {
     /// calibrated floor, else the model's default threshold.
     pub fn floor(&self, threshold: Option<f32>) -> f32 {
         match (&self.verifier, threshold) {
-            // Below its floor the verifier never saw a candidate: a lower threshold (a caller's
-            // config may set one) is lifted to it.
-            (Some(v), t) => t.map_or(v.floor(), |t| t.max(v.floor())),
+            (Some(v), t) => v.floor_for(t),
             (None, t) => t.unwrap_or_else(|| self.embedder.model().default_threshold()),
         }
     }

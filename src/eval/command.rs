@@ -52,34 +52,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
     if let Some(path) = &args.replay {
         let prompts = replay::parse(&display(path), &read(path)?)?;
         let bar = progress(prompts.len(), "embedding prompts");
-        let sets = replay::guard_sets(&guards);
-        let rates = replay::replay(
-            &embedder,
-            max_unknown,
-            &prompts,
-            &sets,
-            &thresholds(),
-            |n| bar.set_position(n as u64),
-        )?;
+        let embedded = replay::embed_prompts(&embedder, &prompts, |n| bar.set_position(n as u64))?;
         bar.finish_and_clear();
+        let sets = replay::guard_sets(&guards);
+        let log = (prompts.as_slice(), embedded.as_slice());
+        let rates = replay::replay(max_unknown, log, &sets, &thresholds());
         let verified = match Verifier::load(
             &config.embedding.verifier_path(),
             config.embedding.model.slug(),
         ) {
             Ok(verifier) => {
-                let floor = route.cache.similarity_threshold.unwrap_or(verifier.floor());
+                let floor = verifier.floor_for(route.cache.similarity_threshold);
                 let mut points = vec![0.002f32, 0.005, 0.01, 0.02, 0.05, 0.1];
                 points.push(args.max_wrong.unwrap_or(route.cache.max_wrong));
                 points.sort_by(f32::total_cmp);
                 points.dedup();
                 Some(replay::replay_verified(
-                    &embedder,
                     max_unknown,
-                    &prompts,
+                    log,
                     &verifier,
                     floor,
                     &points,
-                )?)
+                ))
             }
             Err(_) => None,
         };
@@ -106,12 +100,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
         anyhow::bail!("give --pairs FILE or --replay FILE");
     };
     let labelled = pairs::parse(&display(path), &read(path)?)?;
-    let verified = verifier_report(&config, route, &embedder, &labelled, args.max_wrong)?;
     let bar = progress(labelled.len() * 2, "embedding pairs");
-    let judged = pairs::judge_all(&embedder, &guards, max_unknown, &labelled, |n| {
-        bar.set_position(n as u64)
-    })?;
+    let embedded = pairs::embed_pairs(&embedder, &labelled, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
+    let verified = verifier_report(&config, route, &labelled, &embedded, args.max_wrong);
+    let judged = pairs::judge_embedded(&guards, max_unknown, &labelled, &embedded);
     let max_wrong = args.max_wrong.unwrap_or(0.02);
     let (groups, chosen) = sweep_groups(&judged, max_wrong);
     let mut out = String::new();
@@ -173,35 +166,29 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<String> {
 fn verifier_report(
     config: &Config,
     route: &crate::config::RouteConfig,
-    embedder: &OnnxEmbedder,
     labelled: &[(super::Prompt, super::Prompt, pairs::Labels)],
+    embedded: &[crate::embedding::Embedded],
     max_wrong: Option<f32>,
-) -> Result<String, EvalError> {
+) -> String {
     let path = config.embedding.verifier_path();
     let verifier = match Verifier::load(&path, config.embedding.model.slug()) {
         Ok(v) => v,
-        Err(e) => return Ok(format!("no verifier: {e}\n")),
+        Err(e) => return format!("no verifier: {e}\n"),
     };
-    let bar = progress(labelled.len() * 2, "embedding pairs (verifier)");
-    let featured = verified::featurize(
-        embedder,
-        config.embedding.max_unknown_token_ratio,
-        labelled,
-        |n| bar.set_position(n as u64),
-    )?;
-    bar.finish_and_clear();
-    let floor = route.cache.similarity_threshold.unwrap_or(verifier.floor());
+    let featured =
+        verified::featurize(config.embedding.max_unknown_token_ratio, labelled, embedded);
+    let floor = verifier.floor_for(route.cache.similarity_threshold);
     let old = verified::Rule::Guards {
         threshold: config.embedding.model.default_threshold(),
         guards: &route.cache.guards,
     };
-    Ok(verified::report(
+    verified::report(
         &featured,
         &verifier,
         floor,
         max_wrong.unwrap_or(route.cache.max_wrong),
         old,
-    ))
+    )
 }
 
 /// `deja verifier train`.

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{EvalError, Prompt, Verdict, embed_all, judge, parse_jsonl};
 use crate::cache::guard::Guard;
-use crate::embedding::Embedder;
+use crate::embedding::{Embedded, Embedder};
 
 /// One labelled pair after judging.
 #[derive(Debug, Clone)]
@@ -79,6 +79,20 @@ pub struct Labels {
     pub topic: Option<String>,
 }
 
+/// Embeds every pair's final texts, A then B, once for every use of them.
+pub fn embed_pairs(
+    embedder: &dyn Embedder,
+    pairs: &[(Prompt, Prompt, Labels)],
+    progress: impl FnMut(usize),
+) -> Result<Vec<Embedded>, EvalError> {
+    let texts: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(a, b, _)| [a, b])
+        .map(|p| p.text.as_deref().unwrap_or(""))
+        .collect();
+    Ok(embed_all(embedder, &texts, progress)?)
+}
+
 /// Embeds every pair's final texts and judges each pair under `guards`.
 pub fn judge_all(
     embedder: &dyn Embedder,
@@ -87,13 +101,18 @@ pub fn judge_all(
     pairs: &[(Prompt, Prompt, Labels)],
     progress: impl FnMut(usize),
 ) -> Result<Vec<Judged>, EvalError> {
-    let texts: Vec<&str> = pairs
-        .iter()
-        .flat_map(|(a, b, _)| [a, b])
-        .map(|p| p.text.as_deref().unwrap_or(""))
-        .collect();
-    let embedded = embed_all(embedder, &texts, progress)?;
-    Ok(pairs
+    let embedded = embed_pairs(embedder, pairs, progress)?;
+    Ok(judge_embedded(guards, max_unknown, pairs, &embedded))
+}
+
+/// Judges each pair under `guards`, given [`embed_pairs`]' embeddings.
+pub fn judge_embedded(
+    guards: &[Guard],
+    max_unknown: f32,
+    pairs: &[(Prompt, Prompt, Labels)],
+    embedded: &[Embedded],
+) -> Vec<Judged> {
+    pairs
         .iter()
         .zip(embedded.chunks(2))
         .map(|((a, b, labels), e)| Judged {
@@ -102,7 +121,7 @@ pub fn judge_all(
             category: labels.category.clone(),
             verdict: judge(guards, max_unknown, (a, e.first()), (b, e.get(1))),
         })
-        .collect())
+        .collect()
 }
 
 /// Rates of `pairs` at `threshold`.

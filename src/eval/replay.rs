@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{EvalError, Prompt, Verdict, cosine, embed_all, judge, parse_jsonl};
 use crate::cache::guard::Guard;
 use crate::cache::verifier::{Side, Verifier};
-use crate::embedding::Embedder;
+use crate::embedding::{Embedded, Embedder};
 
 /// Hit rates of one guard set at one threshold.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -63,23 +63,23 @@ pub fn label(guards: &[Guard]) -> String {
         .join("+")
 }
 
-/// Replays `prompts` for every guard set and threshold.
-pub fn replay(
+/// Embeds every prompt's final text, once for every replay of them.
+pub fn embed_prompts(
     embedder: &dyn Embedder,
-    max_unknown: f32,
     prompts: &[Prompt],
-    sets: &[Vec<Guard>],
-    thresholds: &[f32],
     progress: impl FnMut(usize),
-) -> Result<Vec<ReplayRates>, EvalError> {
-    let texts: Vec<&str> = prompts
-        .iter()
-        .map(|p| p.text.as_deref().unwrap_or(""))
-        .collect();
-    let embedded = embed_all(embedder, &texts, progress)?;
-    let lowest = thresholds.iter().copied().fold(1.0f32, f32::min);
-    // For each prompt, the earlier prompts close enough to matter at any threshold.
-    let close: Vec<Vec<(usize, f32)>> = (0..prompts.len())
+) -> Result<Vec<Embedded>, EvalError> {
+    let texts: Vec<&str> = prompts.iter().map(text).collect();
+    Ok(embed_all(embedder, &texts, progress)?)
+}
+
+fn text(p: &Prompt) -> &str {
+    p.text.as_deref().unwrap_or("")
+}
+
+/// For each prompt, the earlier prompts of its partition at or above `lowest`.
+fn close_earlier(prompts: &[Prompt], embedded: &[Embedded], lowest: f32) -> Vec<Vec<(usize, f32)>> {
+    (0..prompts.len())
         .map(|i| {
             (0..i)
                 .filter(|&j| prompts[j].partition == prompts[i].partition)
@@ -87,7 +87,19 @@ pub fn replay(
                 .filter(|(_, s)| *s >= lowest)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Replays `prompts` (embedded by [`embed_prompts`]) for every guard set and threshold.
+pub fn replay(
+    max_unknown: f32,
+    (prompts, embedded): (&[Prompt], &[Embedded]),
+    sets: &[Vec<Guard>],
+    thresholds: &[f32],
+) -> Vec<ReplayRates> {
+    let lowest = thresholds.iter().copied().fold(1.0f32, f32::min);
+    // For each prompt, the earlier prompts close enough to matter at any threshold.
+    let close = close_earlier(prompts, embedded, lowest);
     let mut out = Vec::new();
     for guards in sets {
         let mut verdicts: HashMap<(usize, usize), Verdict> = HashMap::new();
@@ -111,7 +123,7 @@ pub fn replay(
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// Hit rates with the verifier deciding, at one `max_wrong`.
@@ -127,31 +139,17 @@ pub struct VerifiedRates {
     pub semantic_rate: f32,
 }
 
-/// Replays `prompts` with the verifier deciding on candidates at or above `floor`, for each of
-/// `max_wrongs`.
+/// Replays `prompts` (embedded by [`embed_prompts`]) with the verifier deciding on candidates
+/// at or above `floor`, for each of `max_wrongs`.
 pub fn replay_verified(
-    embedder: &dyn Embedder,
     max_unknown: f32,
-    prompts: &[Prompt],
+    (prompts, embedded): (&[Prompt], &[Embedded]),
     verifier: &Verifier,
     floor: f32,
     max_wrongs: &[f32],
-) -> Result<Vec<VerifiedRates>, EvalError> {
-    let texts: Vec<&str> = prompts
-        .iter()
-        .map(|p| p.text.as_deref().unwrap_or(""))
-        .collect();
-    let embedded = embed_all(embedder, &texts, |_| {})?;
+) -> Vec<VerifiedRates> {
     let known = |i: usize| embedded[i].unknown_ratio <= max_unknown && prompts[i].text.is_some();
-    let close: Vec<Vec<(usize, f32)>> = (0..prompts.len())
-        .map(|i| {
-            (0..i)
-                .filter(|&j| prompts[j].partition == prompts[i].partition)
-                .map(|j| (j, cosine(&embedded[i].vector, &embedded[j].vector)))
-                .filter(|(_, s)| *s >= floor)
-                .collect()
-        })
-        .collect();
+    let close = close_earlier(prompts, embedded, floor);
     let mut scores: HashMap<(usize, usize), f32> = HashMap::new();
     let mut out = Vec::new();
     for &max_wrong in max_wrongs {
@@ -162,7 +160,7 @@ pub fn replay_verified(
             }
             let score = *scores.entry((i, j)).or_insert_with(|| {
                 let side = |k: usize| Side {
-                    text: texts[k],
+                    text: text(&prompts[k]),
                     vector: &embedded[k].vector,
                     tokens: &embedded[k].tokens,
                 };
@@ -185,7 +183,7 @@ pub fn replay_verified(
             semantic_rate: share(semantic),
         });
     }
-    Ok(out)
+    out
 }
 
 /// (hits, semantic hits) of one run through an empty cache.

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::pairs::{self, Labels};
-use super::{EvalError, Prompt, embed_all};
+use super::{EvalError, Prompt};
 use crate::cache::guard::Guard;
 use crate::cache::verifier::train::{self, Example};
 use crate::cache::verifier::{COUNT, Side, Training, Verifier, features};
-use crate::embedding::{Embedder, TokenStates};
+use crate::embedding::{Embedded, Embedder, TokenStates};
 
 /// A labelled pair and, when it could be a candidate at all (same partition, text the model
 /// knows), its features.
@@ -26,20 +26,13 @@ pub struct Featured {
     pub x: Option<[f32; COUNT]>,
 }
 
-/// Embeds every pair (with word-piece states) and computes its features.
+/// Each pair's features, given [`pairs::embed_pairs`]' embeddings (with word-piece states).
 pub fn featurize(
-    embedder: &dyn Embedder,
     max_unknown: f32,
     pairs: &[(Prompt, Prompt, Labels)],
-    progress: impl FnMut(usize),
-) -> Result<Vec<Featured>, EvalError> {
-    let texts: Vec<&str> = pairs
-        .iter()
-        .flat_map(|(a, b, _)| [a, b])
-        .map(|p| p.text.as_deref().unwrap_or(""))
-        .collect();
-    let embedded = embed_all(embedder, &texts, progress)?;
-    Ok(pairs
+    embedded: &[Embedded],
+) -> Vec<Featured> {
+    pairs
         .iter()
         .zip(embedded.chunks(2))
         .map(|((a, b, labels), e)| {
@@ -65,10 +58,10 @@ pub fn featurize(
                 x,
             }
         })
-        .collect())
+        .collect()
 }
 
-fn side<'a>(text: &'a str, e: &'a crate::embedding::Embedded) -> Side<'a> {
+fn side<'a>(text: &'a str, e: &'a Embedded) -> Side<'a> {
     Side {
         text,
         vector: &e.vector,
@@ -279,7 +272,8 @@ pub fn train_files(
         })?;
         hash.update(text.as_bytes());
         let labelled = pairs::parse(&path.display().to_string(), &text)?;
-        featured.extend(featurize(embedder, max_unknown, &labelled, |_| {})?);
+        let embedded = pairs::embed_pairs(embedder, &labelled, |_| {})?;
+        featured.extend(featurize(max_unknown, &labelled, &embedded));
     }
     let examples: Vec<Example> = featured
         .iter()

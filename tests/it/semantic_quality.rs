@@ -157,13 +157,8 @@ fn the_verifier_holds_its_sealed_test_figures() {
         set.extend(pairs::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap());
     }
     let embedder = crate::common::shared_embedder();
-    let featured = featurize(
-        embedder.as_ref(),
-        config.max_unknown_token_ratio,
-        &set,
-        |_| {},
-    )
-    .unwrap();
+    let embedded = pairs::embed_pairs(embedder.as_ref(), &set, |_| {}).unwrap();
+    let featured = featurize(config.max_unknown_token_ratio, &set, &embedded);
     let rule = Rule::Verifier {
         verifier: &verifier,
         floor: verifier.floor(),

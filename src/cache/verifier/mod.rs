@@ -229,6 +229,12 @@ impl Verifier {
     pub fn floor(&self) -> f32 {
         self.weights.floor
     }
+
+    /// The floor for a route's (or a caller's) `threshold`: below the calibrated floor the
+    /// verifier never saw a candidate, so a lower threshold is lifted to it.
+    pub fn floor_for(&self, threshold: Option<f32>) -> f32 {
+        threshold.map_or(self.floor(), |t| t.max(self.floor()))
+    }
 }
 
 #[cfg(test)]
