@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::query::{AnalyticsQuery, format_time};
-use super::{cost_usd, is_hit, quantile};
+use super::{asked_judge, cost_usd, is_hit, judge_cost_usd, quantile};
 use crate::store::logs::LogRecord;
 
 /// Bucket widths to choose from, ms: the smallest giving at most [`MAX_POINTS`] points.
@@ -65,13 +65,15 @@ impl Graph {
     }
 }
 
-/// Cost of a row in cents; nothing for answers served from cache.
+/// Cost of a row in cents: its answer's, nothing when served from cache, plus the judge's call
+/// when it asked one (a hit the judge let through still paid for the judge).
 fn cost_cents(prices: &[(String, f64)], row: &LogRecord) -> f64 {
-    if is_hit(row) {
+    let answer = if is_hit(row) {
         0.0
     } else {
-        cost_usd(prices, row) * 100.0
-    }
+        cost_usd(prices, row)
+    };
+    (answer + judge_cost_usd(prices, row)) * 100.0
 }
 
 fn percent(part: usize, whole: usize) -> f64 {
@@ -131,6 +133,7 @@ fn figures(graph: Graph, rows: &[&LogRecord], prices: &[(String, f64)]) -> Value
             "total": rows.iter().map(|r| r.tokens).sum::<i64>(),
             "prompt": rows.iter().map(|r| r.prompt_tokens).sum::<i64>(),
             "completion": rows.iter().map(|r| r.completion_tokens).sum::<i64>(),
+            "judge": rows.iter().map(|r| r.judge_tokens).sum::<i64>(),
         }),
         Graph::Errors => json!({"total": failed}),
         Graph::ErrorsRate => json!({"rate": round(percent(failed, rows.len()))}),
@@ -214,6 +217,15 @@ pub fn cache_summary(
     let hits: Vec<&&LogRecord> = kept.iter().filter(|r| is_hit(r)).collect();
     let misses: Vec<&&LogRecord> = kept.iter().filter(|r| r.cache_status == "miss").collect();
     let avg = |rs: &[&&LogRecord]| mean(rs.iter().map(|r| r.latency_ms));
+    let judged: Vec<&&LogRecord> = kept.iter().filter(|r| asked_judge(r)).collect();
+    let cost_saved = hits
+        .iter()
+        .map(|r| cost_usd(prices, r) * 100.0)
+        .sum::<f64>();
+    let judge_cost = judged
+        .iter()
+        .map(|r| judge_cost_usd(prices, r) * 100.0)
+        .sum::<f64>();
     json!({
         "object": "analytics-summary",
         "summary": {
@@ -224,7 +236,12 @@ pub fn cache_summary(
             "avg_latency_hit": round(avg(&hits)),
             "avg_latency_miss": round(avg(&misses)),
             "tokens_saved": hits.iter().map(|r| r.tokens).sum::<i64>(),
-            "cost_saved": round(hits.iter().map(|r| cost_usd(prices, r) * 100.0).sum::<f64>()),
+            "cost_saved": round(cost_saved),
+            "judge_calls": judged.len(),
+            "judge_tokens": judged.iter().map(|r| r.judge_tokens).sum::<i64>(),
+            "judge_cost": round(judge_cost),
+            "avg_latency_judge": round(mean(judged.iter().map(|r| r.judge_ms))),
+            "net_cost_saved": round(cost_saved - judge_cost),
         },
     })
 }
@@ -283,6 +300,9 @@ mod tests {
             },
             LogRecord {
                 at: 4,
+                // A hit the judge let through: its 1M judge tokens were paid for.
+                judge_model: "yi-large".to_owned(),
+                judge_tokens: 1_000_000,
                 ..row("semantic_hit", 5.0, 1_000_000, "yi-lightning")
             },
         ];
@@ -292,11 +312,12 @@ mod tests {
             s(Graph::Requests),
             json!({"total": 4, "success": 3, "failed": 1})
         );
-        // One paid miss of 1M tokens at $0.14: 14 cents; hits cost nothing.
-        assert_eq!(s(Graph::Cost)["total"], json!(14.0));
+        // One paid miss of 1M tokens at $0.14: 14 cents; hits cost nothing but the judge's
+        // 1M tokens of yi-large at $2.80: 280 cents.
+        assert_eq!(s(Graph::Cost)["total"], json!(294.0));
         assert_eq!(
             s(Graph::Tokens),
-            json!({"total": 3_000_000, "prompt": 600_000, "completion": 400_000})
+            json!({"total": 3_000_000, "prompt": 600_000, "completion": 400_000, "judge": 1_000_000})
         );
         assert_eq!(s(Graph::ErrorsRate), json!({"rate": 25.0}));
         let rate = s(Graph::CacheHitRate);
@@ -308,5 +329,8 @@ mod tests {
         assert_eq!(s(Graph::Latency)["p99"], json!(300.0));
         let summary = cache_summary(&rows, &q, &prices);
         assert_eq!(summary["summary"]["cost_saved"], json!(28.0));
+        assert_eq!(summary["summary"]["judge_calls"], json!(1));
+        assert_eq!(summary["summary"]["judge_cost"], json!(280.0));
+        assert_eq!(summary["summary"]["net_cost_saved"], json!(-252.0));
     }
 }

@@ -85,6 +85,19 @@ pub struct Point {
     pub cost_saved_usd: f64,
 }
 
+/// What the grey zone's judge cost a route: its calls are paid for like any other.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct JudgeCosts {
+    /// Requests that asked the judge (a remembered verdict asks nothing).
+    pub calls: usize,
+    /// Tokens those calls cost.
+    pub tokens: i64,
+    /// Those tokens at the judge model's price.
+    pub cost_usd: f64,
+    /// How long requests waited for the judge, ms.
+    pub latency: Spread,
+}
+
 /// One route's cache over the window.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteCache {
@@ -108,8 +121,10 @@ pub struct RouteCache {
     pub latency_saved_ms: f64,
     /// `usage.total_tokens` of the answers served from cache.
     pub tokens_saved: i64,
-    /// Those tokens at the model's price.
+    /// Those tokens at the model's price (the judge's cost not taken off: see `judge`).
     pub cost_saved_usd: f64,
+    /// What the judge cost.
+    pub judge: JudgeCosts,
     /// Similarities of hits, misses' nearest candidates, and refused candidates.
     pub similarity: SimilarityHistogram,
     /// Candidates refused, by guard.
@@ -164,6 +179,29 @@ pub fn price(prices: &[(String, f64)], model: &str) -> f64 {
 /// What a row cost (or, served from cache, saved), USD.
 pub fn cost_usd(prices: &[(String, f64)], row: &LogRecord) -> f64 {
     row.tokens as f64 * price(prices, &row.model) / 1e6
+}
+
+/// What the judge's call cost a row, USD (0 when none was made).
+pub fn judge_cost_usd(prices: &[(String, f64)], row: &LogRecord) -> f64 {
+    if row.judge_tokens == 0 {
+        return 0.0;
+    }
+    row.judge_tokens as f64 * price(prices, &row.judge_model) / 1e6
+}
+
+/// Whether the row's request asked the judge.
+pub fn asked_judge(row: &LogRecord) -> bool {
+    !row.judge_model.is_empty()
+}
+
+fn judge_costs(rows: &[&LogRecord], prices: &[(String, f64)]) -> JudgeCosts {
+    let judged: Vec<&LogRecord> = rows.iter().copied().filter(|r| asked_judge(r)).collect();
+    JudgeCosts {
+        calls: judged.len(),
+        tokens: judged.iter().map(|r| r.judge_tokens).sum(),
+        cost_usd: judged.iter().map(|r| judge_cost_usd(prices, r)).sum(),
+        latency: spread(judged.iter().map(|r| r.judge_ms).collect()),
+    }
 }
 
 /// Served from either cache tier.
@@ -293,6 +331,7 @@ fn route_report(route: &str, rows: &[&LogRecord], spec: &ReportSpec<'_>) -> Rout
         latency,
         tokens_saved: hits.iter().map(|r| r.tokens).sum(),
         cost_saved_usd: hits.iter().map(|r| cost_usd(spec.prices, r)).sum(),
+        judge: judge_costs(rows, spec.prices),
         similarity: histogram(rows),
         guard_refusals,
         near_misses: NearMisses {

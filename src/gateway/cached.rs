@@ -205,7 +205,7 @@ impl<'a> Flow<'a> {
                 stored,
                 score,
             } => {
-                self.judge(hit, (&stored_prompt, stored), score, asked)
+                self.judge(hit, (&stored_prompt, stored), score, asked, meta)
                     .await
             }
             other => other,
@@ -259,6 +259,7 @@ impl<'a> Flow<'a> {
         (stored, stored_id): (&str, String),
         score: f32,
         asked: &str,
+        meta: &mut Meta,
     ) -> Lookup {
         let route = &self.ctx.route.name;
         let model = self
@@ -275,7 +276,9 @@ impl<'a> Flow<'a> {
             stored,
             target: self.ctx.plan.first_target(),
         };
-        match judge::decide(self.state, &question).await {
+        let (verdict, cost) = judge::decide(self.state, &question).await;
+        meta.judge = cost;
+        match verdict {
             Ok(()) => {
                 self.state.cache.judged(route, &hit, None);
                 Lookup::Hit(hit)

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -68,20 +68,36 @@ pub(super) struct Question<'a> {
     pub target: Option<&'a Target>,
 }
 
+/// What asking the judge cost a request, for its log row and analytics.
+#[derive(Debug, Clone)]
+pub struct JudgeCost {
+    /// The model asked.
+    pub model: String,
+    /// Its answer's `usage.total_tokens` (0 when none came).
+    pub tokens: u64,
+    /// How long the request waited for it.
+    pub took: Duration,
+}
+
 /// The verdict: `Ok(())` serves the candidate; `Err` names why not (`no`, `skipped`, `error`).
-pub(super) async fn decide(state: &AppState, q: &Question<'_>) -> Result<(), &'static str> {
+/// With it, what the call cost when the judge was asked (a remembered verdict or a spent budget
+/// cost nothing).
+pub(super) async fn decide(
+    state: &AppState,
+    q: &Question<'_>,
+) -> (Result<(), &'static str>, Option<JudgeCost>) {
     let Some(judge) = state.judges.routes.get(q.route) else {
-        return Err("error");
+        return (Err("error"), None);
     };
     let key = pair_key(q);
     let remembered = lock(&judge.verdicts).get(&key).copied();
     if let Some(yes) = remembered {
         state.metrics.judge(q.route, "cached", None);
-        return if yes { Ok(()) } else { Err("no") };
+        return (if yes { Ok(()) } else { Err("no") }, None);
     }
     if !judge.budget.take() {
         state.metrics.judge(q.route, "skipped", None);
-        return Err("skipped");
+        return (Err("skipped"), None);
     }
     let started = Instant::now();
     let asked = tokio::time::timeout(q.judge.timeout, ask(state, q)).await;
@@ -96,21 +112,31 @@ pub(super) async fn decide(state: &AppState, q: &Question<'_>) -> Result<(), &'s
         None => "error",
     };
     state.metrics.judge(q.route, label, Some((tokens, took)));
+    let cost = Some(JudgeCost {
+        model: judge_model(q).to_owned(),
+        tokens,
+        took,
+    });
     let Some(yes) = verdict else {
-        return Err("error");
+        return (Err("error"), cost);
     };
     let mut verdicts = lock(&judge.verdicts);
     if verdicts.len() >= REMEMBERED {
         verdicts.clear();
     }
     verdicts.insert(key, yes);
-    if yes { Ok(()) } else { Err("no") }
+    (if yes { Ok(()) } else { Err("no") }, cost)
+}
+
+/// The route's judge model, else the request's own.
+fn judge_model<'q>(q: &Question<'q>) -> &'q str {
+    q.judge.model.as_deref().unwrap_or(q.model)
 }
 
 /// One call, no retries: the verdict and the tokens it cost; `None` when no verdict came.
 async fn ask(state: &AppState, q: &Question<'_>) -> Option<(bool, u64)> {
     let target = q.target?;
-    let model = q.judge.model.as_deref().unwrap_or(q.model);
+    let model = judge_model(q);
     let request = json!({
         "model": model,
         "temperature": 0,

@@ -86,6 +86,8 @@ pub struct Meta {
     /// On a semantic miss, the nearest candidate's similarity and the guard that refused it.
     pub nearest: Option<f32>,
     pub guard: Option<&'static str>,
+    /// What the grey zone's judge cost, when it was asked.
+    pub judge: Option<super::judge::JudgeCost>,
     /// Why that candidate was refused, for `x-deja-refused`: `verifier 0.31`, `guard numbers`.
     pub refused: Option<String>,
     pub note: Option<&'static str>,
@@ -183,6 +185,19 @@ impl Meta {
             guard: self.guard.unwrap_or_default().to_owned(),
             target: self.target_label(),
             trace_id: self.trace_id.clone().unwrap_or_default(),
+            judge_model: self
+                .judge
+                .as_ref()
+                .map(|j| j.model.clone())
+                .unwrap_or_default(),
+            judge_tokens: self
+                .judge
+                .as_ref()
+                .map_or(0, |j| i64::try_from(j.tokens).unwrap_or(i64::MAX)),
+            judge_ms: self
+                .judge
+                .as_ref()
+                .map_or(0.0, |j| j.took.as_secs_f64() * 1000.0),
             attempts: i64::from(self.attempts),
             status: i64::from(status),
             latency_ms: elapsed.as_secs_f64() * 1000.0,

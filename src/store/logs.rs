@@ -52,6 +52,12 @@ pub struct LogRecord {
     pub target: String,
     /// The caller's `x-portkey-trace-id` ("" for none).
     pub trace_id: String,
+    /// The model the grey zone's judge asked ("" when no judge was asked).
+    pub judge_model: String,
+    /// Tokens the judge's call cost (its `usage.total_tokens`).
+    pub judge_tokens: i64,
+    /// How long the judge took, ms (on the request's own path).
+    pub judge_ms: f64,
     /// The request body, with `[log] bodies = true`.
     pub prompt: Option<String>,
     /// The answer body, with `[log] bodies = true`.
@@ -81,7 +87,8 @@ pub struct LogFilter {
 
 const COLUMNS: &str = "id, at, endpoint, route, tenant, model, config_version, cache_status, \
      similarity, attempts, status, latency_ms, tokens, prompt, answer, config, virtual_key, \
-     prompt_tokens, completion_tokens, nearest, guard, target, trace_id";
+     prompt_tokens, completion_tokens, nearest, guard, target, trace_id, judge_model, judge_tokens, \
+     judge_ms";
 
 fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
     Ok(LogRecord {
@@ -108,6 +115,9 @@ fn record(row: &AnyRow) -> Result<LogRecord, StoreError> {
         guard: row.try_get("guard")?,
         target: row.try_get("target")?,
         trace_id: row.try_get("trace_id")?,
+        judge_model: row.try_get("judge_model")?,
+        judge_tokens: row.try_get("judge_tokens")?,
+        judge_ms: row.try_get("judge_ms")?,
     })
 }
 
@@ -118,7 +128,7 @@ impl Store {
         for r in rows {
             sqlx::query(&format!(
                 "INSERT INTO request_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, -1.0), $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, $19, NULLIF($20, -1.0), $21, $22, $23)"
+                 $16, $17, $18, $19, NULLIF($20, -1.0), $21, $22, $23, $24, $25, $26)"
             ))
             .bind(&r.id)
             .bind(r.at)
@@ -144,6 +154,9 @@ impl Store {
             .bind(&r.guard)
             .bind(&r.target)
             .bind(&r.trace_id)
+            .bind(&r.judge_model)
+            .bind(r.judge_tokens)
+            .bind(r.judge_ms)
             .execute(&mut *tx)
             .await?;
         }

@@ -105,7 +105,7 @@ async fn portkey_graphs_come_from_the_request_log_in_portkey_shape() {
     let (_, tokens) = get(&s, &format!("/v1/analytics/graphs/tokens?{w}"), &s.admin).await;
     assert_eq!(
         tokens["summary"],
-        json!({"total": 30, "prompt": 15, "completion": 15})
+        json!({"total": 30, "prompt": 15, "completion": 15, "judge": 0})
     );
     let (_, rate) = get(
         &s,
@@ -262,6 +262,76 @@ async fn the_cache_report_shows_hits_refusals_near_misses_and_the_threshold() {
         .map(|p| p["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(served, asked.len() as u64);
+}
+
+/// What the grey zone's judge cost shows in the log row, the cache report, the summary and the
+/// cost and token graphs: a judge the route runs is paid for, and a hit it let through is not
+/// free.
+#[tokio::test]
+async fn the_judges_calls_are_costed_in_the_log_and_analytics() {
+    let s = setup(
+        "semantic",
+        "[[routes]]\nname = \"support\"\nmodels = [\"yi-*\"]\n[routes.cache.judge]\nenabled = true\nmodel = \"yi-large\"\nmax_per_second = 100\n",
+    )
+    .await;
+    s.upstream.script([
+        Reply::answer("Students get 20% off with a valid student ID."),
+        Reply::answer("Yes."),
+    ]);
+    // The same grey-zone pair as the judge's own tests (refused at 0.01, served at 0.10).
+    assert_eq!(
+        ask_as_acme(&s, "Is there a student discount?").await,
+        "MISS"
+    );
+    assert_eq!(
+        ask_as_acme(&s, "Do students get a discount?").await,
+        "SEMANTIC HIT"
+    );
+    let rows = common::until_logged(&s, &s.admin, 2).await;
+    let judged: Vec<&Value> = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["judge_model"] != "")
+        .collect();
+    assert_eq!(judged.len(), 1, "{rows}");
+    assert_eq!(judged[0]["cache_status"], "semantic_hit");
+    assert_eq!(judged[0]["judge_model"], "yi-large");
+    // The stand-in's usage says 10 tokens a call.
+    assert_eq!(judged[0]["judge_tokens"], 10);
+    assert!(judged[0]["judge_ms"].as_f64().unwrap() > 0.0);
+
+    let (_, report) = get(&s, "/v1/analytics/cache?window=10m&buckets=2", &s.admin).await;
+    let judge = &report["routes"][0]["judge"];
+    assert_eq!(
+        (judge["calls"].as_u64(), judge["tokens"].as_i64()),
+        (Some(1), Some(10))
+    );
+    // yi-large at $2.80 a million tokens.
+    let usd = judge["cost_usd"].as_f64().unwrap();
+    assert!((usd - 10.0 * 2.80 / 1e6).abs() < 1e-12, "{judge}");
+    assert_eq!(judge["latency"]["count"], 1);
+
+    let w = window();
+    let (_, summary) = get(&s, &format!("/v1/analytics/summary/cache?{w}"), &s.admin).await;
+    let summary = &summary["summary"];
+    assert_eq!(
+        (
+            summary["judge_calls"].as_u64(),
+            summary["judge_tokens"].as_i64()
+        ),
+        (Some(1), Some(10))
+    );
+    let (_, tokens) = get(&s, &format!("/v1/analytics/graphs/tokens?{w}"), &s.admin).await;
+    assert_eq!(tokens["summary"]["judge"], 10, "{tokens}");
+    // The miss paid its answer (10 tokens of yi-lightning at $0.14), the hit only its judge.
+    let (_, cost) = get(&s, &format!("/v1/analytics/graphs/cost?{w}"), &s.admin).await;
+    let cents = cost["summary"]["total"].as_f64().unwrap();
+    let expected: f64 = (10.0 * 0.14 / 1e6 + 10.0 * 2.80 / 1e6) * 100.0;
+    assert!(
+        (cents - (expected * 1e4).round() / 1e4).abs() < 1e-9,
+        "{cost}"
+    );
 }
 
 /// `/dashboard` in headless Chromium after real traffic: every chart drew data (counted by the
