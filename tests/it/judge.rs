@@ -30,22 +30,17 @@ fn judge_calls(metrics: &str, verdict: &str) -> Option<f64> {
 async fn a_yes_serves_the_candidate_once_asked_and_a_no_refuses_it() {
     let upstream = Upstream::spawn().await;
     let gw = judging_gateway(&upstream, 100.0).await;
-    let refund = "Refunds reach your card within 5 to 7 business days.";
-    upstream.script([Reply::answer(refund), Reply::answer("Yes.")]);
+    let discount = "Students get 20% off with a valid student ID.";
+    upstream.script([Reply::answer(discount), Reply::answer("Yes.")]);
     assert_eq!(
-        ask(&gw, &question("How long does a refund take?"), &[])
+        ask(&gw, &question("Is there a student discount?"), &[])
             .await
             .cache(),
         "MISS"
     );
-    let judged = ask(
-        &gw,
-        &question("How long does a refund take to arrive?"),
-        &[],
-    )
-    .await;
+    let judged = ask(&gw, &question("Do students get a discount?"), &[]).await;
     assert_eq!(judged.cache(), "SEMANTIC HIT", "{}", judged.body);
-    assert_eq!(judged.content(), refund);
+    assert_eq!(judged.content(), discount);
     assert_eq!(upstream.calls(), 2, "the answer, then one judge call");
     let sent: serde_json::Value = serde_json::from_slice(&upstream.received()[1].body).unwrap();
     assert_eq!(
@@ -54,19 +49,14 @@ async fn a_yes_serves_the_candidate_once_asked_and_a_no_refuses_it() {
     );
     let prompt = sent["messages"][1]["content"].as_str().unwrap();
     assert!(
-        prompt.contains("How long does a refund take?\n")
-            && prompt.contains("How long does a refund take to arrive?")
+        prompt.contains("Is there a student discount?\n")
+            && prompt.contains("Do students get a discount?")
             && prompt.ends_with("same answer? yes/no"),
         "{prompt}"
     );
 
     // The same pair again: the verdict is remembered, nothing is asked.
-    let again = ask(
-        &gw,
-        &question("How long does a refund take to arrive?"),
-        &[],
-    )
-    .await;
+    let again = ask(&gw, &question("Do students get a discount?"), &[]).await;
     assert_eq!(again.cache(), "SEMANTIC HIT");
     assert_eq!(upstream.calls(), 2);
 
@@ -116,13 +106,8 @@ async fn past_its_budget_or_when_off_no_judge_is_asked() {
     let upstream = Upstream::spawn().await;
     let gw = judging_gateway(&upstream, 0.0).await;
     upstream.answer_by_default(Reply::answer("an answer"));
-    ask(&gw, &question("How long does a refund take?"), &[]).await;
-    let skipped = ask(
-        &gw,
-        &question("How long does a refund take to arrive?"),
-        &[],
-    )
-    .await;
+    ask(&gw, &question("Is there a student discount?"), &[]).await;
+    let skipped = ask(&gw, &question("Do students get a discount?"), &[]).await;
     assert_eq!(skipped.cache(), "MISS");
     let why = skipped.header("x-deja-refused").unwrap_or_default();
     assert!(why.starts_with("judge skipped"), "{why}");
@@ -134,13 +119,8 @@ async fn past_its_budget_or_when_off_no_judge_is_asked() {
     let upstream = Upstream::spawn().await;
     upstream.answer_by_default(Reply::answer("an answer"));
     let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", "")).await;
-    ask(&gw, &question("How long does a refund take?"), &[]).await;
-    let plain = ask(
-        &gw,
-        &question("How long does a refund take to arrive?"),
-        &[],
-    )
-    .await;
+    ask(&gw, &question("Is there a student discount?"), &[]).await;
+    let plain = ask(&gw, &question("Do students get a discount?"), &[]).await;
     assert_eq!(plain.cache(), "MISS");
     let why = plain.header("x-deja-refused").unwrap_or_default();
     assert!(why.starts_with("verifier 0."), "{why}");

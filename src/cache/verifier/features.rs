@@ -1,6 +1,7 @@
 //! What the verifier reads from a pair of prompts: how each word piece of one aligns with the
 //! other's (from the model's states before pooling), whether numbers align, the cosine of the
-//! pooled vectors, word overlap, and the lexical guards' verdicts as evidence.
+//! pooled vectors, word and character n-gram overlap, and the lexical guards' verdicts as
+//! evidence.
 
 use crate::cache::guard;
 use crate::embedding::TokenStates;
@@ -18,7 +19,7 @@ pub struct Side<'a> {
 }
 
 /// The features' names, in order; a weights file names the ones it was trained on.
-pub const NAMES: [&str; 23] = [
+pub const NAMES: [&str; 29] = [
     "cosine",
     "align_recall",
     "align_precision",
@@ -42,6 +43,12 @@ pub const NAMES: [&str; 23] = [
     "words_only_asked",
     "words_only_stored",
     "words_common",
+    "gram2_overlap",
+    "gram2_only_asked",
+    "gram2_only_stored",
+    "gram3_overlap",
+    "gram3_only_asked",
+    "gram3_only_stored",
 ];
 
 /// How many features.
@@ -83,6 +90,7 @@ pub fn features(asked: &Side<'_>, stored: &Side<'_>) -> [f32; COUNT] {
     let [numbers, negation, content] = guard::signals(asked.text, stored.text);
     let (only_a, only_b, common) = word_diff(asked.text, stored.text);
     let (loose_a, loose_b) = (a.loose(), b.loose());
+    let g = super::grams::features(asked.text, stored.text);
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     [
         cosine,
@@ -108,6 +116,12 @@ pub fn features(asked: &Side<'_>, stored: &Side<'_>) -> [f32; COUNT] {
         only_a,
         only_b,
         common,
+        g[0],
+        g[1],
+        g[2],
+        g[3],
+        g[4],
+        g[5],
     ]
 }
 

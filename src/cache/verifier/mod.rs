@@ -5,6 +5,7 @@
 //! the setting means the share of traps a route accepts being served.
 
 pub mod features;
+mod grams;
 pub mod train;
 
 use std::collections::BTreeMap;
