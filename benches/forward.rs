@@ -1,10 +1,11 @@
 //! Load harness: one `deja serve` process in front of a fast local upstream stand-in, measured
 //! against calling the stand-in directly: forwarding with the cache off, exact-tier hits,
-//! exact-tier hits replayed as streams (time to first byte) and semantic-tier hits (Redis: a
-//! private redis-server; the real model from models/).
+//! exact-tier hits replayed as streams (time to first byte), semantic-tier hits and misses
+//! (Redis: a private redis-server; the real model from models/), and new questions.
 //!
 //! `cargo bench --bench forward` (env: BENCH_SECS, BENCH_CONNS, BENCH_SCENARIOS=forward,exact,
-//! stream,semantic,new_off,new (every question new, cache off then semantic on), BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS,
+//! stream,paraphrases (semantic hits and misses one at a time, every question asked
+//! once), new_off,new (every question new, cache off then semantic on), BENCH_LOG=info to keep the per-request log line on, BENCH_GATEWAY_THREADS,
 //! BENCH_BASELINE_BIN=path of another `deja` build, run after each scenario in the same harness
 //! so the two are compared side by side).
 //! The `soak` scenario (not run by default; BENCH_SOAK_SECS, default 180) asks a fixed pool of
@@ -24,22 +25,23 @@ mod redis_server;
 #[allow(dead_code, reason = "the harness uses only the quiet stand-in")]
 mod upstream;
 
+#[path = "forward_parts/each.rs"]
+mod each;
 mod harness;
 
 use std::time::{Duration, Instant};
 
+use each::{Timed, each_once, summary};
 use harness::{
-    Bodies, Report, WARMUP, connection_loop, env_or, get, load, metric_sum, models, pct, print,
-    rss_mb, spawn_gateway,
+    Bodies, Report, WARMUP, connection_loop, env_or, get, load, load_watching, metric_sum, models,
+    pct, print, rss_mb, spawn_gateway,
 };
 
 const DEFAULT_SECS: u64 = 10;
 const DEFAULT_CONNS: usize = 32;
 const BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2}"#;
-/// A paraphrase of BODY's question: never in the exact tier, so every request is a semantic hit.
 /// BODY asked as a stream: the same exact key, so after BODY is stored it is a replayed hit.
 const STREAM_BODY: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What does an AI gateway do?"}],"temperature":0.2,"stream":true}"#;
-const PARAPHRASE: &str = r#"{"model":"yi-lightning","messages":[{"role":"user","content":"What is the purpose of an AI gateway?"}],"temperature":0.2}"#;
 
 /// Every request a question never asked before (ten-odd natural words each), as most traffic is.
 fn new_questions() -> Bodies {
@@ -87,7 +89,7 @@ async fn scenario(
         "stream" => ("simple", STREAM_BODY.into(), "exact hits as streams"),
         "new_off" => ("off", new_questions(), "new questions, cache off"),
         "new" => ("semantic", new_questions(), "new questions, semantic on"),
-        _ => ("semantic", PARAPHRASE.into(), "semantic hits (Redis)"),
+        other => panic!("unknown scenario {other}"),
     };
     env.push(("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()));
     env.push((
@@ -99,17 +101,16 @@ async fn scenario(
         models("lib/libonnxruntime.so"),
     ));
     let (mut gateway, gw_addr) = spawn_gateway(bin, &stand_in.url, &env);
-    if name == "semantic" || name == "stream" {
-        // Store the plain question (repeats are exact hits). A stream of it is then replayed from
-        // that entry; its paraphrase hits the semantic tier.
+    if name == "stream" {
+        // Store the plain question: a stream of it is then replayed from that entry.
         let _ = connection_loop(gw_addr, BODY, Instant::now() + Duration::from_millis(200)).await;
     }
     let mut runs = vec![conns];
-    if (name == "semantic" || name == "stream") && conns != 1 {
+    if name == "stream" && conns != 1 {
         runs.insert(0, 1);
     }
     for c in runs {
-        let r = load(gw_addr, body, c, duration).await;
+        let r = load_watching(gw_addr, body, c, duration, Some(gateway.id())).await;
         print(&format!("{label}, {c} conn{tag}"), &r);
         if name == "stream" {
             println!(
@@ -136,6 +137,118 @@ async fn scenario(
             println!("  {line}");
         }
     }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}
+
+/// A chat body asking `question`, with a system message when given (a partition of its own).
+fn ask(question: &str, system: Option<&str>) -> String {
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(serde_json::json!({"role": "system", "content": system}));
+    }
+    messages.push(serde_json::json!({"role": "user", "content": question}));
+    serde_json::json!({"model": "yi-lightning", "messages": messages}).to_string()
+}
+
+/// The training data's same-answer pairs (never the sealed test's), English and Chinese.
+fn same_answer_pairs() -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for file in ["en_a", "en_b", "zh_a", "zh_b"] {
+        let path = format!(
+            "{}/tests/data/train/{file}.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["same_answer"] == true {
+                let side = |k: &str| v[k].as_str().unwrap().to_owned();
+                pairs.push((side("a"), side("b")));
+            }
+        }
+    }
+    pairs
+}
+
+/// Semantic hits and misses one at a time, each question asked once (so none is an exact hit):
+/// side `a` of every same-answer pair is stored, then each side `b` is asked; the same questions
+/// sent straight to the stand-in are the baseline.
+async fn paraphrases((bin, tag): Build<'_>, stand_in: &upstream::Upstream) {
+    let redis = redis_server::RedisServer::start();
+    let env = [
+        ("DEJA__REDIS__URL", redis.url.clone()),
+        ("DEJA__CACHE__DEFAULT_MODE", "semantic".to_owned()),
+        (
+            "DEJA__EMBEDDING__MODEL_DIR",
+            models("multilingual-e5-small"),
+        ),
+        (
+            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+            models("lib/libonnxruntime.so"),
+        ),
+    ];
+    let (mut gateway, addr) = spawn_gateway(bin, &stand_in.url, &env);
+    let pairs = same_answer_pairs();
+    let stored: Vec<String> = pairs.iter().map(|(a, _)| ask(a, None)).collect();
+    let asked: Vec<String> = pairs.iter().map(|(_, b)| ask(b, None)).collect();
+    let _ = each_once(addr, &stored).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut entries = 0.0;
+    while Instant::now() < deadline {
+        entries = metric_sum(addr, "deja_semantic_index_entries{", &[]);
+        if entries as usize >= stored.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "paraphrases{tag}: {} same-answer pairs of tests/data/train, {entries} entries stored, one connection",
+        pairs.len()
+    );
+    let embedding = |part: &str| {
+        metric_sum(
+            addr,
+            &format!("deja_embedding_duration_seconds_{part}"),
+            &[],
+        )
+    };
+    let (sum, count) = (embedding("sum"), embedding("count"));
+    let timed = each_once(addr, &asked).await;
+    let mean_ms = (embedding("sum") - sum) / (embedding("count") - count).max(1.0) * 1000.0;
+    println!("  embedding, deja's own timing  mean {mean_ms:.3} ms (a session's wait included)");
+    let of = |keep: &dyn Fn(&Timed) -> bool| {
+        summary(timed.iter().filter(|t| t.ok && keep(t)).map(|t| t.us))
+    };
+    println!(
+        "  semantic hit                  {}",
+        of(&|t| t.cache == "SEMANTIC HIT")
+    );
+    println!(
+        "  miss, candidate refused       {}",
+        of(&|t| t.cache == "MISS" && t.refused)
+    );
+    println!(
+        "  miss, nothing above the floor {}",
+        of(&|t| t.cache == "MISS" && !t.refused)
+    );
+    // A system message of its own puts each question in a partition nobody stored in.
+    let alone: Vec<String> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| ask(b, Some(&format!("You answer for team {i}."))))
+        .collect();
+    let empty = each_once(addr, &alone).await;
+    println!(
+        "  miss, empty partition         {}",
+        summary(empty.iter().filter(|t| t.ok).map(|t| t.us))
+    );
+    let direct = each_once(stand_in.addr, &asked).await;
+    println!(
+        "  straight to the stand-in      {}",
+        summary(direct.iter().map(|t| t.us))
+    );
+    let errors = timed.iter().chain(&empty).filter(|t| !t.ok).count();
+    println!("  errors {errors}");
     let _ = gateway.kill();
     let _ = gateway.wait();
 }
@@ -199,7 +312,7 @@ fn main() {
     let secs = env_or("BENCH_SECS", DEFAULT_SECS);
     let conns = env_or("BENCH_CONNS", DEFAULT_CONNS);
     let scenarios = std::env::var("BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "forward,exact,stream,semantic,new_off,new".to_owned());
+        .unwrap_or_else(|_| "forward,exact,stream,paraphrases,new_off,new".to_owned());
     let duration = Duration::from_secs(secs);
     harness::runtime().block_on(async {
         let stand_in = upstream::Upstream::spawn_quiet().await;
@@ -212,6 +325,14 @@ fn main() {
         for name in scenarios.split(',') {
             match name.trim() {
                 "soak" => soak(&stand_in, conns).await,
+                "paraphrases" => {
+                    let current = (env!("CARGO_BIN_EXE_deja"), "");
+                    paraphrases(current, &stand_in).await;
+                    if let Ok(baseline) = std::env::var("BENCH_BASELINE_BIN") {
+                        let build = (baseline.as_str(), " [baseline]");
+                        paraphrases(build, &stand_in).await;
+                    }
+                }
                 name => {
                     let current = (env!("CARGO_BIN_EXE_deja"), "");
                     scenario(current, name, &stand_in, &direct, conns, duration).await;

@@ -41,7 +41,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use harness::{Bodies, connection_loop, env_or, get, load, metric_sum, models, pct, print, rss_mb};
+use harness::{
+    Bodies, connection_loop, cpu_secs, env_or, get, load, metric_sum, models, pct, print, rss_mb,
+};
 
 /// One request of a timeline.
 struct Sample {
@@ -446,25 +448,6 @@ fn streams_stand_in(chunks: usize) {
         println!("{}", provider.url);
         std::future::pending::<()>().await;
     });
-}
-
-/// CPU seconds a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime, the 14th and 15th fields of the line (11th and 12th after the name).
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// One streamed call: (time to first byte, whole stream) or `None` on any failure.

@@ -21,6 +21,8 @@ pub struct Report {
     pub latencies_us: Vec<u32>,
     /// Time to the first body byte.
     pub ttfb_us: Vec<u32>,
+    /// The gateway's CPU time per request over the measured window, µs (when watched).
+    pub cpu_us: Option<f64>,
 }
 
 impl Report {
@@ -130,6 +132,18 @@ pub async fn load(
     conns: usize,
     duration: Duration,
 ) -> Report {
+    load_watching(addr, body, conns, duration, None).await
+}
+
+/// [`load`], and with `pid` the gateway's CPU time per request: a cost that other tenants of
+/// the machine, who take throughput away, leave alone.
+pub async fn load_watching(
+    addr: SocketAddr,
+    body: impl Into<Bodies>,
+    conns: usize,
+    duration: Duration,
+    pid: Option<u32>,
+) -> Report {
     let body = body.into();
     // Warm up connections and caches, then measure.
     let warm_until = Instant::now() + WARMUP.min(duration);
@@ -139,6 +153,7 @@ pub async fn load(
     for w in warm {
         w.await.unwrap();
     }
+    let cpu_before = pid.map(cpu_secs);
     let started = Instant::now();
     let until = started + duration;
     let tasks: Vec<_> = (0..conns)
@@ -150,11 +165,15 @@ pub async fn load(
         elapsed: Duration::ZERO,
         latencies_us: Vec::new(),
         ttfb_us: Vec::new(),
+        cpu_us: None,
     };
     for t in tasks {
         report.absorb(t.await.unwrap());
     }
     report.elapsed = started.elapsed();
+    report.cpu_us = pid
+        .zip(cpu_before)
+        .map(|(pid, before)| (cpu_secs(pid) - before) * 1e6 / report.requests.max(1) as f64);
     report.latencies_us.sort_unstable();
     report.ttfb_us.sort_unstable();
     report
@@ -222,8 +241,11 @@ pub fn ready(addr: SocketAddr) -> bool {
 }
 
 pub fn print(label: &str, r: &Report) {
+    let cpu = r
+        .cpu_us
+        .map_or(String::new(), |us| format!("   gateway CPU {us:.0} µs/req"));
     println!(
-        "{label:<28} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   ({} ok, {} errors)",
+        "{label:<28} {:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   ({} ok, {} errors){cpu}",
         r.rps(),
         r.pct(0.50),
         r.pct(0.99),
@@ -265,4 +287,23 @@ pub fn metric_sum(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// CPU seconds a process has used.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, the 14th and 15th fields of the line (11th and 12th after the name).
+    (ticks(11) + ticks(12)) / 100.0
 }
