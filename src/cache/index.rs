@@ -199,6 +199,11 @@ impl SemanticIndex {
         self.read().live
     }
 
+    /// Whether `partition` holds a live entry (one expired but not yet swept counts).
+    pub fn holds(&self, partition: u128) -> bool {
+        self.read().by_partition.contains_key(&partition)
+    }
+
     /// Whether no live entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

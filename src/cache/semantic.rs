@@ -295,6 +295,14 @@ impl SemanticTier {
         format!("{}:{route}:{id}", self.prefix)
     }
 
+    /// Whether the route's index holds any entry of `partition`: without one no lookup can
+    /// find a candidate, so it needs no embedding.
+    pub fn holds(&self, route: &str, partition: &str) -> bool {
+        self.indexes
+            .get(route)
+            .is_some_and(|index| index.holds(partition_id(partition)))
+    }
+
     /// The lowest similarity a candidate needs: the route's threshold, else the verifier's
     /// calibrated floor, else the model's default threshold.
     pub fn floor(&self, threshold: Option<f32>) -> f32 {

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderValue;
+use tokio::task::JoinHandle;
 
 use super::writeback::{Embedding, WriteBack};
 use super::{CacheStatus, GatewayResponse, Meta, forward};
@@ -14,7 +15,7 @@ use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
 use crate::cache::semantic::{Decision, Lookup, Refusal, SemanticTier};
 use crate::config::{CacheMode, RouteConfig};
-use crate::embedding::Embedded;
+use crate::embedding::{EmbedError, Embedded};
 use crate::error::AppError;
 use crate::policy::CallContext;
 use crate::request::ChatRequest;
@@ -143,11 +144,7 @@ impl<'a> Flow<'a> {
         if tier.behind(settings.max_queue_wait) {
             return shed(self, meta, Embedding::Later);
         }
-        let (state, owned) = (self.state.clone(), text.to_owned());
-        let mut task = tokio::spawn(async move {
-            let tier = state.cache.semantic()?;
-            Some(tier.embed(&owned).await)
-        });
+        let mut task = self.spawn_embedding(text);
         let embedded = match tokio::time::timeout(settings.max_lookup_wait, &mut task).await {
             Ok(Ok(Some(embedded))) => embedded,
             Ok(_) => return Err(Some("error")),
@@ -167,11 +164,31 @@ impl<'a> Flow<'a> {
         }
     }
 
+    /// Starts embedding `text` on the embedding threads; the caller decides how long to wait.
+    fn spawn_embedding(&self, text: &str) -> JoinHandle<Option<Result<Embedded, EmbedError>>> {
+        let (state, owned) = (self.state.clone(), text.to_owned());
+        tokio::spawn(async move {
+            let tier = state.cache.semantic()?;
+            Some(tier.embed(&owned).await)
+        })
+    }
+
     async fn semantic_lookup(&mut self, meta: &mut Meta) -> Option<GatewayResponse> {
-        let (_, asked) = self.semantic_tier()?;
+        let (tier, asked) = self.semantic_tier()?;
         let partition = &self.keys?.partition;
         let ctx = self.ctx;
         let route = &ctx.route.name;
+        if self.state.cache.semantic_ready() && !tier.holds(route, partition) {
+            // Nothing is stored in this partition: no candidate to find, so the lookup embeds
+            // nothing. The write-back's embedding starts now, beside the upstream call.
+            self.state.cache.semantic_unsearched(route, "empty");
+            self.embedding = if tier.behind(self.state.config.embedding.max_queue_wait) {
+                Embedding::Later
+            } else {
+                Embedding::Beside(self.spawn_embedding(asked))
+            };
+            return None;
+        }
         let embedded = match self.embed_final_turn(meta).await {
             Ok(embedded) => embedded,
             Err(result) => {

@@ -29,6 +29,21 @@ pub(super) enum Embedding {
     Running(JoinHandle<Option<Result<Embedded, EmbedError>>>),
     /// Not started (shed, or the index was rebuilding): made in the background queue.
     Later,
+    /// Started beside the upstream call, the lookup having needed none (its partition was
+    /// empty): the write-back waits for it, so the entry is stored before the answer returns.
+    Beside(JoinHandle<Option<Result<Embedded, EmbedError>>>),
+}
+
+/// What an embedding task made, unless it failed or the prompt is mostly unknown to the model
+/// (a lookup would skip such a prompt: so does the write).
+async fn finished(
+    task: JoinHandle<Option<Result<Embedded, EmbedError>>>,
+    most_unknown: f32,
+) -> Option<Embedded> {
+    match task.await {
+        Ok(Some(Ok(embedded))) if embedded.unknown_ratio <= most_unknown => Some(embedded),
+        _ => None,
+    }
 }
 
 /// Everything a write-back needs, owned, so a stream can finish it after the handler returned.
@@ -106,6 +121,20 @@ impl WriteBack {
             }
             Embedding::Running(task) => self.when_embedded(task, body, tokens),
             Embedding::Later => self.embed_in_background(body, tokens),
+            Embedding::Beside(task) => {
+                let most_unknown = self.state.config.embedding.max_unknown_token_ratio;
+                if let Some(embedded) = finished(task, most_unknown).await {
+                    cache
+                        .put_semantic(
+                            route,
+                            &self.keys,
+                            (prompt, embedded),
+                            body,
+                            (tokens, self.ttl),
+                        )
+                        .await;
+                }
+            }
             Embedding::None => {}
         }
     }
@@ -121,16 +150,16 @@ impl WriteBack {
         let (body, ttl) = (body.clone(), self.ttl);
         tokio::spawn(async move {
             let most_unknown = state.config.embedding.max_unknown_token_ratio;
-            let (Ok(Some(Ok(embedded))), Some(prompt)) = (task.await, &keys.final_user_text) else {
+            let (Some(embedded), Some(prompt)) =
+                (finished(task, most_unknown).await, &keys.final_user_text)
+            else {
                 return;
             };
-            if embedded.unknown_ratio <= most_unknown {
-                let asked = (prompt.as_str(), embedded);
-                state
-                    .cache
-                    .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
-                    .await;
-            }
+            let asked = (prompt.as_str(), embedded);
+            state
+                .cache
+                .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
+                .await;
         });
     }
 
