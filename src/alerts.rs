@@ -80,7 +80,8 @@ fn value(rule: &AlertRule, old: &Snapshot, new: &Snapshot) -> Option<f64> {
             ),
             delta(
                 "deja_cache_lookups_total",
-                &label_is("result", |r| r == "hit" || r == "miss"),
+                // A lookup in an empty partition is a miss too (it only skipped the embedding).
+                &label_is("result", |r| r == "hit" || r == "miss" || r == "empty"),
             ),
         ),
         AlertMetric::Upstream429Ratio => ratio(

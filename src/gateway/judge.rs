@@ -102,10 +102,7 @@ pub(super) async fn decide(
     let started = Instant::now();
     let asked = tokio::time::timeout(q.judge.timeout, ask(state, q)).await;
     let took = started.elapsed();
-    let (verdict, tokens) = match asked {
-        Ok(Some((yes, tokens))) => (Some(yes), tokens),
-        _ => (None, 0),
-    };
+    let (verdict, tokens) = asked.unwrap_or((None, 0));
     let label = match verdict {
         Some(true) => "yes",
         Some(false) => "no",
@@ -133,9 +130,54 @@ fn judge_model<'q>(q: &Question<'q>) -> &'q str {
     q.judge.model.as_deref().unwrap_or(q.model)
 }
 
-/// One call, no retries: the verdict and the tokens it cost; `None` when no verdict came.
-async fn ask(state: &AppState, q: &Question<'_>) -> Option<(bool, u64)> {
-    let target = q.target?;
+/// One call, no retries: the verdict (`None` when no clear one came) and the tokens the call
+/// cost, which a provider charges for whatever it answered.
+async fn ask(state: &AppState, q: &Question<'_>) -> (Option<bool>, u64) {
+    let Some((target, body)) = q.target.and_then(|t| Some((t, request_body(q, t)?))) else {
+        return (None, 0);
+    };
+    let retry = RetryConfig {
+        attempts: 0,
+        ..RetryConfig::default()
+    };
+    let forwarded = state
+        .forwarder
+        .send(UpstreamCall {
+            route: q.route,
+            path: "/chat/completions",
+            body: Some(body),
+            stream: false,
+            timeout: q.judge.timeout,
+            retry: &retry,
+            auth: target.auth.as_ref(),
+            base_url: &target.base_url,
+            wire: &target.wire,
+        })
+        .await;
+    let Ok(answer) = forwarded.result else {
+        return (None, 0);
+    };
+    let AnswerBody::Full(body) = answer.body else {
+        return (None, 0);
+    };
+    let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+        return (None, 0);
+    };
+    let tokens = json
+        .pointer("/usage/total_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let verdict = answer
+        .status
+        .is_success()
+        .then(|| json.pointer("/choices/0/message/content")?.as_str())
+        .flatten()
+        .and_then(verdict_of);
+    (verdict, tokens)
+}
+
+/// The judge's request as the target takes it.
+fn request_body(q: &Question<'_>, target: &Target) -> Option<Bytes> {
     let model = judge_model(q);
     let request = json!({
         "model": model,
@@ -157,35 +199,7 @@ async fn ask(state: &AppState, q: &Question<'_>) -> Option<(bool, u64)> {
         json["model"] = Value::String(model.to_owned());
         body = Bytes::from(json.to_string());
     }
-    let retry = RetryConfig {
-        attempts: 0,
-        ..RetryConfig::default()
-    };
-    let forwarded = state
-        .forwarder
-        .send(UpstreamCall {
-            route: q.route,
-            path: "/chat/completions",
-            body: Some(body),
-            stream: false,
-            timeout: q.judge.timeout,
-            retry: &retry,
-            auth: target.auth.as_ref(),
-            base_url: &target.base_url,
-            wire: &target.wire,
-        })
-        .await;
-    let answer = forwarded.result.ok().filter(|a| a.status.is_success())?;
-    let AnswerBody::Full(body) = answer.body else {
-        return None;
-    };
-    let json: Value = serde_json::from_slice(&body).ok()?;
-    let tokens = json
-        .pointer("/usage/total_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let text = json.pointer("/choices/0/message/content")?.as_str()?;
-    Some((verdict_of(text)?, tokens))
+    Some(body)
 }
 
 /// "yes" / "no" (either case, with punctuation), 是 / 否 / 不是; anything else is no verdict.

@@ -34,15 +34,27 @@ pub(super) enum Embedding {
     Beside(JoinHandle<Option<Result<Embedded, EmbedError>>>),
 }
 
-/// What an embedding task made, unless it failed or the prompt is mostly unknown to the model
-/// (a lookup would skip such a prompt: so does the write).
-async fn finished(
-    task: JoinHandle<Option<Result<Embedded, EmbedError>>>,
-    most_unknown: f32,
+/// What a finished embedding task made, unless it failed (logged and counted) or the prompt is
+/// mostly unknown to the model (a lookup would skip such a prompt: so does the write).
+fn finished(
+    state: &AppState,
+    route: &str,
+    done: Result<Option<Result<Embedded, EmbedError>>, tokio::task::JoinError>,
 ) -> Option<Embedded> {
-    match task.await {
+    let most_unknown = state.config.embedding.max_unknown_token_ratio;
+    match done {
         Ok(Some(Ok(embedded))) if embedded.unknown_ratio <= most_unknown => Some(embedded),
-        _ => None,
+        Ok(Some(Ok(_)) | None) => None,
+        Ok(Some(Err(e))) => {
+            tracing::warn!(route = %route, error = %e, "write-back embedding failed");
+            state.metrics.cache_write(route, "semantic", "error");
+            None
+        }
+        Err(e) => {
+            tracing::error!(route = %route, error = %e, "write-back embedding task failed");
+            state.metrics.cache_write(route, "semantic", "error");
+            None
+        }
     }
 }
 
@@ -121,9 +133,15 @@ impl WriteBack {
             }
             Embedding::Running(task) => self.when_embedded(task, body, tokens),
             Embedding::Later => self.embed_in_background(body, tokens),
-            Embedding::Beside(task) => {
-                let most_unknown = self.state.config.embedding.max_unknown_token_ratio;
-                if let Some(embedded) = finished(task, most_unknown).await {
+            Embedding::Beside(mut task) => {
+                // Waited for as a lookup's would be, at most `max_lookup_wait`: past it the
+                // entry is stored when the embedding is done, off the answer's path.
+                let wait = self.state.config.embedding.max_lookup_wait;
+                let Ok(done) = tokio::time::timeout(wait, &mut task).await else {
+                    self.when_embedded(task, body, tokens);
+                    return;
+                };
+                if let Some(embedded) = finished(&self.state, route, done) {
                     cache
                         .put_semantic(
                             route,
@@ -149,9 +167,8 @@ impl WriteBack {
         let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
         let (body, ttl) = (body.clone(), self.ttl);
         tokio::spawn(async move {
-            let most_unknown = state.config.embedding.max_unknown_token_ratio;
             let (Some(embedded), Some(prompt)) =
-                (finished(task, most_unknown).await, &keys.final_user_text)
+                (finished(&state, &route, task.await), &keys.final_user_text)
             else {
                 return;
             };

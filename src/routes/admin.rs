@@ -363,6 +363,7 @@ pub(super) async fn logs(
         .map(|row| {
             let mut shown = serde_json::to_value(row).unwrap_or(Value::Null);
             shown["cost_usd"] = crate::analytics::cost_usd(&prices, row).into();
+            shown["judge_cost_usd"] = crate::analytics::judge_cost_usd(&prices, row).into();
             shown
         })
         .collect();

@@ -305,6 +305,8 @@ async fn english_only_model_skips_chinese_prompts() {
         "MISS",
         "MiniLM reads both as [UNK]s"
     );
+    // In a partition of its own (no lookup needed), such a prompt is not stored either.
+    cache_status(&gw, "t", "怎么申请退款?").await;
     let metrics = gw.scrape_metrics().await;
     let skipped = metric(
         &metrics,
@@ -312,6 +314,12 @@ async fn english_only_model_skips_chinese_prompts() {
         &[("tier", "semantic"), ("result", "skipped")],
     );
     assert_eq!(skipped, Some(2.0), "{metrics}");
+    let entries = metric(
+        &metrics,
+        "deja_semantic_index_entries",
+        &[("route", "default")],
+    );
+    assert_eq!(entries, Some(1.0), "only the English question: {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,8 +375,14 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"1ms\"\n";
     let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
     // The first question finds its partition empty: nothing to look up, so nothing is shed;
-    // its entry is stored before its answer returns.
+    // its embedding, too slow for 1 ms, stores its entry after its answer returns.
     ask(&gw, &common::question("What are your opening hours?"), &[]).await;
+    let stored = [
+        ("route", "default"),
+        ("tier", "semantic"),
+        ("result", "stored"),
+    ];
+    common::until_metric(&gw, "deja_cache_writes_total", &stored, 1.0).await;
     for topic in ["refund", "invoice", "password", "shipping"] {
         let text = format!("How do I change my {topic} settings?");
         assert_eq!(
@@ -376,11 +390,6 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
             "MISS"
         );
     }
-    let stored = [
-        ("route", "default"),
-        ("tier", "semantic"),
-        ("result", "stored"),
-    ];
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 5.0).await;
     let text = gw.scrape_metrics().await;
     let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]);
