@@ -5,7 +5,7 @@ WORKDIR /src
 # Dependencies first, so source edits do not refetch and rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in forward cache; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in forward cache resilience; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin deja \
     && rm -rf src benches
 COPY src ./src
