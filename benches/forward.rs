@@ -251,6 +251,22 @@ async fn paraphrases((bin, tag): Build<'_>, stand_in: &upstream::Upstream) {
     println!("  errors {errors}");
     let _ = gateway.kill();
     let _ = gateway.wait();
+
+    // The same empty-partition misses in front of a provider that takes 50 ms, as a model
+    // does at the least: what deja adds to a new question there.
+    let slow = upstream::Upstream::spawn_quiet().await;
+    slow.answer_by_default(upstream::Reply::ok().delayed(Duration::from_millis(50)));
+    let (mut gateway, addr) = spawn_gateway(bin, &slow.url, &env);
+    let some: Vec<String> = alone.iter().take(200).cloned().collect();
+    let empty = each_once(addr, &some).await;
+    let direct = each_once(slow.addr, &some).await;
+    println!(
+        "  miss, empty partition, provider taking 50 ms: through deja {}; provider alone {}",
+        summary(empty.iter().filter(|t| t.ok).map(|t| t.us)),
+        summary(direct.iter().map(|t| t.us))
+    );
+    let _ = gateway.kill();
+    let _ = gateway.wait();
 }
 
 async fn soak(stand_in: &upstream::Upstream, conns: usize) {
