@@ -57,6 +57,10 @@ pub const OVERLOAD: &str = "deja_overload_rejections";
 pub const REPLICA_EVENTS: &str = "deja_replica_events";
 /// Prompts waiting for an embedding session.
 pub const EMBEDDING_QUEUE: &str = "deja_embedding_queue_depth";
+/// Answers in the background write-back queue, waiting for their semantic entry's embedding.
+pub const WRITEBACK_QUEUE: &str = "deja_semantic_writeback_queue_depth";
+/// Time from an answer to its semantic entry stored, for entries stored after the answer went.
+pub const WRITEBACK_LAG: &str = "deja_semantic_writeback_lag_seconds";
 /// Times Sentinel named a new Redis master and the gateway moved to it.
 pub const REDIS_MASTER_SWITCHES: &str = "deja_redis_master_switches";
 /// Redis nodes whose breaker is open (the cache is bypassed for their keys).
@@ -95,6 +99,8 @@ pub const ALL: &[(&str, &str)] = &[
     (ROUTE_QUEUE, "gauge"),
     (OVERLOAD, "counter"),
     (EMBEDDING_QUEUE, "gauge"),
+    (WRITEBACK_QUEUE, "gauge"),
+    (WRITEBACK_LAG, "histogram"),
     (REPLICA_EVENTS, "counter"),
     (REDIS_MASTER_SWITCHES, "counter"),
     (JUDGE_CALLS, "counter"),
@@ -175,6 +181,8 @@ pub struct Metrics {
     route_queue: Family<RouteOnly, Gauge>,
     overload: Family<RouteReason, Counter>,
     embedding_queue: Gauge,
+    writeback_queue: Gauge,
+    writeback_lag: Histogram,
     replica_events: Family<ResultOnly, Counter>,
     master_switches: Counter,
     breaker_open: Gauge,
@@ -341,6 +349,18 @@ impl Metrics {
             "Prompts waiting for an embedding session",
             embedding_queue.clone(),
         );
+        let writeback_queue = Gauge::default();
+        registry.register(
+            WRITEBACK_QUEUE,
+            "Answers waiting in the background write-back queue for their semantic entry's embedding",
+            writeback_queue.clone(),
+        );
+        let writeback_lag = latency_histogram();
+        registry.register(
+            WRITEBACK_LAG,
+            "Time from an answer to its semantic entry stored, for entries stored after the answer",
+            writeback_lag.clone(),
+        );
         let replica_events = Family::default();
         registry.register(
             REPLICA_EVENTS,
@@ -402,6 +422,8 @@ impl Metrics {
             route_queue,
             overload,
             embedding_queue,
+            writeback_queue,
+            writeback_lag,
             circuit,
             target_answers,
             request_log,
@@ -476,6 +498,16 @@ impl Metrics {
     /// Moves the count of prompts waiting for an embedding session by `delta`.
     pub fn embedding_queue(&self, delta: i64) {
         self.embedding_queue.inc_by(delta);
+    }
+
+    /// Moves the background write-back queue's depth by `delta`.
+    pub fn writeback_queue(&self, delta: i64) {
+        self.writeback_queue.inc_by(delta);
+    }
+
+    /// Records how long after its answer a semantic entry was stored.
+    pub fn writeback_lag(&self, lag: Duration) {
+        self.writeback_lag.observe(lag.as_secs_f64());
     }
 
     /// Counts one answered request and its latency.

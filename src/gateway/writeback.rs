@@ -2,7 +2,7 @@
 //! identical request finds it) and for a stream (once it ended cleanly, off the client's path),
 //! and handing it to the requests that waited on the same single flight.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -165,7 +165,7 @@ impl WriteBack {
         tokens: u64,
     ) {
         let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
-        let (body, ttl) = (body.clone(), self.ttl);
+        let (body, ttl, answered) = (body.clone(), self.ttl, Instant::now());
         tokio::spawn(async move {
             let (Some(embedded), Some(prompt)) =
                 (finished(&state, &route, task.await), &keys.final_user_text)
@@ -177,6 +177,7 @@ impl WriteBack {
                 .cache
                 .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
                 .await;
+            state.metrics.writeback_lag(answered.elapsed());
         });
     }
 
@@ -194,9 +195,24 @@ impl WriteBack {
             return;
         };
         let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
-        let (body, ttl) = (body.clone(), self.ttl);
+        let (body, ttl, answered) = (body.clone(), self.ttl, Instant::now());
+        /// Counts an answer in the queue until its entry is stored or given up, however that ends.
+        struct Queued {
+            state: AppState,
+            _slot: tokio::sync::OwnedSemaphorePermit,
+        }
+        impl Drop for Queued {
+            fn drop(&mut self) {
+                self.state.metrics.writeback_queue(-1);
+            }
+        }
+        self.state.metrics.writeback_queue(1);
+        let queued = Queued {
+            state: self.state.clone(),
+            _slot: slot,
+        };
         tokio::spawn(async move {
-            let _slot = slot;
+            let _queued = queued;
             let (Some(tier), Some(prompt)) = (state.cache.semantic(), &keys.final_user_text) else {
                 return;
             };
@@ -210,6 +226,7 @@ impl WriteBack {
                         .cache
                         .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
                         .await;
+                    state.metrics.writeback_lag(answered.elapsed());
                 }
                 Err(e) => {
                     tracing::warn!(route = %route, error = %e, "background embedding failed");

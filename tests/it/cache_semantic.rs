@@ -356,6 +356,14 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
         ("result", "stored"),
     ];
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 17.0).await;
+    // The shed ones were stored after their answers: their lag is timed, the queue is empty.
+    let text = gw.scrape_metrics().await;
+    let lagged = metric(&text, "deja_semantic_writeback_lag_seconds_count", &[]).unwrap_or(0.0);
+    assert!(lagged >= shed, "{lagged} timed for {shed} shed\n{text}");
+    assert_eq!(
+        metric(&text, "deja_semantic_writeback_queue_depth", &[]),
+        Some(0.0)
+    );
     let paraphrase = common::question("How can I change my refund settings?");
     let reply = ask(&gw, &paraphrase, &[]).await;
     assert_eq!(
