@@ -30,7 +30,8 @@ pub(super) enum Embedding {
     /// Not started (shed, or the index was rebuilding): made in the background queue.
     Later,
     /// Started beside the upstream call, the lookup having needed none (its partition was
-    /// empty): the write-back waits for it, so the entry is stored before the answer returns.
+    /// empty): the write-back waits for it up to `max_lookup_wait`, so the entry is normally
+    /// stored before the answer returns; past that it is stored when the embedding is done.
     Beside(JoinHandle<Option<Result<Embedded, EmbedError>>>),
 }
 
