@@ -11,11 +11,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::verify::VerifyBudget;
-use crate::config::{Config, JudgeConfig, RetryConfig};
+use super::verify::{VerifyBudget, ask_once};
+use crate::config::{Config, JudgeConfig};
 use crate::policy::Target;
 use crate::state::AppState;
-use crate::upstream::{AnswerBody, UpstreamCall};
 
 /// Verdicts remembered per route; past it the memory starts over (a verdict is cheap to ask
 /// again, and the bound keeps a flood of distinct pairs from growing it).
@@ -136,28 +135,7 @@ async fn ask(state: &AppState, q: &Question<'_>) -> (Option<bool>, u64) {
     let Some((target, body)) = q.target.and_then(|t| Some((t, request_body(q, t)?))) else {
         return (None, 0);
     };
-    let retry = RetryConfig {
-        attempts: 0,
-        ..RetryConfig::default()
-    };
-    let forwarded = state
-        .forwarder
-        .send(UpstreamCall {
-            route: q.route,
-            path: "/chat/completions",
-            body: Some(body),
-            stream: false,
-            timeout: q.judge.timeout,
-            retry: &retry,
-            auth: target.auth.as_ref(),
-            base_url: &target.base_url,
-            wire: &target.wire,
-        })
-        .await;
-    let Ok(answer) = forwarded.result else {
-        return (None, 0);
-    };
-    let AnswerBody::Full(body) = answer.body else {
+    let Some((status, body)) = ask_once(state, q.route, target, body, q.judge.timeout).await else {
         return (None, 0);
     };
     let Ok(json) = serde_json::from_slice::<Value>(&body) else {
@@ -167,8 +145,7 @@ async fn ask(state: &AppState, q: &Question<'_>) -> (Option<bool>, u64) {
         .pointer("/usage/total_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let verdict = answer
-        .status
+    let verdict = status
         .is_success()
         .then(|| json.pointer("/choices/0/message/content")?.as_str())
         .flatten()

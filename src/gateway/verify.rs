@@ -4,14 +4,51 @@
 //! the extra provider calls.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::RetryConfig;
+use crate::policy::Target;
 use crate::state::AppState;
 use crate::upstream::{AnswerBody, UpstreamCall};
+
+/// One POST of `body` to `target`'s chat completions for deja's own purposes (a verification,
+/// a judge's verdict): a single try, since a measurement is not worth retries on the
+/// provider's bill. The whole answer whatever its status; `None` when none came (or it
+/// streamed).
+pub(super) async fn ask_once(
+    state: &AppState,
+    route: &str,
+    target: &Target,
+    body: Bytes,
+    timeout: Duration,
+) -> Option<(http::StatusCode, Bytes)> {
+    let retry = RetryConfig {
+        attempts: 0,
+        ..RetryConfig::default()
+    };
+    let forwarded = state
+        .forwarder
+        .send(UpstreamCall {
+            route,
+            path: "/chat/completions",
+            body: Some(body),
+            stream: false,
+            timeout,
+            retry: &retry,
+            auth: target.auth.as_ref(),
+            base_url: &target.base_url,
+            wire: &target.wire,
+        })
+        .await;
+    let answer = forwarded.result.ok()?;
+    let AnswerBody::Full(body) = answer.body else {
+        return None;
+    };
+    Some((answer.status, body))
+}
 
 /// At most `rate` verifications a second, with bursts of at most `max(1, rate)`.
 pub struct VerifyBudget {
@@ -94,32 +131,13 @@ async fn verify(state: &AppState, sample: &Sample) -> &'static str {
     else {
         return "error";
     };
-    // One try: verification is a measurement, not worth retries on the provider's bill.
-    let retry = RetryConfig {
-        attempts: 0,
-        ..RetryConfig::default()
+    let Some((status, fresh)) = ask_once(state, &sample.route, target, body, target.timeout).await
+    else {
+        return "error";
     };
-    let forwarded = state
-        .forwarder
-        .send(UpstreamCall {
-            route: &sample.route,
-            path: "/chat/completions",
-            body: Some(body),
-            stream: false,
-            timeout: target.timeout,
-            retry: &retry,
-            auth: target.auth.as_ref(),
-            base_url: &target.base_url,
-            wire: &target.wire,
-        })
-        .await;
-    let fresh = match forwarded.result {
-        Ok(answer) if answer.status.is_success() => match answer.body {
-            AnswerBody::Full(body) => body,
-            AnswerBody::Stream(_) => return "error",
-        },
-        _ => return "error",
-    };
+    if !status.is_success() {
+        return "error";
+    }
     let (Some(served), Some(fresh), Some(tier)) = (
         answer_text(&sample.served),
         answer_text(&fresh),
