@@ -120,41 +120,40 @@ impl WriteBack {
         let Some(prompt) = self.keys.final_user_text.as_deref() else {
             return;
         };
-        match std::mem::replace(&mut self.embedding, Embedding::None) {
-            Embedding::Ready(embedded) => {
-                cache
-                    .put_semantic(
-                        route,
-                        &self.keys,
-                        (prompt, embedded),
-                        body,
-                        (tokens, self.ttl),
-                    )
-                    .await;
+        let embedded = match std::mem::replace(&mut self.embedding, Embedding::None) {
+            Embedding::Ready(embedded) => Some(embedded),
+            Embedding::Running(task) => {
+                self.when_embedded(task, body, tokens);
+                None
             }
-            Embedding::Running(task) => self.when_embedded(task, body, tokens),
-            Embedding::Later => self.embed_in_background(body, tokens),
+            Embedding::Later => {
+                self.embed_in_background(body, tokens);
+                None
+            }
             Embedding::Beside(mut task) => {
                 // Waited for as a lookup's would be, at most `max_lookup_wait`: past it the
                 // entry is stored when the embedding is done, off the answer's path.
                 let wait = self.state.config.embedding.max_lookup_wait;
-                let Ok(done) = tokio::time::timeout(wait, &mut task).await else {
-                    self.when_embedded(task, body, tokens);
-                    return;
-                };
-                if let Some(embedded) = finished(&self.state, route, done) {
-                    cache
-                        .put_semantic(
-                            route,
-                            &self.keys,
-                            (prompt, embedded),
-                            body,
-                            (tokens, self.ttl),
-                        )
-                        .await;
+                match tokio::time::timeout(wait, &mut task).await {
+                    Ok(done) => finished(&self.state, route, done),
+                    Err(_) => {
+                        self.when_embedded(task, body, tokens);
+                        None
+                    }
                 }
             }
-            Embedding::None => {}
+            Embedding::None => None,
+        };
+        if let Some(embedded) = embedded {
+            cache
+                .put_semantic(
+                    route,
+                    &self.keys,
+                    (prompt, embedded),
+                    body,
+                    (tokens, self.ttl),
+                )
+                .await;
         }
     }
 
