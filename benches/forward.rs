@@ -82,7 +82,6 @@ async fn scenario(
     duration: Duration,
 ) {
     let redis = redis_server::RedisServer::start();
-    let mut env = vec![("DEJA__REDIS__URL", redis.url.clone())];
     let (mode, body, label): (&str, Bodies, &str) = match name {
         "forward" => ("off", BODY.into(), "through deja (cache off)"),
         "exact" => ("simple", BODY.into(), "exact hits (Redis)"),
@@ -91,15 +90,7 @@ async fn scenario(
         "new" => ("semantic", new_questions(), "new questions, semantic on"),
         other => panic!("unknown scenario {other}"),
     };
-    env.push(("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()));
-    env.push((
-        "DEJA__EMBEDDING__MODEL_DIR",
-        models("multilingual-e5-small"),
-    ));
-    env.push((
-        "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
-        models("lib/libonnxruntime.so"),
-    ));
+    let env = gateway_env(&redis.url, mode);
     let (mut gateway, gw_addr) = spawn_gateway(bin, &stand_in.url, &env);
     if name == "stream" {
         // Store the plain question: a stream of it is then replayed from that entry.
@@ -141,6 +132,22 @@ async fn scenario(
     let _ = gateway.wait();
 }
 
+/// A gateway on `redis_url` with cache `mode`, and the real model from models/.
+fn gateway_env(redis_url: &str, mode: &str) -> [(&'static str, String); 4] {
+    [
+        ("DEJA__REDIS__URL", redis_url.to_owned()),
+        ("DEJA__CACHE__DEFAULT_MODE", mode.to_owned()),
+        (
+            "DEJA__EMBEDDING__MODEL_DIR",
+            models("multilingual-e5-small"),
+        ),
+        (
+            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
+            models("lib/libonnxruntime.so"),
+        ),
+    ]
+}
+
 /// A chat body asking `question`, with a system message when given (a partition of its own).
 fn ask(question: &str, system: Option<&str>) -> String {
     let mut messages = Vec::new();
@@ -175,18 +182,7 @@ fn same_answer_pairs() -> Vec<(String, String)> {
 /// sent straight to the stand-in are the baseline.
 async fn paraphrases((bin, tag): Build<'_>, stand_in: &upstream::Upstream) {
     let redis = redis_server::RedisServer::start();
-    let env = [
-        ("DEJA__REDIS__URL", redis.url.clone()),
-        ("DEJA__CACHE__DEFAULT_MODE", "semantic".to_owned()),
-        (
-            "DEJA__EMBEDDING__MODEL_DIR",
-            models("multilingual-e5-small"),
-        ),
-        (
-            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
-            models("lib/libonnxruntime.so"),
-        ),
-    ];
+    let env = gateway_env(&redis.url, "semantic");
     let (mut gateway, addr) = spawn_gateway(bin, &stand_in.url, &env);
     let pairs = same_answer_pairs();
     let stored: Vec<String> = pairs.iter().map(|(a, _)| ask(a, None)).collect();
@@ -273,18 +269,7 @@ async fn soak(stand_in: &upstream::Upstream, conns: usize) {
     let secs = env_or("BENCH_SOAK_SECS", 180u64);
     let questions = env_or("BENCH_SOAK_QUESTIONS", 2000usize);
     let redis = redis_server::RedisServer::start();
-    let env = [
-        ("DEJA__REDIS__URL", redis.url.clone()),
-        ("DEJA__CACHE__DEFAULT_MODE", "semantic".to_owned()),
-        (
-            "DEJA__EMBEDDING__MODEL_DIR",
-            models("multilingual-e5-small"),
-        ),
-        (
-            "DEJA__EMBEDDING__ONNXRUNTIME_LIB",
-            models("lib/libonnxruntime.so"),
-        ),
-    ];
+    let env = gateway_env(&redis.url, "semantic");
     let (mut gateway, addr) = spawn_gateway(env!("CARGO_BIN_EXE_deja"), &stand_in.url, &env);
     let topics = [
         "refunds",
