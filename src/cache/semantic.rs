@@ -225,17 +225,19 @@ impl SemanticTier {
         self.embedder.as_ref()
     }
 
-    /// Whether a lookup arriving now would wait longer than `max_wait` for a session: none is
-    /// free and the lookups ahead of it, shared among the sessions, take longer than that.
-    pub fn behind(&self, max_wait: Duration) -> bool {
-        if self.permits.available_permits() > 0 {
-            return false;
-        }
-        let ahead = self.waiting.load(Ordering::Acquire) + 1;
-        let sessions = self.sessions.max(1);
+    /// Whether a lookup arriving now should skip the semantic tier: it would wait longer than
+    /// `queue` for a session (none is free and the lookups ahead of it, shared among the
+    /// sessions, take longer than that), or its embedding, at the pace embeddings run now, would
+    /// not be done within `lookup`. Such a lookup would only wait out `lookup` for nothing.
+    pub fn behind(&self, (queue, lookup): (Duration, Duration)) -> bool {
         let each = self.embed_ns.load(Ordering::Relaxed);
-        let expected = (ahead as u64).div_ceil(sessions as u64) * each;
-        Duration::from_nanos(expected) > max_wait
+        let waited = if self.permits.available_permits() > 0 {
+            0
+        } else {
+            let ahead = self.waiting.load(Ordering::Acquire) + 1;
+            (ahead as u64).div_ceil(self.sessions.max(1) as u64) * each
+        };
+        Duration::from_nanos(waited) > queue || Duration::from_nanos(waited + each) > lookup
     }
 
     /// A place in the background write-back queue, if one is free.

@@ -86,6 +86,11 @@ impl Default for EmbeddingConfig {
 }
 
 impl EmbeddingConfig {
+    /// What a lookup may spend on its embedding: `(max_queue_wait, max_lookup_wait)`.
+    pub fn lookup_budget(&self) -> (Duration, Duration) {
+        (self.max_queue_wait, self.max_lookup_wait)
+    }
+
     /// Where the model's files are read from.
     pub fn model_dir(&self) -> PathBuf {
         self.model_dir

@@ -141,7 +141,7 @@ impl<'a> Flow<'a> {
             self.embedding = Embedding::Later;
             return Err(Some("rebuilding"));
         }
-        if tier.behind(settings.max_queue_wait) {
+        if tier.behind(settings.lookup_budget()) {
             return shed(self, meta, Embedding::Later);
         }
         let mut task = self.spawn_embedding(text);
@@ -182,7 +182,7 @@ impl<'a> Flow<'a> {
             // Nothing is stored in this partition: no candidate to find, so the lookup embeds
             // nothing. The write-back's embedding starts now, beside the upstream call.
             self.state.cache.semantic_unsearched(route, "empty");
-            self.embedding = if tier.behind(self.state.config.embedding.max_queue_wait) {
+            self.embedding = if tier.behind(self.state.config.embedding.lookup_budget()) {
                 Embedding::Later
             } else {
                 Embedding::Beside(self.spawn_embedding(asked))
