@@ -187,7 +187,7 @@ pub struct Metrics {
     master_switches: Counter,
     breaker_open: Gauge,
     breaker_opened: Counter,
-    semantic_shed: Family<RouteOnly, Counter>,
+    semantic_shed: Family<RouteReason, Counter>,
     judge_calls: Family<RouteResult, Counter>,
     judge_tokens: Family<RouteOnly, Counter>,
     judge_duration: HistogramFamily<RouteOnly>,
@@ -388,7 +388,7 @@ impl Metrics {
         let semantic_shed = Family::default();
         registry.register(
             SEMANTIC_SHED,
-            "Semantic lookups skipped (exact tier and provider only) because the embedding queue was longer than [embedding] max_queue_wait",
+            "Semantic lookups skipped (exact tier and provider only) for want of embedding capacity, by reason: queue (the wait for a session was longer than [embedding] max_queue_wait), slow (at the pace embeddings run now, it would not be done within max_lookup_wait), timeout (it was not done within max_lookup_wait)",
             semantic_shed.clone(),
         );
         let judge_calls = Family::default();
@@ -486,11 +486,12 @@ impl Metrics {
         }
     }
 
-    /// Counts a semantic lookup shed for want of embedding capacity.
-    pub fn semantic_shed(&self, route: &str) {
+    /// Counts a semantic lookup shed for want of embedding capacity, and why.
+    pub fn semantic_shed(&self, route: &str, reason: &'static str) {
         self.semantic_shed
-            .get_or_create(&RouteOnly {
+            .get_or_create(&RouteReason {
                 route: route.to_owned(),
+                reason,
             })
             .inc();
     }

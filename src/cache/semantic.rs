@@ -225,11 +225,12 @@ impl SemanticTier {
         self.embedder.as_ref()
     }
 
-    /// Whether a lookup arriving now should skip the semantic tier: it would wait longer than
-    /// `queue` for a session (none is free and the lookups ahead of it, shared among the
-    /// sessions, take longer than that), or its embedding, at the pace embeddings run now, would
-    /// not be done within `lookup`. Such a lookup would only wait out `lookup` for nothing.
-    pub fn behind(&self, (queue, lookup): (Duration, Duration)) -> bool {
+    /// Why a lookup arriving now should skip the semantic tier, if it should: it would wait
+    /// longer than `queue` for a session (none is free and the lookups ahead of it, shared among
+    /// the sessions, take longer than that: `"queue"`), or its embedding, at the pace embeddings
+    /// run now, would not be done within `lookup` (`"slow"`): it would only wait that out for
+    /// nothing.
+    pub fn behind(&self, (queue, lookup): (Duration, Duration)) -> Option<&'static str> {
         let each = self.embed_ns.load(Ordering::Relaxed);
         let waited = if self.permits.available_permits() > 0 {
             0
@@ -237,7 +238,13 @@ impl SemanticTier {
             let ahead = self.waiting.load(Ordering::Acquire) + 1;
             (ahead as u64).div_ceil(self.sessions.max(1) as u64) * each
         };
-        Duration::from_nanos(waited) > queue || Duration::from_nanos(waited + each) > lookup
+        if Duration::from_nanos(waited) > queue {
+            Some("queue")
+        } else if Duration::from_nanos(waited + each) > lookup {
+            Some("slow")
+        } else {
+            None
+        }
     }
 
     /// A place in the background write-back queue, if one is free.

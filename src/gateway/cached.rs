@@ -130,9 +130,9 @@ impl<'a> Flow<'a> {
     ) -> Result<Embedded, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
         let settings = &self.state.config.embedding;
-        let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding| {
+        let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding, reason| {
             meta.note = Some("semantic tier shed: embeddings behind");
-            flow.state.metrics.semantic_shed(&flow.route().name);
+            flow.state.metrics.semantic_shed(&flow.route().name, reason);
             flow.embedding = embedding;
             Err(Some("shed"))
         };
@@ -141,14 +141,14 @@ impl<'a> Flow<'a> {
             self.embedding = Embedding::Later;
             return Err(Some("rebuilding"));
         }
-        if tier.behind(settings.lookup_budget()) {
-            return shed(self, meta, Embedding::Later);
+        if let Some(reason) = tier.behind(settings.lookup_budget()) {
+            return shed(self, meta, Embedding::Later, reason);
         }
         let mut task = self.spawn_embedding(text);
         let embedded = match tokio::time::timeout(settings.max_lookup_wait, &mut task).await {
             Ok(Ok(Some(embedded))) => embedded,
             Ok(_) => return Err(Some("error")),
-            Err(_) => return shed(self, meta, Embedding::Running(task)),
+            Err(_) => return shed(self, meta, Embedding::Running(task), "timeout"),
         };
         match embedded {
             Ok(e) if e.unknown_ratio > settings.max_unknown_token_ratio => {
@@ -182,7 +182,8 @@ impl<'a> Flow<'a> {
             // Nothing is stored in this partition: no candidate to find, so the lookup embeds
             // nothing. The write-back's embedding starts now, beside the upstream call.
             self.state.cache.semantic_unsearched(route, "empty");
-            self.embedding = if tier.behind(self.state.config.embedding.lookup_budget()) {
+            let budget = self.state.config.embedding.lookup_budget();
+            self.embedding = if tier.behind(budget).is_some() {
                 Embedding::Later
             } else {
                 Embedding::Beside(self.spawn_embedding(asked))

@@ -347,7 +347,8 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     });
     futures_util::future::join_all(asks).await;
     let text = gw.scrape_metrics().await;
-    let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]).unwrap_or(0.0);
+    let queue = [("route", "default"), ("reason", "queue")];
+    let shed = metric(&text, "deja_semantic_shed_total", &queue).unwrap_or(0.0);
     assert!(shed >= 1.0, "16 at once on one session: some shed\n{text}");
     // Every answer still gets its semantic entry: the shed ones from the background queue.
     let stored = [
@@ -377,13 +378,13 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
-    // No lookup may wait even a millisecond for its embedding: every one is shed, and each
-    // answer's semantic entry comes from the embedding the lookup left running.
+    // Short questions embed well within 20 ms, so a lookup expects its embedding in time; these
+    // long ones (about 400 word pieces each) take several times that: every lookup gives up
+    // waiting, and each answer's semantic entry comes from the embedding it left running.
     let upstream = Upstream::spawn().await;
-    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"1ms\"\n";
+    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"20ms\"\n";
     let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
-    // The first question finds its partition empty: nothing to look up, so nothing is shed;
-    // its embedding, too slow for 1 ms, stores its entry after its answer returns.
+    // The first question finds its partition empty: nothing to look up, so nothing is shed.
     ask(&gw, &common::question("What are your opening hours?"), &[]).await;
     let stored = [
         ("route", "default"),
@@ -392,7 +393,7 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     ];
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 1.0).await;
     for topic in ["refund", "invoice", "password", "shipping"] {
-        let text = format!("How do I change my {topic} settings?");
+        let text = format!("How do I change my {topic} settings on the web site? ").repeat(30);
         assert_eq!(
             ask(&gw, &common::question(&text), &[]).await.cache(),
             "MISS"
@@ -400,10 +401,39 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     }
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 5.0).await;
     let text = gw.scrape_metrics().await;
-    let shed = metric(&text, "deja_semantic_shed_total", &[("route", "default")]);
+    let timeout = [("route", "default"), ("reason", "timeout")];
+    let shed = metric(&text, "deja_semantic_shed_total", &timeout);
     assert_eq!(shed, Some(4.0), "{text}");
     let empty = [("tier", "semantic"), ("result", "empty")];
     assert_eq!(metric(&text, "deja_cache_lookups_total", &empty), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_cannot_get_its_embedding_in_time_does_not_wait_for_it() {
+    // With 1 ms for a lookup's embedding, which takes milliseconds, no lookup waits: each is shed
+    // at once and its answer's entry is embedded in the background queue.
+    let upstream = Upstream::spawn().await;
+    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"1ms\"\n";
+    let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
+    ask(&gw, &common::question("What are your opening hours?"), &[]).await;
+    let stored = [
+        ("route", "default"),
+        ("tier", "semantic"),
+        ("result", "stored"),
+    ];
+    common::until_metric(&gw, "deja_cache_writes_total", &stored, 1.0).await;
+    for topic in ["refund", "invoice", "password"] {
+        let text = format!("How do I change my {topic} settings?");
+        let reply = ask(&gw, &common::question(&text), &[]).await;
+        assert_eq!(reply.cache(), "MISS");
+    }
+    common::until_metric(&gw, "deja_cache_writes_total", &stored, 4.0).await;
+    let text = gw.scrape_metrics().await;
+    // Shed before any wait, each for its embedding's pace, none after waiting it out.
+    let slow = [("route", "default"), ("reason", "slow")];
+    assert_eq!(metric(&text, "deja_semantic_shed_total", &slow), Some(3.0));
+    let timeout = [("route", "default"), ("reason", "timeout")];
+    assert_eq!(metric(&text, "deja_semantic_shed_total", &timeout), None);
 }
 
 /// An entry without word-piece states (written before they were stored, or with the field
