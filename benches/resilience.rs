@@ -13,7 +13,8 @@
 //!   started on it (BENCH_PARTITIONS, default 1): time to serving (`/readyz` 200) and to its
 //!   semantic tier (status `ready`).
 //! - `streams`: BENCH_STREAMS (default 10,000) concurrent slow streams (a chunk a second for
-//!   10 s): RSS and CPU of the gateway, errors, added time to first byte.
+//!   10 s): RSS and CPU of the gateway, errors, added time to first byte; clients on a
+//!   connection each (as many as the open-file limit allows), then on HTTP/2.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -450,20 +451,52 @@ fn streams_stand_in(chunks: usize) {
     });
 }
 
-/// One streamed call: (time to first byte, whole stream) or `None` on any failure.
-async fn one_stream(addr: SocketAddr, body: String) -> Option<(u32, u32)> {
+/// How the harness reaches a server: a connection a stream, or HTTP/2 connections each carrying
+/// `per_conn` streams (a gateway then holds one socket a stream, its upstream one).
+#[derive(Clone, Copy)]
+enum Inbound {
+    Http1,
+    Http2 { per_conn: usize },
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// A new HTTP/2 connection (prior knowledge, as h2c) to `addr`.
+async fn h2_connection(addr: SocketAddr) -> Option<H2Sender> {
     let stream = TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (sender, conn) = hyper::client::conn::http2::handshake(executor, TokioIo::new(stream))
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::post("/v1/chat/completions")
-        .header("host", addr.to_string())
+    Some(sender)
+}
+
+/// One streamed call, on `h2` or else a connection of its own: (time to first byte, whole
+/// stream) or `None` on any failure.
+async fn one_stream(addr: SocketAddr, body: String, h2: Option<H2Sender>) -> Option<(u32, u32)> {
+    let req = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .ok()?;
     let started = Instant::now();
-    let res = sender.send_request(req).await.ok()?;
+    let res = match h2 {
+        Some(mut sender) => sender.send_request(req).await.ok()?,
+        None => {
+            let stream = TcpStream::connect(addr).await.ok()?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            let (mut parts, body) = req.into_parts();
+            parts.uri = "/v1/chat/completions".parse().ok()?;
+            parts.headers.insert("host", addr.to_string().parse().ok()?);
+            sender
+                .send_request(Request::from_parts(parts, body))
+                .await
+                .ok()?
+        }
+    };
     if !res.status().is_success() {
         return None;
     }
@@ -495,11 +528,22 @@ struct StreamRun {
 
 /// Opens `n` streams to `addr` (about 500 every 100 ms, as a burst of real clients arrives, not
 /// one SYN flood) and waits for them all, watching `pid` while they are open.
-async fn open_streams(addr: SocketAddr, body: &str, n: usize, pid: Option<u32>) -> StreamRun {
+async fn open_streams(
+    (addr, inbound): (SocketAddr, Inbound),
+    body: &str,
+    n: usize,
+    pid: Option<u32>,
+) -> StreamRun {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
+    let mut h2 = None;
     for i in 0..n {
-        tasks.push(tokio::spawn(one_stream(addr, body.to_owned())));
+        if let Inbound::Http2 { per_conn } = inbound
+            && i % per_conn == 0
+        {
+            h2 = h2_connection(addr).await;
+        }
+        tasks.push(tokio::spawn(one_stream(addr, body.to_owned(), h2.clone())));
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -530,9 +574,11 @@ async fn open_streams(addr: SocketAddr, body: &str, n: usize, pid: Option<u32>) 
 }
 
 async fn streams() {
-    // Two sockets a stream in the gateway: its open-file limit caps what one process can hold.
-    // Raise this shell's limit to the hard one (children inherit it); where the hard limit is
-    // below two sockets a stream, run as many streams as it allows and say so.
+    // Two sockets a stream in the gateway when each client has its own connection: its
+    // open-file limit caps what one process can hold. Raise this shell's limit to the hard one
+    // (children inherit it); where the hard limit is below two sockets a stream, run as many as
+    // it allows and say so. Clients on HTTP/2, a hundred streams a connection, leave the gateway
+    // one socket a stream (upstream), so the whole number runs that way too.
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let hard = limit.maximum.unwrap_or(u64::MAX);
     let _ = rustix::process::setrlimit(
@@ -542,14 +588,9 @@ async fn streams() {
             maximum: limit.maximum,
         },
     );
-    let fits = usize::try_from(hard.saturating_sub(1024) / 2).unwrap_or(usize::MAX);
-    let asked = env_or("BENCH_STREAMS", 10_000usize);
-    let n = asked.min(fits);
-    if n < asked {
-        println!(
-            "\nstreams: {asked} asked, {n} run: the hard open-file limit here is {hard} (two sockets a stream)"
-        );
-    }
+    let spare = usize::try_from(hard.saturating_sub(1024)).unwrap_or(usize::MAX);
+    let asked = env_or("BENCH_STREAMS", 10_000usize).min(spare);
+    let per_conn = 100;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("BENCH_STREAM_STANDIN", "10")
         .stdout(std::process::Stdio::piped())
@@ -561,49 +602,77 @@ async fn streams() {
         &mut url,
     )
     .unwrap();
-    let env = [
-        ("DEJA__CACHE__DEFAULT_MODE", "off".to_owned()),
-        ("DEJA__EMBEDDING__ENABLED", "false".to_owned()),
-    ];
-    let (mut gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), url.trim(), &env);
-    let idle_rss = rss_mb(gateway.id());
-    println!(
-        "\nstreams: {n} concurrent streams, each 10 chunks a second apart; gateway idle rss {idle_rss:.0} MB"
-    );
+    let url = url.trim();
     let body =
         r#"{"model":"yi-lightning","stream":true,"messages":[{"role":"user","content":"stream"}]}"#;
     let provider: SocketAddr = url
-        .trim()
         .trim_start_matches("http://")
         .trim_end_matches("/v1")
         .parse()
         .unwrap();
-    let direct = open_streams(provider, body, n, None).await;
+    println!("\nstreams: concurrent streams, each 10 chunks a second apart");
+    let direct = open_streams((provider, Inbound::Http1), body, asked, None).await;
     println!(
-        "  direct to the stand-in: {} finished, {} errors; time to first byte p50 {:.1} ms, p99 {:.1} ms",
+        "  {asked} direct to the stand-in: {} finished, {} errors; time to first byte p50 {:.1} ms, p99 {:.1} ms",
         direct.ttfb.len(),
         direct.errors,
         pct_or_zero(&direct.ttfb, 0.5),
         pct_or_zero(&direct.ttfb, 0.99)
     );
-    let through = open_streams(addr, body, n, Some(gateway.id())).await;
+    let h1 = asked.min(spare / 2);
+    if h1 < asked {
+        println!(
+            "  through deja, a connection a stream: {h1} of {asked}, the hard open-file limit here being {hard} (two sockets a stream)"
+        );
+    }
+    let h2 = asked.min(spare * per_conn / (per_conn + 1));
+    let runs = [
+        ("a connection a stream", Inbound::Http1, h1),
+        (
+            "HTTP/2 clients, 100 streams a connection",
+            Inbound::Http2 { per_conn },
+            h2,
+        ),
+    ];
+    for (label, inbound, n) in runs {
+        stream_through_deja(url, (label, inbound), n, body, &direct).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `n` streams through a fresh gateway, clients reaching it by `inbound`.
+async fn stream_through_deja(
+    url: &str,
+    (label, inbound): (&str, Inbound),
+    n: usize,
+    body: &str,
+    direct: &StreamRun,
+) {
+    let env = [
+        ("DEJA__CACHE__DEFAULT_MODE", "off".to_owned()),
+        ("DEJA__EMBEDDING__ENABLED", "false".to_owned()),
+    ];
+    let (mut gateway, addr) = harness::spawn_gateway(env!("CARGO_BIN_EXE_deja"), url, &env);
+    let idle_rss = rss_mb(gateway.id());
+    let through = open_streams((addr, inbound), body, n, Some(gateway.id())).await;
     let refused = metric_sum(addr, "deja_overload_rejections_total", &[]);
     let per_stream_kb = (through.rss_mb - idle_rss) * 1024.0 / n as f64;
+    let (p50, p99) = (
+        pct_or_zero(&through.ttfb, 0.5),
+        pct_or_zero(&through.ttfb, 0.99),
+    );
     println!(
-        "  through deja: rss {:.0} MB with all open ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {} errors; time to first byte p50 {:.1} ms ({:+.1}), p99 {:.1} ms ({:+.1})",
+        "  {n} through deja, {label}: rss idle {idle_rss:.0} MB, {:.0} MB with all open ({per_stream_kb:.1} KB a stream), cpu {:.0}% of a core, {refused} refused by admission; {} finished, {} errors; time to first byte p50 {p50:.1} ms ({:+.1}), p99 {p99:.1} ms ({:+.1})",
         through.rss_mb,
         through.cpu * 100.0,
         through.ttfb.len(),
         through.errors,
-        pct_or_zero(&through.ttfb, 0.5),
-        pct_or_zero(&through.ttfb, 0.5) - pct_or_zero(&direct.ttfb, 0.5),
-        pct_or_zero(&through.ttfb, 0.99),
-        pct_or_zero(&through.ttfb, 0.99) - pct_or_zero(&direct.ttfb, 0.99),
+        p50 - pct_or_zero(&direct.ttfb, 0.5),
+        p99 - pct_or_zero(&direct.ttfb, 0.99),
     );
     let _ = gateway.kill();
     let _ = gateway.wait();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn main() {

@@ -26,7 +26,7 @@ pub mod reqlog;
 pub mod request;
 pub mod request_id;
 pub mod routes;
-mod server;
+pub mod server;
 pub mod starting;
 pub mod state;
 pub mod store;

@@ -9,7 +9,9 @@ use deja::eval::command::EvalArgs;
 use deja::{Config, telemetry};
 
 // glibc's malloc was 13% of the CPU forwarding a request (its free-list upkeep across threads,
-// in a profile of the forward bench); mimalloc's per-thread pages avoid most of that.
+// in a profile of the forward bench); mimalloc's per-thread pages avoid most of that. Built
+// `no_thp`: its huge pages stalled threads on the kernel's compaction, and a burst of new
+// connections waited 0.6-2.9 s for a first byte (docs/PERFORMANCE.md, streams).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -118,8 +120,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = deja::server::bind(listen)
             .with_context(|| format!("binding server.listen {listen}"))?;
         if config.upstream.api_key.is_none() {
             tracing::warn!(

@@ -27,6 +27,25 @@ const MAX_HEADER_COUNT: usize = 4096;
 /// so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Connections the kernel may queue for `accept` (it caps this at `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1024: a burst of new clients (500 every 100 ms in the
+/// streams bench) overflowed that, and each dropped handshake cost its client a 1-3 s SYN
+/// retry.
+const BACKLOG: u32 = 8192;
+
+/// Binds `addr` for the accept loop, with a deep accept queue.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's own bind does: a restarted deja can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `router` on `listener` until `signal` resolves; then stops accepting and returns once
 /// every connection has finished. Dropping the returned future drops every connection.
 pub(crate) async fn serve(

@@ -235,7 +235,9 @@ impl Upstream {
         let app = Router::new()
             .fallback(respond)
             .with_state(Arc::clone(&inner));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // deja's own deep accept queue: the streams bench opens thousands of connections in
+        // bursts, and a provider that drops handshakes would be measured, not deja.
+        let listener = deja::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
