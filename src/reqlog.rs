@@ -16,6 +16,8 @@ use crate::store::{Store, now_ms};
 /// Most records written in one transaction.
 const BATCH: usize = 200;
 /// How often old rows are deleted.
+/// How long the writer gathers rows after the first before committing them.
+const LINGER: Duration = Duration::from_millis(20);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// A record on its way to the store, with the bodies it may need.
@@ -79,6 +81,15 @@ impl RequestLog {
                 received = receiver.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         return;
+                    }
+                    // Rows that follow within LINGER join this commit: one commit and one wake
+                    // of the database thread per LINGER, not per request (at one connection that
+                    // was 40% of the gateway's CPU a request). Rows still gathering when deja
+                    // stops are lost, as rows still queued always were.
+                    tokio::time::sleep(LINGER).await;
+                    while batch.len() < BATCH {
+                        let Ok(draft) = receiver.try_recv() else { break };
+                        batch.push(draft);
                     }
                     let rows: Vec<LogRecord> = batch.drain(..).map(|p| self.finish(p)).collect();
                     match store.insert_logs(&rows).await {
