@@ -124,7 +124,8 @@ async fn scenario(
             && ["hit", "miss", "shed"]
                 .iter()
                 .any(|r| line.contains(&format!("result=\"{r}\"")));
-        if lookups || line.starts_with("deja_semantic_shed_total") {
+        let logged = line.starts_with("deja_request_log_records_total");
+        if lookups || logged || line.starts_with("deja_semantic_shed_total") {
             println!("  {line}");
         }
     }

@@ -25,6 +25,32 @@ mod replicate;
 
 /// Keys read per SCAN round while rebuilding.
 const SCAN_BATCH: usize = 500;
+/// While lookups are shed for slow embeddings, one goes through when no embedding has been
+/// timed for this long, so that a pace measured in a passing spike cannot keep the tier off.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a lookup skipped the semantic tier for want of embedding capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// It would have waited too long for a session (`max_queue_wait`), or, with that wait, its
+    /// embedding would not have been done within `max_lookup_wait`.
+    Queue,
+    /// Embeddings run slower than `max_lookup_wait` allows even with a session free.
+    Slow,
+    /// It waited `max_lookup_wait` for its embedding in vain.
+    Timeout,
+}
+
+impl Shed {
+    /// The `reason` label of `deja_semantic_shed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Slow => "slow",
+            Self::Timeout => "timeout",
+        }
+    }
+}
 
 /// What a semantic lookup found.
 #[derive(Debug, Clone)]
@@ -134,6 +160,9 @@ pub struct SemanticTier {
     waiting: AtomicUsize,
     /// Recent time one embedding takes on its session, ns (moving average).
     embed_ns: AtomicU64,
+    /// When an embedding was last timed, ms after `born`.
+    timed_ms: AtomicU64,
+    born: Instant,
     /// Write-backs allowed to wait for an embedding in the background.
     later: Arc<Semaphore>,
     /// Background embeddings running at once: half the sessions (at least one), so lookups on
@@ -209,6 +238,8 @@ impl SemanticTier {
             waiting: AtomicUsize::new(0),
             // A short prompt on one core, until the first embeddings are timed.
             embed_ns: AtomicU64::new(5_000_000),
+            timed_ms: AtomicU64::new(0),
+            born: Instant::now(),
             later: Arc::new(Semaphore::new(config.embedding.writeback_queue)),
             later_running: Arc::new(Semaphore::new((config.embedding.sessions / 2).max(1))),
             embedder,
@@ -227,21 +258,31 @@ impl SemanticTier {
 
     /// Why a lookup arriving now should skip the semantic tier, if it should: it would wait
     /// longer than `queue` for a session (none is free and the lookups ahead of it, shared among
-    /// the sessions, take longer than that: `"queue"`), or its embedding, at the pace embeddings
-    /// run now, would not be done within `lookup` (`"slow"`): it would only wait that out for
-    /// nothing.
-    pub fn behind(&self, (queue, lookup): (Duration, Duration)) -> Option<&'static str> {
+    /// the sessions, take longer than that), or its embedding, at the pace embeddings run now,
+    /// would not be done within `lookup` (it would only wait that out for nothing). A slow pace
+    /// sheds only while embeddings are still being timed: see [`PROBE_EVERY`].
+    pub fn behind(&self, (queue, lookup): (Duration, Duration)) -> Option<Shed> {
         let each = self.embed_ns.load(Ordering::Relaxed);
         let waited = if self.permits.available_permits() > 0 {
             0
         } else {
-            let ahead = self.waiting.load(Ordering::Acquire) + 1;
-            (ahead as u64).div_ceil(self.sessions.max(1) as u64) * each
+            let ahead = self.waiting.load(Ordering::Acquire) as u64 + 1;
+            ahead
+                .div_ceil(self.sessions.max(1) as u64)
+                .saturating_mul(each)
         };
-        if Duration::from_nanos(waited) > queue {
-            Some("queue")
-        } else if Duration::from_nanos(waited + each) > lookup {
-            Some("slow")
+        let timed_ms = self.timed_ms.load(Ordering::Relaxed);
+        let since_timed = self
+            .born
+            .elapsed()
+            .saturating_sub(Duration::from_millis(timed_ms));
+        let too_slow = |ns: u64| Duration::from_nanos(ns) > lookup && since_timed < PROBE_EVERY;
+        if Duration::from_nanos(waited) > queue
+            || (waited > 0 && too_slow(waited.saturating_add(each)))
+        {
+            Some(Shed::Queue)
+        } else if too_slow(each) {
+            Some(Shed::Slow)
         } else {
             None
         }
@@ -294,6 +335,8 @@ impl SemanticTier {
         let average = self.embed_ns.load(Ordering::Relaxed);
         self.embed_ns
             .store(average - average / 8 + ran / 8, Ordering::Relaxed);
+        let timed_ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.timed_ms.store(timed_ms, Ordering::Relaxed);
         self.metrics.embedding(started.elapsed());
         result?
             .pop()

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use super::{EmbedError, Embedded, Embedder};
 
-/// Puts the calling thread in `SCHED_IDLE`, which the kernel runs only on a core nothing else
-/// wants, and preempts at once for any thread that does. Nice 10, tried first, still let the
+/// Puts the calling thread in `SCHED_IDLE`: the kernel gives it a sliver of a busy core (weight
+/// 3 against a normal thread's 1024) and preempts it at once for any normal thread that wakes.
+/// Only this thread: with `threads_per_session` above 1, ONNX Runtime's own pool threads (made
+/// when the session is built) keep normal priority. Nice 10, tried first, still let the
 /// model delay the request path: p99 of a non-hit at 3x the embedding capacity was 12-17 ms above
 /// the provider's, against 10.5-11.1 ms in `SCHED_IDLE` (`cargo bench --bench resilience`, shed).
 fn run_only_when_idle() {

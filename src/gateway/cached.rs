@@ -13,7 +13,7 @@ use super::{CacheStatus, GatewayResponse, Meta, forward};
 use super::{judge, verify};
 use crate::cache::coalesce::{self, Flight, Leader, Shared};
 use crate::cache::key::{CacheKeys, cache_keys};
-use crate::cache::semantic::{Decision, Lookup, Refusal, SemanticTier};
+use crate::cache::semantic::{Decision, Lookup, Refusal, SemanticTier, Shed};
 use crate::config::{CacheMode, RouteConfig};
 use crate::embedding::{EmbedError, Embedded};
 use crate::error::AppError;
@@ -142,13 +142,16 @@ impl<'a> Flow<'a> {
             return Err(Some("rebuilding"));
         }
         if let Some(reason) = tier.behind(settings.lookup_budget()) {
-            return shed(self, meta, Embedding::Later, reason);
+            return shed(self, meta, Embedding::Later, reason.label());
         }
         let mut task = self.spawn_embedding(text);
         let embedded = match tokio::time::timeout(settings.max_lookup_wait, &mut task).await {
             Ok(Ok(Some(embedded))) => embedded,
             Ok(_) => return Err(Some("error")),
-            Err(_) => return shed(self, meta, Embedding::Running(task), "timeout"),
+            Err(_) => {
+                let timeout = Shed::Timeout.label();
+                return shed(self, meta, Embedding::Running(task), timeout);
+            }
         };
         match embedded {
             Ok(e) if e.unknown_ratio > settings.max_unknown_token_ratio => {
@@ -183,7 +186,9 @@ impl<'a> Flow<'a> {
             // nothing. The write-back's embedding starts now, beside the upstream call.
             self.state.cache.semantic_unsearched(route, "empty");
             let budget = self.state.config.embedding.lookup_budget();
-            self.embedding = if tier.behind(budget).is_some() {
+            // Only a long queue defers it: its embedding, started now, has the whole upstream
+            // call to run beside.
+            self.embedding = if tier.behind(budget) == Some(Shed::Queue) {
                 Embedding::Later
             } else {
                 Embedding::Beside(self.spawn_embedding(asked))

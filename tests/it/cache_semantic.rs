@@ -401,9 +401,18 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     }
     common::until_metric(&gw, "deja_cache_writes_total", &stored, 5.0).await;
     let text = gw.scrape_metrics().await;
-    let timeout = [("route", "default"), ("reason", "timeout")];
-    let shed = metric(&text, "deja_semantic_shed_total", &timeout);
-    assert_eq!(shed, Some(4.0), "{text}");
+    // Each lookup gave up waiting, unless the long embeddings done before it (or a slow
+    // machine) had already lifted the pace past 20 ms: then it was shed without waiting.
+    let shed = |reason| {
+        let labels = [("route", "default"), ("reason", reason)];
+        metric(&text, "deja_semantic_shed_total", &labels).unwrap_or(0.0)
+    };
+    assert!(shed("timeout") >= 1.0, "{text}");
+    assert_eq!(
+        shed("timeout") + shed("slow") + shed("queue"),
+        4.0,
+        "{text}"
+    );
     let empty = [("tier", "semantic"), ("result", "empty")];
     assert_eq!(metric(&text, "deja_cache_lookups_total", &empty), Some(1.0));
 }
