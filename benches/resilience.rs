@@ -543,7 +543,13 @@ async fn open_streams(
         {
             h2 = h2_connection(addr).await;
         }
-        tasks.push(tokio::spawn(one_stream(addr, body.to_owned(), h2.clone())));
+        // A failed HTTP/2 connection fails its streams; they do not fall back to HTTP/1.
+        let lost = matches!(inbound, Inbound::Http2 { .. }) && h2.is_none();
+        tasks.push(if lost {
+            tokio::spawn(async { None })
+        } else {
+            tokio::spawn(one_stream(addr, body.to_owned(), h2.clone()))
+        });
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
