@@ -57,9 +57,10 @@ pub struct EmbeddingConfig {
     pub max_queue_wait: Duration,
     /// Longest a lookup waits for its prompt's embedding (queue and model together). Past it the
     /// request goes on without the semantic tier (counted as shed), and the embedding, still
-    /// running, feeds the write-back instead. A ten-word prompt embeds in about 4.5 ms on an idle
-    /// core; raise this where final user turns are long (a few hundred tokens take tens of ms).
-    /// Default `8ms`.
+    /// running, feeds the write-back instead. While embeddings run slower than this on average,
+    /// lookups are shed at once rather than wait it out. A ten-word prompt embeds in 3-4.5 ms on
+    /// an idle core; raise this where final user turns are long (a few hundred tokens take tens
+    /// of ms). Default `8ms`.
     #[serde(with = "humantime_serde")]
     pub max_lookup_wait: Duration,
     /// Answers whose semantic entry waits for an embedding in the background (after a shed
