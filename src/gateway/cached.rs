@@ -130,9 +130,11 @@ impl<'a> Flow<'a> {
     ) -> Result<Embedded, Option<&'static str>> {
         let (tier, text) = self.semantic_tier().ok_or(None)?;
         let settings = &self.state.config.embedding;
-        let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding, reason| {
+        let shed = |flow: &mut Self, meta: &mut Meta, embedding: Embedding, reason: Shed| {
             meta.note = Some("semantic tier shed: embeddings behind");
-            flow.state.metrics.semantic_shed(&flow.route().name, reason);
+            flow.state
+                .metrics
+                .semantic_shed(&flow.route().name, reason.label());
             flow.embedding = embedding;
             Err(Some("shed"))
         };
@@ -142,16 +144,13 @@ impl<'a> Flow<'a> {
             return Err(Some("rebuilding"));
         }
         if let Some(reason) = tier.behind(settings.lookup_budget()) {
-            return shed(self, meta, Embedding::Later, reason.label());
+            return shed(self, meta, Embedding::Later, reason);
         }
         let mut task = self.spawn_embedding(text);
         let embedded = match tokio::time::timeout(settings.max_lookup_wait, &mut task).await {
             Ok(Ok(Some(embedded))) => embedded,
             Ok(_) => return Err(Some("error")),
-            Err(_) => {
-                let timeout = Shed::Timeout.label();
-                return shed(self, meta, Embedding::Running(task), timeout);
-            }
+            Err(_) => return shed(self, meta, Embedding::Running(task), Shed::Timeout),
         };
         match embedded {
             Ok(e) if e.unknown_ratio > settings.max_unknown_token_ratio => {

@@ -164,20 +164,11 @@ impl WriteBack {
         body: &Bytes,
         tokens: u64,
     ) {
-        let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
-        let (body, ttl, answered) = (body.clone(), self.ttl, Instant::now());
+        let late = self.late(body, tokens);
         tokio::spawn(async move {
-            let (Some(embedded), Some(prompt)) =
-                (finished(&state, &route, task.await), &keys.final_user_text)
-            else {
-                return;
-            };
-            let asked = (prompt.as_str(), embedded);
-            state
-                .cache
-                .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
-                .await;
-            state.metrics.writeback_lag(answered.elapsed());
+            if let Some(embedded) = finished(&late.state, &late.route, task.await) {
+                late.store(embedded).await;
+            }
         });
     }
 
@@ -194,8 +185,6 @@ impl WriteBack {
                 .cache_write(&self.route, "semantic", "dropped");
             return;
         };
-        let (state, route, keys) = (self.state.clone(), self.route.clone(), self.keys.clone());
-        let (body, ttl, answered) = (body.clone(), self.ttl, Instant::now());
         /// Counts an answer in the queue until its entry is stored or given up, however that ends.
         struct Queued {
             state: AppState,
@@ -211,28 +200,63 @@ impl WriteBack {
             state: self.state.clone(),
             _slot: slot,
         };
+        let late = self.late(body, tokens);
         tokio::spawn(async move {
             let _queued = queued;
-            let (Some(tier), Some(prompt)) = (state.cache.semantic(), &keys.final_user_text) else {
+            let (Some(tier), Some(prompt)) =
+                (late.state.cache.semantic(), &late.keys.final_user_text)
+            else {
                 return;
             };
-            let most_unknown = state.config.embedding.max_unknown_token_ratio;
-            match tier.embed_later(prompt).await {
-                // The lookup would have skipped it: so does the write.
-                Ok(embedded) if embedded.unknown_ratio > most_unknown => {}
-                Ok(embedded) => {
-                    let asked = (prompt.as_str(), embedded);
-                    state
-                        .cache
-                        .put_semantic(&route, &keys, asked, &body, (tokens, ttl))
-                        .await;
-                    state.metrics.writeback_lag(answered.elapsed());
-                }
-                Err(e) => {
-                    tracing::warn!(route = %route, error = %e, "background embedding failed");
-                    state.metrics.cache_write(&route, "semantic", "error");
-                }
+            let made = Some(tier.embed_later(prompt).await);
+            if let Some(embedded) = finished(&late.state, &late.route, Ok(made)) {
+                late.store(embedded).await;
             }
         });
+    }
+
+    /// What storing the semantic entry after the answer returned needs, owned for its task.
+    fn late(&self, body: &Bytes, tokens: u64) -> Late {
+        Late {
+            state: self.state.clone(),
+            route: self.route.clone(),
+            keys: self.keys.clone(),
+            body: body.clone(),
+            tokens,
+            ttl: self.ttl,
+            answered: Instant::now(),
+        }
+    }
+}
+
+/// A semantic entry to store once its embedding is done, the answer having already returned.
+struct Late {
+    state: AppState,
+    route: String,
+    keys: CacheKeys,
+    body: Bytes,
+    tokens: u64,
+    ttl: Duration,
+    answered: Instant,
+}
+
+impl Late {
+    /// Stores the entry and times how long after its answer it came.
+    async fn store(&self, embedded: Embedded) {
+        let Some(prompt) = self.keys.final_user_text.as_deref() else {
+            return;
+        };
+        let entry = (self.tokens, self.ttl);
+        self.state
+            .cache
+            .put_semantic(
+                &self.route,
+                &self.keys,
+                (prompt, embedded),
+                &self.body,
+                entry,
+            )
+            .await;
+        self.state.metrics.writeback_lag(self.answered.elapsed());
     }
 }
