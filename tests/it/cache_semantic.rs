@@ -351,12 +351,7 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     let shed = metric(&text, "deja_semantic_shed_total", &queue).unwrap_or(0.0);
     assert!(shed >= 1.0, "16 at once on one session: some shed\n{text}");
     // Every answer still gets its semantic entry: the shed ones from the background queue.
-    let stored = [
-        ("route", "default"),
-        ("tier", "semantic"),
-        ("result", "stored"),
-    ];
-    common::until_metric(&gw, "deja_cache_writes_total", &stored, 17.0).await;
+    common::until_metric(&gw, "deja_cache_writes_total", &STORED, 17.0).await;
     // The shed ones were stored after their answers: their lag is timed, the queue is empty.
     let text = gw.scrape_metrics().await;
     let lagged = metric(&text, "deja_semantic_writeback_lag_seconds_count", &[]).unwrap_or(0.0);
@@ -376,22 +371,33 @@ async fn a_burst_beyond_the_embedding_sessions_is_shed_not_queued() {
     );
 }
 
+/// Semantic entries stored, as `deja_cache_writes_total` labels them.
+const STORED: [(&str, &str); 3] = [
+    ("route", "default"),
+    ("tier", "semantic"),
+    ("result", "stored"),
+];
+
+/// A semantic gateway whose lookups wait at most `lookup_wait` for their embedding (never for a
+/// session), with one entry stored. That first question found its partition empty: nothing was
+/// looked up, so nothing was shed.
+async fn one_entry_stored(lookup_wait: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::spawn().await;
+    let extra =
+        format!("[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"{lookup_wait}\"\n");
+    let config = config_with_mode(&upstream.url, "semantic", &extra);
+    let gw = Gateway::spawn_sharing_model(config).await;
+    ask(&gw, &common::question("What are your opening hours?"), &[]).await;
+    common::until_metric(&gw, "deja_cache_writes_total", &STORED, 1.0).await;
+    (upstream, gw)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
     // Short questions embed well within 20 ms, so a lookup expects its embedding in time; these
     // long ones (about 400 word pieces each) take several times that: every lookup gives up
     // waiting, and each answer's semantic entry comes from the embedding it left running.
-    let upstream = Upstream::spawn().await;
-    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"20ms\"\n";
-    let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
-    // The first question finds its partition empty: nothing to look up, so nothing is shed.
-    ask(&gw, &common::question("What are your opening hours?"), &[]).await;
-    let stored = [
-        ("route", "default"),
-        ("tier", "semantic"),
-        ("result", "stored"),
-    ];
-    common::until_metric(&gw, "deja_cache_writes_total", &stored, 1.0).await;
+    let (_upstream, gw) = one_entry_stored("20ms").await;
     for topic in ["refund", "invoice", "password", "shipping"] {
         let text = format!("How do I change my {topic} settings on the web site? ").repeat(30);
         assert_eq!(
@@ -399,7 +405,7 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
             "MISS"
         );
     }
-    common::until_metric(&gw, "deja_cache_writes_total", &stored, 5.0).await;
+    common::until_metric(&gw, "deja_cache_writes_total", &STORED, 5.0).await;
     let text = gw.scrape_metrics().await;
     // Each lookup gave up waiting, unless the long embeddings done before it (or a slow
     // machine) had already lifted the pace past 20 ms: then it was shed without waiting.
@@ -421,22 +427,13 @@ async fn an_embedding_the_lookup_gave_up_on_still_stores_its_entry() {
 async fn a_lookup_that_cannot_get_its_embedding_in_time_does_not_wait_for_it() {
     // With 1 ms for a lookup's embedding, which takes milliseconds, no lookup waits: each is shed
     // at once and its answer's entry is embedded in the background queue.
-    let upstream = Upstream::spawn().await;
-    let extra = "[embedding]\nmax_queue_wait = \"30s\"\nmax_lookup_wait = \"1ms\"\n";
-    let gw = Gateway::spawn_sharing_model(config_with_mode(&upstream.url, "semantic", extra)).await;
-    ask(&gw, &common::question("What are your opening hours?"), &[]).await;
-    let stored = [
-        ("route", "default"),
-        ("tier", "semantic"),
-        ("result", "stored"),
-    ];
-    common::until_metric(&gw, "deja_cache_writes_total", &stored, 1.0).await;
+    let (_upstream, gw) = one_entry_stored("1ms").await;
     for topic in ["refund", "invoice", "password"] {
         let text = format!("How do I change my {topic} settings?");
         let reply = ask(&gw, &common::question(&text), &[]).await;
         assert_eq!(reply.cache(), "MISS");
     }
-    common::until_metric(&gw, "deja_cache_writes_total", &stored, 4.0).await;
+    common::until_metric(&gw, "deja_cache_writes_total", &STORED, 4.0).await;
     let text = gw.scrape_metrics().await;
     // Shed before any wait, each for its embedding's pace, none after waiting it out.
     let slow = [("route", "default"), ("reason", "slow")];
